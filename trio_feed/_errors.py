@@ -1,0 +1,136 @@
+"""The exception tree of trio_feed.
+
+Every error the library raises on purpose is a :class:`TrioFeedError`, so a
+caller can catch "anything trio_feed refused" in one clause, and each leaf says
+what went wrong precisely enough to act on::
+
+    TrioFeedError
+    ├── BorrowError              a lent view outlived its frame (a bug in the caller)
+    ├── ProtocolError            the peer broke RFC 6455; carries the close code we sent
+    │   └── MessageTooBig        a frame or message exceeded max_message_size (1009)
+    ├── HandshakeError           the HTTP upgrade was refused or malformed
+    ├── ConnectionClosed         the connection is gone; carries the close code and reason
+    ├── InvalidStreamName        a Binance stream name that cannot exist (also ValueError)
+    ├── DecodeError              a payload that is not a Binance message (also ValueError)
+    └── SubscriptionError        the server answered a control request with an error
+
+Transport failures below the WebSocket layer (refused connections, TLS
+verification failures, resets) are not re-wrapped: they arrive as the
+``OSError``, ``ssl.SSLError`` or ``trio.BrokenResourceError`` that trio raised,
+because those types already say exactly what happened.  ``open_connection``
+adds the URL to the message where it can.
+
+Close codes follow RFC 6455 section 7.4.1; :class:`CloseCode` lives in
+``trio_feed.wire`` with the rest of the protocol vocabulary.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BorrowError",
+    "ConnectionClosed",
+    "DecodeError",
+    "HandshakeError",
+    "InvalidStreamName",
+    "MessageTooBig",
+    "ProtocolError",
+    "SubscriptionError",
+    "TrioFeedError",
+]
+
+
+class TrioFeedError(Exception):
+    """Base class of every error trio_feed raises on purpose."""
+
+
+class BorrowError(TrioFeedError):
+    """A view lent for one frame was still alive when its buffer was about to be reused.
+
+    This is always a bug in the code that received the lent view: it stored the
+    view (or a slice of it, or an object such as a ``numpy`` array built on
+    it) somewhere that outlived the handler call.  Copy what you need with
+    ``bytes(view)`` inside the handler instead.
+
+    The message names the frame whose view escaped.  The buffer is *not*
+    reused after this error: the connection is unusable and must be closed.
+    """
+
+
+class ProtocolError(TrioFeedError):
+    """The peer violated the WebSocket protocol.
+
+    ``close_code`` is the code the client sends (or would send) in its Close
+    frame: 1002 for a protocol violation, 1007 for invalid UTF-8 in a text
+    message, 1009 for an oversized frame or message.
+    """
+
+    def __init__(self, message: str, close_code: int = 1002) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class MessageTooBig(ProtocolError):
+    """A frame or reassembled message exceeded the configured maximum size (1009)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, close_code=1009)
+
+
+class HandshakeError(TrioFeedError):
+    """The server refused the HTTP upgrade, or answered it incorrectly.
+
+    ``status`` is the HTTP status code when one was received, else ``None``.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConnectionClosed(TrioFeedError):
+    """The WebSocket connection is closed; no more messages will arrive.
+
+    ``code`` is the close code the peer sent (1005 if its Close frame had no
+    code, 1006 if the connection dropped without a Close frame) and ``reason``
+    its text.  ``initiated_by_peer`` tells who started the closing handshake.
+    """
+
+    def __init__(self, code: int, reason: str = "", *, initiated_by_peer: bool = True) -> None:
+        who = "peer" if initiated_by_peer else "client"
+        text = f"connection closed by {who} with code {code}"
+        if reason:
+            text += f": {reason}"
+        super().__init__(text)
+        self.code = code
+        self.reason = reason
+        self.initiated_by_peer = initiated_by_peer
+
+
+class InvalidStreamName(TrioFeedError, ValueError):
+    """A Binance stream name that is malformed or names no known stream kind."""
+
+
+class DecodeError(TrioFeedError, ValueError):
+    """A payload that could not be decoded as a Binance message.
+
+    ``payload`` holds (at most the first 200 bytes of) the offending message,
+    as owned bytes, so it can be logged after the frame is gone.
+    """
+
+    def __init__(self, message: str, payload: bytes = b"") -> None:
+        super().__init__(message)
+        self.payload = payload[:200]
+
+
+class SubscriptionError(TrioFeedError):
+    """The server answered a SUBSCRIBE/UNSUBSCRIBE/... request with an error.
+
+    ``code`` and ``msg`` are Binance's error fields; ``request_id`` is the id
+    of the request it answered, when the server echoed one.
+    """
+
+    def __init__(self, code: int, msg: str, request_id: object = None) -> None:
+        super().__init__(f"Binance error {code}: {msg} (request id {request_id!r})")
+        self.code = code
+        self.msg = msg
+        self.request_id = request_id
