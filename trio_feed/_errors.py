@@ -134,3 +134,24 @@ class SubscriptionError(TrioFeedError):
         self.code = code
         self.msg = msg
         self.request_id = request_id
+
+
+def lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The single leaf of ``group`` if it holds exactly one, else ``group`` itself.
+
+    trio's nurseries always raise an ``ExceptionGroup``; a task pair that
+    fails for one reason should reach the caller as that reason.  Callers
+    write ``raise lone_exception(group) from None`` inside ``except
+    BaseExceptionGroup``; the leaf keeps its own traceback.
+    """
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    return leaves[0] if len(leaves) == 1 else group

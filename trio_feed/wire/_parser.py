@@ -1,0 +1,436 @@
+"""Server-to-client frames, parsed in place and lent as views.
+
+Theory of operation
+-------------------
+
+Bytes from the socket are appended to one reusable ``bytearray``, the
+*receive buffer*.  :meth:`FrameParser.messages` walks the frames in it and
+hands out each complete data message as a read-only ``memoryview`` of the
+buffer: no copy is made.  The view is *lent*: it is valid only until the
+caller is done with that one message, because the buffer is compacted and
+refilled by the next :meth:`FrameParser.receive_data`.
+
+Rule 1: a lent view never outlives its frame.
+    The code that takes a view from :meth:`next_message` releases it
+    (``view.release()``) when its frame scope ends, whatever the exit.  The
+    pipelines do this in a ``finally`` clause.  A released view raises
+    ``ValueError`` on any use, so a stale reference cannot read bytes that
+    belong to a later frame.
+
+Rule 2: the buffer is never reused while anything still points into it.
+    Releasing the lent view is not enough on its own: a slice of a lent view
+    (``view[4:]``) is a separate view that survives its parent's release, and
+    so does a ``numpy`` array or any other buffer export built on it.
+    CPython counts those exports and refuses to *resize* a ``bytearray`` that
+    has any.  Every reuse of a buffer here is therefore a resize: consumed
+    bytes are removed with ``del buf[:pos]`` and new bytes appended with
+    ``+=``, never written over in place.  If a view escaped, the resize fails
+    and :class:`~trio_feed.BorrowError` is raised naming the frame, before a
+    single byte is overwritten.
+
+    The reassembly buffer for fragmented messages follows the same rule: it
+    is emptied with ``del frag[:]`` before it is reused.
+
+Rule 3: control frames never borrow.
+    Ping, pong and close payloads (at most 125 bytes) are copied into owned
+    ``bytes`` as they are parsed and queued on :attr:`FrameParser.pings`,
+    :attr:`FrameParser.pongs` and :attr:`FrameParser.close`.  The I/O layer
+    can then answer a ping whenever it likes, including after an ``await``,
+    without holding any view of the receive buffer.
+
+A same-size overwrite would *not* be caught by rule 2, which is why nothing
+here writes into the buffer in place, except the optional *poison* mode:
+with ``poison=True`` the bytes of each message are overwritten with
+:data:`POISON` as soon as its consumer asks for the next message.  A view that
+escaped then reads obvious garbage instead of plausible data, which makes a
+misuse visible inside the same receive chunk, before rule 2 catches it at
+the next refill.  Poisoning is a debugging aid and costs a copy per message.
+
+Validation
+----------
+
+Everything RFC 6455 forbids a server to send is rejected with
+:class:`~trio_feed.ProtocolError`, whose ``close_code`` is what the client
+should send back: 1002 for a masked frame, RSV bits (no extension is ever
+negotiated), a reserved opcode, a fragmented or oversized control frame, a
+non-minimal length encoding, a 64-bit length with its top bit set, a
+continuation without a start, a new message inside a fragmented one, or a
+malformed Close frame; 1007 for a text message that is not UTF-8; 1009
+(:class:`~trio_feed.MessageTooBig`) for a frame or message over
+``max_message_size``.  Sizes are checked from the header, before the payload
+is awaited, so a hostile length never makes the buffer grow.
+
+The hot path is a single ``if`` for the common frame (final, unfragmented
+text, no RSV bits): it costs about as much as the slice that lends it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gc
+from collections.abc import Iterator
+from typing import Final
+
+from .._errors import BorrowError, MessageTooBig, ProtocolError
+from ._rfc6455 import Opcode, is_valid_close_code
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "POISON", "FrameParser"]
+
+#: Default bound on one frame and on one reassembled message (bytes).
+#: Binance's largest payloads, the all-market arrays, are a few hundred KB.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 8 * 1024 * 1024
+
+#: The byte written over consumed payloads in poison mode.
+POISON: Final = 0xDB
+
+_utf8_decode = codecs.utf_8_decode
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class FrameParser:
+    """Parse server frames from a reusable buffer and lend each message as a view.
+
+    ``max_message_size`` bounds one frame and one reassembled message.
+    ``validate_utf8=False`` skips the UTF-8 check of unfragmented text
+    messages; only do that when every message goes through a parser that
+    rejects invalid UTF-8 itself (``orjson`` does) and maps that failure to
+    close code 1007.  ``poison=True`` enables the debugging mode described in
+    the module docstring.
+
+    After :meth:`next_message` returns ``None``, look at :attr:`pings`,
+    :attr:`pongs` and :attr:`close`, then feed more bytes with
+    :meth:`receive_data`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        validate_utf8: bool = True,
+        poison: bool = False,
+    ) -> None:
+        if max_message_size < 125:
+            raise ValueError("max_message_size must be at least 125 bytes")
+        self._buf = bytearray()
+        self._pos = 0
+        self._frag = bytearray()
+        self._frag_opcode = 0  # opcode of the fragmented message in progress, 0 if none
+        self._frag_lent = False  # a reassembled message was lent from _frag
+        self._frag_decoder: codecs.IncrementalDecoder | None = None
+        self._max = max_message_size
+        self._utf8 = _utf8_decode if validate_utf8 else None
+        self._validate_utf8 = validate_utf8
+        self._generation_first = 0
+        #: Opcode of the message most recently lent (``Opcode.TEXT`` or ``Opcode.BINARY``).
+        self.opcode: int = Opcode.TEXT
+        #: Number of messages lent so far; message ``#n`` in errors is the n-th (from 1).
+        self.messages_lent = 0
+        #: Payloads of pings received and not yet answered (owned bytes, oldest first).
+        self.pings: list[bytes] = []
+        #: Payloads of pongs received and not yet consumed.
+        self.pongs: list[bytes] = []
+        #: ``(code, reason)`` once the peer's Close frame arrived (code 1005 if it had none).
+        self.close: tuple[int, str] | None = None
+        if poison:
+            self.messages = self._messages_poisoning  # type: ignore[method-assign]
+
+    # -- input -----------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes read from the transport, reusing the consumed space.
+
+        Raises :class:`~trio_feed.BorrowError` if a view of a message lent
+        earlier is still alive (rule 2); the buffer is then left untouched.
+        Data after the peer's Close frame is ignored.
+        """
+        if self.close is not None:
+            return
+        try:
+            if self._frag_lent:
+                del self._frag[:]
+                self._frag_lent = False
+            if self._pos:
+                del self._buf[: self._pos]
+                self._pos = 0
+            self._buf += data
+        except BufferError:
+            raise BorrowError(self._describe_escape()) from None
+        self._generation_first = self.messages_lent
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed as frames."""
+        return len(self._buf) - self._pos
+
+    def check_borrows(self) -> None:
+        """Raise :class:`~trio_feed.BorrowError` if any view of this parser's buffers is alive.
+
+        The connection calls this when it closes, and tests call it to prove
+        that no view was left lent, whatever way a pipeline ended.
+        """
+        for buf in (self._buf, self._frag):
+            try:
+                buf.append(0)
+                del buf[-1]
+            except BufferError:
+                raise BorrowError(self._describe_escape()) from None
+
+    # -- output ----------------------------------------------------------------
+
+    def messages(self) -> Iterator[memoryview]:
+        """Lend each complete data message now buffered, one at a time, in order.
+
+        Each view is read-only, and the caller must release it
+        (``view.release()``) before taking the next one or calling
+        :meth:`receive_data` (rule 1); the pipelines do it in a ``finally``.
+        The message's opcode is in :attr:`opcode`.  Control frames met on the
+        way are queued on :attr:`pings`, :attr:`pongs` and :attr:`close`, not
+        yielded; iteration stops for good at the peer's Close frame.
+
+        Run the iteration to its end (or break out of the ``for`` loop) before
+        calling :meth:`receive_data`: a suspended iterator still holds the
+        buffer.  Raises :class:`~trio_feed.ProtocolError` (or its subclass
+        :class:`~trio_feed.MessageTooBig`) if the peer broke the protocol.
+
+        This is a generator so that the per-message state lives in local
+        variables: it is measurably cheaper than a method call per message.
+        """
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        limit = self._max
+        check_utf8 = self._utf8
+        whole = memoryview(buf).toreadonly()
+        lent = 0
+        try:
+            while end - pos >= 2:
+                b0 = buf[pos]
+                n = buf[pos + 1]
+                if n < 126:
+                    start = pos + 2
+                elif n == 126 and end - pos >= 4:
+                    n = (buf[pos + 2] << 8) | buf[pos + 3]
+                    start = pos + 4
+                    if n < 126:
+                        raise ProtocolError("frame length not minimally encoded (section 5.2)")
+                else:
+                    header = self._long_header(buf, pos, end, n)
+                    if header is None:
+                        return
+                    n, start = header
+
+                if b0 == 0x81 and n <= limit and not self._frag_opcode:
+                    # The hot path: a final, unfragmented text frame.
+                    stop = start + n
+                    if stop > end:
+                        return
+                    self._pos = pos = stop
+                    view = whole[start:stop]
+                    if check_utf8 is not None:
+                        try:
+                            check_utf8(view, "strict", True)
+                        except UnicodeDecodeError as exc:
+                            view.release()
+                            raise ProtocolError(
+                                f"text message is not UTF-8: {exc}", 1007
+                            ) from None
+                    self.opcode = 1
+                    lent += 1
+                    yield view
+                    continue
+
+                stop = self._check_header(b0, n, start)
+                if stop > end:
+                    return
+                self._pos = pos = stop
+                opcode = b0 & 0x0F
+                if opcode >= 8:
+                    self._on_control(opcode, bytes(buf[start:stop]))
+                    if self.close is not None:
+                        self._pos = end
+                        return
+                    continue
+                if b0 & 0x80 and opcode:
+                    # A final, unfragmented binary frame (text took the hot path).
+                    self.opcode = opcode
+                    lent += 1
+                    yield whole[start:stop]
+                    continue
+                message = self._on_fragment(opcode, bool(b0 & 0x80), buf, start, stop)
+                if message is not None:
+                    lent += 1
+                    yield message
+        finally:
+            whole.release()
+            self.messages_lent += lent
+
+    def next_message(self) -> memoryview | None:
+        """Lend the next complete data message, or return ``None`` if more bytes are needed.
+
+        A convenience over :meth:`messages` for callers that want one message
+        at a time; the same lending rules apply.
+        """
+        for view in self.messages():
+            return view
+        return None
+
+    # -- the cold paths ----------------------------------------------------------
+
+    @staticmethod
+    def _long_header(buf: bytearray, pos: int, end: int, n: int) -> tuple[int, int] | None:
+        """Decode a 16- or 64-bit length, or reject a masked frame; ``None`` if incomplete."""
+        if n > 127:
+            raise ProtocolError("the server sent a masked frame (RFC 6455 section 5.1)")
+        if n == 126:
+            return None  # the 16-bit length is not all here yet
+        if end - pos < 10:
+            return None
+        n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+        if n >> 63:
+            raise ProtocolError("64-bit frame length with its top bit set (section 5.2)")
+        if n < 65536:
+            raise ProtocolError("frame length not minimally encoded (section 5.2)")
+        return n, pos + 10
+
+    def _check_header(self, b0: int, n: int, start: int) -> int:
+        """Validate a frame header that missed the hot path; return where its payload stops."""
+        if b0 & 0x70:
+            raise ProtocolError("RSV bits set, but no extension was negotiated (section 5.2)")
+        opcode = b0 & 0x0F
+        if opcode >= 8:
+            if opcode > Opcode.PONG:
+                raise ProtocolError(f"reserved control opcode {opcode:#x} (section 5.2)")
+            if not b0 & 0x80:
+                raise ProtocolError("fragmented control frame (section 5.5)")
+            if n > 125:
+                raise ProtocolError(f"control frame with a {n}-byte payload (section 5.5)")
+        elif opcode > Opcode.BINARY:
+            raise ProtocolError(f"reserved data opcode {opcode:#x} (section 5.2)")
+        elif opcode == Opcode.CONTINUATION:
+            if not self._frag_opcode:
+                raise ProtocolError("continuation frame without a message to continue (5.4)")
+            if len(self._frag) + n > self._max:
+                raise MessageTooBig(
+                    f"a fragmented message of over {len(self._frag) + n} bytes exceeds "
+                    f"max_message_size={self._max}"
+                )
+        else:
+            if self._frag_opcode:
+                raise ProtocolError("new data message inside a fragmented message (5.4)")
+            if n > self._max:
+                raise MessageTooBig(f"a {n}-byte frame exceeds max_message_size={self._max}")
+        return start + n
+
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == Opcode.PING:
+            self.pings.append(payload)
+        elif opcode == Opcode.PONG:
+            self.pongs.append(payload)
+        else:
+            self.close = _parse_close(payload)
+
+    def _on_fragment(
+        self, opcode: int, fin: bool, buf: bytearray, start: int, stop: int
+    ) -> memoryview | None:
+        if opcode:
+            # The first fragment: the reassembly buffer is reused, so rule 2 applies.
+            if self._frag_lent or self._frag:
+                try:
+                    del self._frag[:]
+                except BufferError:
+                    raise BorrowError(self._describe_escape()) from None
+                self._frag_lent = False
+            self._frag_opcode = opcode
+            self._frag_decoder = (
+                _Utf8Decoder("strict") if opcode == Opcode.TEXT and self._validate_utf8 else None
+            )
+        chunk = buf[start:stop]
+        if self._frag_decoder is not None:
+            try:
+                self._frag_decoder.decode(chunk, fin)
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"text message is not UTF-8: {exc}", 1007) from None
+        self._frag += chunk
+        if not fin:
+            return None
+        self.opcode = self._frag_opcode
+        self._frag_opcode = 0
+        self._frag_decoder = None
+        self._frag_lent = True
+        return memoryview(self._frag).toreadonly()
+
+    def _messages_poisoning(self) -> Iterator[memoryview]:
+        for view in FrameParser.messages(self):
+            if view.obj is self._frag:
+                target, start, stop = self._frag, 0, len(self._frag)
+            else:
+                target, start, stop = self._buf, self._pos - len(view), self._pos
+            yield view
+            target[start:stop] = bytes([POISON]) * (stop - start)
+
+    def _describe_escape(self) -> str:
+        """Name the message whose view escaped (an error path: slow is fine)."""
+        escaped: list[tuple[str, bytes]] = []
+        for obj in gc.get_objects():
+            if type(obj) is memoryview:
+                try:
+                    owner = obj.obj
+                except ValueError:  # released
+                    continue
+                if owner is self._buf:
+                    escaped.append(("receive", bytes(obj)))
+                elif owner is self._frag:
+                    escaped.append(("reassembly", bytes(obj)))
+        lines = []
+        for which, data in escaped:
+            lines.append(self._name_message(which, data))
+        if not lines:
+            lines.append("an export of the buffer that is not a memoryview (e.g. a numpy array)")
+        return (
+            "a view lent for one message outlived it and pins the receive buffer, which "
+            "cannot be reused safely: " + "; ".join(lines) + ".  Copy what you need with "
+            "bytes(view) inside the handler instead of keeping the view or a slice of it."
+        )
+
+    def _name_message(self, which: str, data: bytes) -> str:
+        excerpt = data[:40]
+        if which == "reassembly":
+            return (
+                f"a {len(data)}-byte view into the reassembled fragmented message "
+                f"#{self.messages_lent} (starts {excerpt!r})"
+            )
+        buf, pos, seq = self._buf, 0, self._generation_first
+        while pos < self._pos:
+            b0, n = buf[pos], buf[pos + 1] & 0x7F
+            start = pos + 2
+            if n == 126:
+                n, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+            elif n == 127:
+                n, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+            opcode = b0 & 0x0F
+            if b0 & 0x80 and opcode <= Opcode.BINARY:
+                seq += 1
+            if opcode in (Opcode.TEXT, Opcode.BINARY) and b0 & 0x80:
+                if buf.find(data, start, start + n) >= 0:
+                    kind = "text" if opcode == Opcode.TEXT else "binary"
+                    return (
+                        f"a {len(data)}-byte view into message #{seq} ({kind}, {n} bytes at "
+                        f"offset {start} of the receive buffer; starts {excerpt!r})"
+                    )
+            pos = start + n
+        return f"a {len(data)}-byte view into the receive buffer (starts {excerpt!r})"
+
+
+def _parse_close(payload: bytes) -> tuple[int, str]:
+    if not payload:
+        return 1005, ""
+    if len(payload) == 1:
+        raise ProtocolError("Close frame with a 1-byte payload (section 5.5.1)")
+    code = int.from_bytes(payload[:2], "big")
+    if not is_valid_close_code(code):
+        raise ProtocolError(f"Close frame with invalid status code {code} (section 7.4)")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("Close frame reason is not UTF-8", 1007) from None
+    return code, reason
