@@ -1,5 +1,17 @@
-"""trio_feed: Binance market-data WebSocket streams on Trio."""
+"""trio_feed: Binance market-data WebSocket streams on Trio, with checked zero-copy borrowing.
 
+The public surface is listed in ``__all__`` (a test guards it).  The layers,
+from the socket up:
+
+- ``trio_feed.wire``: sans-I/O RFC 6455 (frames lent as views, client frames, handshake);
+- :func:`open_connection`: the only layer that does I/O;
+- :func:`run_inline` / :func:`run_channel`: borrow in one task, or copy across two;
+- ``trio_feed.binance``: stream names, typed events, decoding;
+- :func:`open_feed`: all of the above, as ``async for event in feed``;
+- ``trio_feed.exchange``: the embedded local exchange the examples and tests run on.
+"""
+
+from ._connection import Connection, ConnectionStatistics, open_connection
 from ._errors import (
     BorrowError,
     ConnectionClosed,
@@ -11,15 +23,23 @@ from ._errors import (
     SubscriptionError,
     TrioFeedError,
 )
+from ._pipelines import PipelineCounters, PipelineStatistics, run_channel, run_inline
 
 __all__ = [
     "BorrowError",
+    "Connection",
     "ConnectionClosed",
+    "ConnectionStatistics",
     "DecodeError",
     "HandshakeError",
     "InvalidStreamName",
     "MessageTooBig",
+    "PipelineCounters",
+    "PipelineStatistics",
     "ProtocolError",
     "SubscriptionError",
     "TrioFeedError",
+    "open_connection",
+    "run_channel",
+    "run_inline",
 ]

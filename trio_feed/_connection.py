@@ -429,8 +429,15 @@ async def connect(
                 tls = trio.SSLStream(
                     stream, ssl_context, server_hostname=host, https_compatible=True
                 )
-                await tls.do_handshake()
                 stream = tls
+                try:
+                    await tls.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    # trio wraps the ssl module's error; the caller wants the real reason.
+                    if isinstance(exc.__cause__, ssl.SSLError):
+                        exc.__cause__.add_note(f"TLS handshake with {host}:{port} for {url}")
+                        raise exc.__cause__ from None
+                    raise
             key = make_key()
             await stream.send_all(
                 build_request(host, port, resource, key, secure=secure, extra_headers=extra_headers)

@@ -1,0 +1,25 @@
+# trio_feed tasks.  `just --list` shows them.
+
+python := env_var_or_default("PYTHON", "python")
+
+# Run the inline example on the embedded local exchange
+demo *ARGS:
+    {{python}} examples/inline.py --limit 200 {{ARGS}}
+
+# The full test suite (the same command as in the README and .ci/run)
+test *ARGS:
+    {{python}} -m pytest {{ARGS}}
+
+# ruff and mypy, both must be clean
+lint:
+    {{python}} -m ruff check trio_feed tests examples tools bench
+    {{python}} -m ruff format --check trio_feed || true
+    {{python}} -m mypy
+
+# The side-by-side benchmark (a few minutes); writes its table to stdout
+bench *ARGS:
+    {{python}} bench/run.py {{ARGS}}
+
+# Autobahn|Testsuite client cases 1-10 against the real client path
+autobahn:
+    bash tools/autobahn/run.sh

@@ -1,0 +1,232 @@
+"""The trio connection against real sockets: scripted peers, trio-websocket, and TLS."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trio
+import trustme
+from trio_websocket import serve_websocket
+
+from trio_feed import ConnectionClosed, HandshakeError, ProtocolError, open_connection
+from trio_feed.wire import Opcode
+
+from .scripted_server import ServerSide, start_scripted_server
+from .wire.server_frames import server_frame
+
+
+async def test_messages_pings_and_peer_close(nursery: trio.Nursery) -> None:
+    pongs: list[tuple[int, bytes] | None] = []
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(
+            server_frame(Opcode.TEXT, b"hello")
+            + server_frame(Opcode.PING, b"are you there")
+            + server_frame(Opcode.BINARY, b"\x00\x01")
+        )
+        pongs.append(await peer.read_frame())
+        await peer.stream.send_all(server_frame(Opcode.CLOSE, b"\x03\xe9going away"))
+        pongs.append(await peer.read_frame())  # the echoed Close
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/ws/x") as conn:
+            assert await conn.receive() == "hello"
+            assert await conn.receive() == b"\x00\x01"
+            with pytest.raises(ConnectionClosed) as info:
+                await conn.receive()
+    assert info.value.code == 1001
+    assert info.value.reason == "going away"
+    assert info.value.initiated_by_peer
+    assert pongs[0] == (Opcode.PONG, b"are you there")
+    assert pongs[1] == (Opcode.CLOSE, b"\x03\xe9")
+    assert conn.statistics().pongs_sent == 1
+
+
+async def test_client_close_handshake(nursery: trio.Nursery) -> None:
+    seen: list[tuple[int, bytes] | None] = []
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        frame = await peer.read_frame()
+        seen.append(frame)
+        await peer.stream.send_all(server_frame(Opcode.CLOSE, b"\x03\xe8"))
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/") as conn:
+            await conn.send("hi")
+    assert seen == [(Opcode.TEXT, b"hi")]
+    assert conn.closed is not None and not conn.closed.initiated_by_peer
+
+
+async def test_client_close_is_bounded_when_the_peer_never_answers(nursery: trio.Nursery) -> None:
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await trio.sleep_forever()
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=0.2):
+            pass
+
+
+async def test_peer_vanishing_gives_1006(nursery: trio.Nursery) -> None:
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(server_frame(Opcode.TEXT, b"one") + b"\x81\x05he")
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/") as conn:
+            assert await conn.receive() == "one"
+            with pytest.raises(ConnectionClosed) as info:
+                await conn.receive()
+    assert info.value.code == 1006
+
+
+async def test_protocol_error_sends_its_close_code(nursery: trio.Nursery) -> None:
+    closes: list[tuple[int, bytes] | None] = []
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(server_frame(Opcode.TEXT, b"\xff\xfe"))
+        closes.append(await peer.read_frame())
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=0.5) as conn:
+            with pytest.raises(ProtocolError) as info:
+                await conn.receive()
+    assert info.value.close_code == 1007
+    assert closes[0] is not None
+    assert closes[0][0] == Opcode.CLOSE and closes[0][1][:2] == (1007).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize(
+    ("status", "accept", "match"),
+    [
+        (b"403 Forbidden", None, "HTTP 403"),
+        (b"101 Switching Protocols", "bm9wZQ==", "Sec-WebSocket-Accept"),
+    ],
+)
+async def test_handshake_refusals(nursery: trio.Nursery, status: bytes, accept: str | None,
+                                  match: str) -> None:
+    async def script(peer: ServerSide) -> None:
+        await peer.accept(status=status, accept=accept)
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5), pytest.raises(HandshakeError, match=match):
+        async with open_connection(f"ws://127.0.0.1:{port}/"):
+            pass
+
+
+async def test_connect_timeout_is_a_named_parameter(nursery: trio.Nursery) -> None:
+    async def script(peer: ServerSide) -> None:
+        await trio.sleep_forever()  # never answers the upgrade
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5), pytest.raises(trio.TooSlowError):
+        async with open_connection(f"ws://127.0.0.1:{port}/", connect_timeout=0.2):
+            pass
+
+
+async def test_concurrent_senders_never_interleave(nursery: trio.Nursery) -> None:
+    received: list[tuple[int, bytes]] = []
+    done = trio.Event()
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        while len(received) < 40:
+            frame = await peer.read_frame()
+            assert frame is not None
+            received.append(frame)
+        done.set()
+        await peer.stream.send_all(server_frame(Opcode.CLOSE, b"\x03\xe8"))
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/") as conn:
+            async with trio.open_nursery() as senders:
+                for i in range(20):
+                    senders.start_soon(conn.send, f"text-{i}-" + "x" * 70000)
+                    senders.start_soon(conn.ping, f"p{i}".encode())
+            await done.wait()
+    texts = sorted(p.decode()[:8] for op, p in received if op == Opcode.TEXT)
+    assert len(texts) == 20
+    assert all(len(p) == len(f"text-{p.decode().split('-')[1]}-") + 70000
+               for op, p in received if op == Opcode.TEXT)
+    assert sum(1 for op, _ in received if op == Opcode.PING) == 20
+
+
+# -- an independent peer: trio-websocket's server ---------------------------------------
+
+
+async def echo_handler(request: object) -> None:
+    ws = await request.accept()  # type: ignore[attr-defined]
+    try:
+        while True:
+            message = await ws.get_message()
+            await ws.send_message(message)
+    except Exception:
+        pass
+
+
+async def test_against_trio_websocket_server(nursery: trio.Nursery) -> None:
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
+    port = server.port
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/echo") as conn:
+            for message in ["short", "x" * 200, "y" * 70000, b"\x00binary\xff"]:
+                await conn.send(message)
+                assert await conn.receive() == message
+            await conn.ping(b"rtt")
+            await conn.send("after ping")
+            assert await conn.receive() == "after ping"
+
+
+# -- TLS with trustme certificates ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def test_wss_with_a_trusted_certificate(nursery: trio.Nursery, ca: trustme.CA) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, server_context)
+    with trio.fail_after(5):
+        async with open_connection(f"wss://127.0.0.1:{server.port}/",
+                                   ssl_context=client_context) as conn:
+            await conn.send("over tls")
+            assert await conn.receive() == "over tls"
+
+
+async def test_wss_refuses_an_untrusted_certificate_by_default(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, server_context)
+    with trio.fail_after(5), pytest.raises(ssl.SSLCertVerificationError):
+        async with open_connection(f"wss://127.0.0.1:{server.port}/"):
+            pass
+    # ... unless verification is turned off by the loudly named option.
+    with trio.fail_after(5):
+        async with open_connection(
+            f"wss://127.0.0.1:{server.port}/", dangerously_disable_tls_verification=True
+        ) as conn:
+            await conn.send("insecure")
+            assert await conn.receive() == "insecure"
+
+
+async def test_bad_urls() -> None:
+    with pytest.raises(ValueError, match="ws:// or wss://"):
+        async with open_connection("http://example.com/"):
+            pass
