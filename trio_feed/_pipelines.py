@@ -186,11 +186,15 @@ async def read_batches(
             while True:
                 batch: list[bytes] = []
                 append = batch.append
-                for view in parser.messages():
-                    try:
-                        append(bytes(view))
-                    finally:
-                        view.release()
+                violation = None
+                try:
+                    for view in parser.messages():
+                        try:
+                            append(bytes(view))
+                        finally:
+                            view.release()
+                except ProtocolError as exc:
+                    violation = exc  # the messages before the violation are still delivered
                 if batch:
                     counters.copies += len(batch)
                     await send_channel.send(batch)
@@ -198,6 +202,8 @@ async def read_batches(
                     queued = send_channel.statistics().current_buffer_used
                     if queued > counters.peak_queued:
                         counters.peak_queued = queued
+                if violation is not None:
+                    raise violation
                 await conn.receive_more()
         except ProtocolError as exc:
             await conn.fail(exc)
