@@ -178,3 +178,30 @@ async def test_cancellation_at_every_point_leaves_no_view_and_no_task(
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_async_handlers_are_refused() -> None:
+    conn, _server = memory_connection()
+
+    async def handler(view: memoryview) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="must be synchronous"):
+        await run_inline(conn, handler)
+    with pytest.raises(TypeError, match="must be synchronous"):
+        await run_channel(conn, handler)  # type: ignore[arg-type]
+
+
+async def test_receive_more_refuses_to_await_while_a_view_is_lent() -> None:
+    conn, server = memory_connection()
+    with trio.fail_after(5):
+        await server.send_all(server_frame(Opcode.TEXT, b"lent"))
+        await conn.receive_more()
+        view = conn.parser.next_message()
+        assert view is not None
+        with pytest.raises(BorrowError, match="message #1"):
+            await conn.receive_more()
+        view.release()
+        await server.send_all(server_frame(Opcode.TEXT, b"next"))
+        await conn.receive_more()
+        assert bytes(conn.parser.next_message() or b"") == b"next"

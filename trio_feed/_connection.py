@@ -141,11 +141,16 @@ class Connection:
     async def receive_more(self) -> None:
         """Answer queued pings, handle a received Close, then read one chunk into the parser.
 
-        Call it only when no view of the receive buffer is lent (rule 6).
-        Raises :class:`~trio_feed.ConnectionClosed` once the connection has
-        ended, whichever side ended it.
+        Call it only when no view of the receive buffer is lent (rules 2 and
+        6): it checks, and raises :class:`~trio_feed.BorrowError` before
+        awaiting anything if one is.  Raises
+        :class:`~trio_feed.ConnectionClosed` once the connection has ended,
+        whichever side ended it.
         """
         parser = self.parser
+        # Rule 2, checked: this is the one await on the data path, so no view
+        # may be lent here.  One resize per chunk, not per message.
+        parser.check_borrows()
         if parser.pings:
             await self._answer_pings()
         if parser.close is not None:

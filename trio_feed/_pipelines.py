@@ -27,9 +27,11 @@ Rule 1: a lent view never outlives its frame.
     view that escaped anyway (``wire._parser`` rule 2).
 
 Rule 2: no await while a view is lent.
-    Handlers of lent views are synchronous, and the only ``await`` in each
-    loop (``conn.receive_more()``, ``send_channel.send()``) comes after the
-    ``for`` loop over the chunk has finished, when every view is released.
+    Handlers of lent views must be synchronous (``_require_sync`` refuses an
+    async one), and the only ``await`` in each loop (``conn.receive_more()``,
+    ``send_channel.send()``) comes after the ``for`` loop over the chunk has
+    finished, when every view is released.  ``receive_more`` checks that no
+    view is lent before it awaits.
 
 Rule 3: only owned bytes cross a channel.
     The reader sends ``list[bytes]`` built with ``bytes(view)``; never a view.
@@ -47,6 +49,7 @@ Rule 4: no task outlives its pipeline.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -114,6 +117,7 @@ async def run_inline(
     :class:`~trio_feed.ConnectionClosed`; until the caller cancels it; or until
     ``handler`` raises, which propagates unchanged.
     """
+    _require_sync(handler)
     if counters is None:
         counters = PipelineCounters()
     parser = conn.parser
@@ -153,6 +157,7 @@ async def run_channel(
     :class:`~trio_feed.ProtocolError` is raised), until the caller cancels it,
     or until ``handler`` raises.  A single failure is raised as itself.
     """
+    _require_sync(handler)
     if counters is None:
         counters = PipelineCounters()
     send_channel, receive_channel = trio.open_memory_channel[list[bytes]](max_batches)
@@ -231,6 +236,17 @@ async def _parse_batches(
         finally:
             counters.delivered += handed
             counters.discarded += len(batch) - handed + drain(receive_channel)
+
+
+def _require_sync(handler: Callable[..., object]) -> None:
+    """Rule 2: a handler is called while a view is lent, so it must not be able to await."""
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004
+    ):
+        raise TypeError(
+            f"{handler!r} is an async function; pipeline handlers must be synchronous, "
+            "because no await may happen while a view is lent"
+        )
 
 
 def drain(receive_channel: trio.MemoryReceiveChannel[list[bytes]]) -> int:

@@ -277,3 +277,14 @@ def test_receive_buffer_shrinks_after_a_large_message() -> None:
         view.release()
     parser.receive_data(server_frame(Opcode.TEXT, b"small"))
     assert sys.getsizeof(parser._buf) < 1000
+
+
+def test_ping_payloads_are_owned_and_survive_buffer_reuse() -> None:
+    """Rule 6: a queued ping payload pins nothing, so the buffer can be refilled before the pong."""
+    parser = FrameParser()
+    parser.receive_data(server_frame(Opcode.PING, b"keepalive") + server_frame(Opcode.TEXT, b"a"))
+    for view in parser.messages():
+        view.release()
+    parser.receive_data(server_frame(Opcode.TEXT, b"b" * 20))  # must not raise BorrowError
+    assert parser.pings == [b"keepalive"]
+    assert all(type(p) is bytes for p in parser.pings)
