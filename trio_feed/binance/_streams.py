@@ -148,7 +148,7 @@ def parse_stream(name: str | Stream) -> Stream:
         if head == "depth":
             return Stream(name, "depth", symbol, speed)
         levels_text = head[len("depth"):]
-        if levels_text.isdigit() and int(levels_text) in DEPTH_LEVELS:
+        if levels_text in ("5", "10", "20"):  # exactly; not "05" nor non-ASCII digits
             return Stream(name, "depth_partial", symbol, speed, levels=int(levels_text))
         raise InvalidStreamName(f"{name!r}: partial depth has 5, 10 or 20 levels")
     raise InvalidStreamName(f"{name!r}: unknown stream kind {rest!r}")
