@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 import trio.testing
@@ -37,7 +39,7 @@ async def play(server: trio.abc.Stream, data: bytes, cuts: list[int], pause: flo
                close: bool = False) -> None:
     """Send ``data`` cut at ``cuts``, pausing between pieces; end the stream if ``close``."""
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         await server.send_all(data[a:b])
         await trio.sleep(pause)
     if close:
@@ -163,7 +165,8 @@ async def test_cancellation_at_every_point_leaves_no_view_and_no_task(
             nursery.start_soon(play, server, data, cuts, 1.0)
             with trio.move_on_after(step * 0.5 + 0.25):
                 if mode == "inline":
-                    await run_inline(conn, lambda v: got.append(bytes(v)), counters=counters)
+                    await run_inline(conn, lambda v, got=got: got.append(bytes(v)),
+                                     counters=counters)
                 else:
                     await run_channel(conn, got.append, max_batches=1, counters=counters)
             nursery.cancel_scope.cancel()
@@ -186,10 +189,11 @@ async def test_async_handlers_are_refused() -> None:
     async def handler(view: memoryview) -> None:
         pass
 
-    with pytest.raises(TypeError, match="must be synchronous"):
-        await run_inline(conn, handler)
-    with pytest.raises(TypeError, match="must be synchronous"):
-        await run_channel(conn, handler)  # type: ignore[arg-type]
+    with trio.fail_after(5):
+        with pytest.raises(TypeError, match="must be synchronous"):
+            await run_inline(conn, handler)
+        with pytest.raises(TypeError, match="must be synchronous"):
+            await run_channel(conn, handler)  # type: ignore[arg-type]
 
 
 async def test_receive_more_refuses_to_await_while_a_view_is_lent() -> None:

@@ -23,7 +23,9 @@ from ._errors import (
     SubscriptionError,
     TrioFeedError,
 )
+from ._feed import Feed, FeedStatistics, open_feed
 from ._pipelines import PipelineCounters, PipelineStatistics, run_channel, run_inline
+from .binance import Decoder, Event, Stream, format_event, parse_stream
 
 __all__ = [
     "BorrowError",
@@ -31,15 +33,23 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionStatistics",
     "DecodeError",
+    "Decoder",
+    "Event",
+    "Feed",
+    "FeedStatistics",
     "HandshakeError",
     "InvalidStreamName",
     "MessageTooBig",
     "PipelineCounters",
     "PipelineStatistics",
     "ProtocolError",
+    "Stream",
     "SubscriptionError",
     "TrioFeedError",
+    "format_event",
     "open_connection",
+    "open_feed",
+    "parse_stream",
     "run_channel",
     "run_inline",
 ]

@@ -202,7 +202,12 @@ async def read_batches(
                     violation = exc  # the messages before the violation are still delivered
                 if batch:
                     counters.copies += len(batch)
-                    await send_channel.send(batch)
+                    try:
+                        await send_channel.send(batch)
+                    except BaseException:
+                        # Cancelled or refused, the send did not happen: count the batch.
+                        counters.discarded += len(batch)
+                        raise
                     counters.batches += 1
                     queued = send_channel.statistics().current_buffer_used
                     if queued > counters.peak_queued:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 
 import orjson
 import pytest
@@ -45,7 +46,7 @@ def parse_in_chunks(data: bytes, cuts: list[int], **options: object) -> tuple[li
     parser = FrameParser(**options)  # type: ignore[arg-type]
     out: list[tuple[int, bytes]] = []
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         parser.receive_data(data[a:b])
         for view in parser.messages():
             try:
@@ -189,7 +190,9 @@ def test_validate_utf8_off_lends_invalid_text_unchecked() -> None:
 
 def feed_two_chunks(stash: list) -> FrameParser:
     parser = FrameParser()
-    parser.receive_data(server_frame(Opcode.TEXT, b"first message") + server_frame(Opcode.TEXT, b"2"))
+    parser.receive_data(
+        server_frame(Opcode.TEXT, b"first message") + server_frame(Opcode.TEXT, b"2")
+    )
     for view in parser.messages():
         try:
             stash.append(view)
@@ -208,7 +211,9 @@ def test_stashed_view_raises_value_error_after_release() -> None:
 
 def test_stashed_slice_is_caught_before_the_buffer_is_reused() -> None:
     parser = FrameParser()
-    parser.receive_data(server_frame(Opcode.TEXT, b"first message") + server_frame(Opcode.TEXT, b"2"))
+    parser.receive_data(
+        server_frame(Opcode.TEXT, b"first message") + server_frame(Opcode.TEXT, b"2")
+    )
     escaped = []
     for view in parser.messages():
         try:

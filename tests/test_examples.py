@@ -1,0 +1,37 @@
+"""The examples as a new user runs them: real processes against the embedded exchange."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("example", ["inline.py", "channel.py"])
+def test_example_prints_limit_events_and_a_summary(example: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example), "--limit", "200"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 201
+    assert all("@" in line for line in lines[:200]), lines[:3]
+    mode = example.removesuffix(".py")
+    assert lines[-1].startswith(f"-- {mode}: 200 events")
+    assert (", 0 copies made" in lines[-1]) == (mode == "inline")
+    assert "Traceback" not in result.stderr
+
+
+def test_example_bad_stream_name_is_one_clear_line() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "inline.py"), "BTCUSDT@trade", "--limit", "1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "lowercase" in result.stderr
+    assert "Traceback" not in result.stderr

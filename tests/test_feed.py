@@ -1,0 +1,181 @@
+"""open_feed end to end: the local exchange over real sockets, both modes, raw, combined, TLS."""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from decimal import Decimal
+
+import pytest
+import trio
+import trustme
+
+from trio_feed import (
+    ConnectionClosed,
+    InvalidStreamName,
+    format_event,
+    open_feed,
+)
+from trio_feed.binance import BookTicker, DepthUpdate, PartialDepth, Trade
+from trio_feed.exchange import open_exchange
+
+STREAMS = ["btcusdt@trade", "btcusdt@bookTicker", "ethusdt@depth@100ms", "btcusdt@depth5@100ms"]
+
+
+async def take(feed: object, n: int) -> list[object]:
+    events = []
+    async for event in feed:  # type: ignore[attr-defined]
+        events.append(event)
+        if len(events) == n:
+            break
+    return events
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_combined_stream_gives_typed_events(mode: str) -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=3, rate=0) as exchange:
+            async with open_feed(STREAMS, mode=mode, base_url=exchange.base_url) as feed:
+                events = await take(feed, 300)
+                stats = feed.statistics()
+    kinds = {type(e) for e in events}
+    assert {Trade, BookTicker, DepthUpdate, PartialDepth} <= kinds
+    assert all(e.stream in STREAMS for e in events)  # type: ignore[attr-defined]
+    trades = [e for e in events if isinstance(e, Trade)]
+    assert [t.trade_id for t in trades] == list(
+        range(trades[0].trade_id, trades[0].trade_id + len(trades))
+    )
+    depth = [e for e in events if isinstance(e, DepthUpdate)]
+    for before, after in itertools.pairwise(depth):
+        assert after.first_update_id == before.final_update_id + 1
+    assert isinstance(trades[0].price, str) and "." in trades[0].price
+    assert stats.events == 300
+    assert stats.copies == (0 if mode == "inline" else stats.copies)
+    if mode == "channel":
+        assert stats.copies >= 300
+    assert all(format_event(e) for e in events)
+
+
+async def test_both_modes_see_the_same_event_sequence() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=11, rate=0) as exchange:
+            results = []
+            for mode in ("inline", "channel"):
+                async with open_feed(STREAMS, mode=mode, base_url=exchange.base_url) as feed:
+                    results.append(await take(feed, 400))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_raw_stream_types_payloads_without_an_envelope(mode: str) -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=5, rate=0) as exchange:
+            url = exchange.raw_url("btcusdt@bookTicker")
+            async with open_feed(["btcusdt@bookTicker"], mode=mode, url=url) as feed:
+                events = await take(feed, 50)
+    assert all(isinstance(e, BookTicker) for e in events)
+    assert all(e.stream == "btcusdt@bookTicker" for e in events)  # type: ignore[attr-defined]
+
+
+async def test_decimals_on_request() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=5, rate=0) as exchange:
+            async with open_feed(["btcusdt@trade"], base_url=exchange.base_url,
+                                 decimals=True) as feed:
+                (event,) = await take(feed, 1)
+    assert isinstance(event, Trade)
+    assert isinstance(event.price, Decimal)
+
+
+async def test_bad_stream_name_fails_before_connecting() -> None:
+    with pytest.raises(InvalidStreamName, match="lowercase"):
+        open_feed(["BTCUSDT@trade"])
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_every_message_is_delivered_before_the_close_is_raised(mode: str) -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=2, rate=0, max_messages=150) as exchange:
+            async with open_feed(["btcusdt@trade"], mode=mode, base_url=exchange.base_url) as feed:
+                got = await take(feed, 150)
+                # The exchange keeps the connection open after max_messages; leaving
+                # the exchange closes it with 1001, which the feed must report, not hide.
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(exchange.announce_shutdown)
+                    more = await take(feed, 1)
+                assert type(more[0]).__name__ == "ServerShutdown"
+            assert len(got) == 150
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_server_close_is_raised_not_swallowed(mode: str) -> None:
+    stop = trio.Event()
+
+    async def serve(*, task_status: trio.TaskStatus[object]) -> None:
+        async with open_exchange(seed=2, rate=0, max_messages=10) as exchange:
+            task_status.started(exchange)
+            await stop.wait()  # leaving the block closes every client with 1001
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            exchange = await nursery.start(serve)
+            async with open_feed(["btcusdt@trade"], mode=mode,
+                                 base_url=exchange.base_url) as feed:  # type: ignore[attr-defined]
+                got = await take(feed, 10)
+                stop.set()
+                with pytest.raises(ConnectionClosed) as info:
+                    await take(feed, 1)
+    assert len(got) == 10
+    assert info.value.code == 1001
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_pings_are_answered_so_the_feed_stays_up(mode: str) -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=1, rate=50, ping_interval=0.05,
+                                 pong_timeout=0.3) as exchange:
+            async with open_feed(["btcusdt@trade"], mode=mode, base_url=exchange.base_url) as feed:
+                with trio.move_on_after(1.2):
+                    await take(feed, 10**9)
+                assert feed.statistics().connection.pongs_sent >= 10
+            assert exchange.statistics().pongs_missed == 0
+
+
+async def test_feed_over_tls_with_trustme() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with trio.fail_after(10):
+        async with open_exchange(seed=4, rate=0, ssl_context=server_context) as exchange:
+            assert exchange.base_url.startswith("wss://")
+            for mode in ("inline", "channel"):
+                async with open_feed(STREAMS, mode=mode, base_url=exchange.base_url,
+                                     ssl_context=client_context) as feed:
+                    assert len(await take(feed, 100)) == 100
+
+
+async def test_consumer_failure_arrives_as_itself_and_counts_discards() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=4, rate=0) as exchange:
+            with pytest.raises(ZeroDivisionError):
+                async with open_feed(STREAMS, base_url=exchange.base_url, max_batches=1) as feed:
+                    await take(feed, 5)
+                    await trio.sleep(0.2)  # let the reader fill the channel
+                    1 / 0  # noqa: B018
+            stats = feed.statistics()
+    assert stats.events == 5
+    assert stats.messages > stats.events
+    assert stats.events + stats.discarded == stats.messages  # nothing unaccounted for
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_every_message_read_is_either_delivered_or_counted(mode: str) -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=9, rate=0) as exchange:
+            async with open_feed(STREAMS, mode=mode, base_url=exchange.base_url) as feed:
+                await take(feed, 777)
+            stats = feed.statistics()
+    assert stats.events == 777
+    assert stats.events + stats.discarded == stats.messages
