@@ -18,6 +18,10 @@ Rule 6: pongs never wait on a lent view.
     receive chunks, when no view of the receive buffer is lent.  So the
     ``await`` that sends a pong never holds borrowed memory, and a pong is
     never later than one receive chunk's worth of messages.
+    :meth:`Connection.receive` goes further: it answers the pings that
+    preceded a message after copying that message and releasing its view,
+    before returning it, so a pong always leaves before the caller's reply
+    to the message that followed its ping.
 
 Closing
 -------
@@ -80,6 +84,7 @@ class ConnectionStatistics:
     messages_sent: int
     pings_received: int
     pongs_sent: int
+    discarded_at_close: int
     close_code: int | None
 
 
@@ -116,6 +121,9 @@ class Connection:
         self._messages_sent = 0
         self._pings_received = 0
         self._pongs_sent = 0
+        self._discarded_at_close = 0
+        #: A message :meth:`receive` parsed but could not return yet (see there).
+        self._undelivered: str | bytes | None = None
 
     # -- state -------------------------------------------------------------
 
@@ -133,6 +141,7 @@ class Connection:
             messages_sent=self._messages_sent,
             pings_received=self._pings_received,
             pongs_sent=self._pongs_sent,
+            discarded_at_close=self._discarded_at_close,
             close_code=None if self._closed is None else self._closed.code,
         )
 
@@ -177,17 +186,45 @@ class Connection:
         if the peer breaks the protocol.
         """
         parser = self.parser
+        if self._undelivered is not None:
+            # A previous call was cancelled while answering pings: see _answer_pings_before.
+            message, self._undelivered = self._undelivered, None
+            return message
         try:
             while True:
                 view = parser.next_message()
                 if view is not None:
                     with view:
                         if parser.opcode == Opcode.TEXT:
-                            return str(view, "utf-8")
-                        return bytes(view)
+                            message = str(view, "utf-8")
+                        else:
+                            message = bytes(view)
+                    if parser.pings:
+                        await self._answer_pings_before(message)
+                    return message
                 await self.receive_more()
         except ProtocolError as exc:
             await self.fail(exc)
+            raise
+
+    async def _answer_pings_before(self, message: str | bytes) -> None:
+        """Answer the pings that arrived before ``message``, before handing it over.
+
+        A ping that precedes a message on the wire is answered before the
+        caller sees that message, so the pong also precedes anything the
+        caller sends in reply to it (Autobahn cases 5.6, 5.19 and 5.20).  The
+        message is already an owned copy and its view released, so this await
+        holds no borrowed memory (rule 6).  If the await is cancelled, the
+        next :meth:`receive` returns ``message``, which the parser has already
+        consumed; if the transport fails, the message is still returned and
+        the next call reports the end.
+        """
+        try:
+            await self._answer_pings()
+        except ConnectionClosed:
+            pass  # the next receive() reports it
+        except BaseException:
+            self._undelivered = message  # cancelled: the next receive() returns it
             raise
 
     async def _answer_pings(self) -> None:
@@ -280,7 +317,9 @@ class Connection:
         while parser.close is None:
             try:
                 for view in parser.messages():
-                    view.release()  # data after our Close is discarded, per section 5.5.1
+                    # Data after our Close is discarded (section 5.5.1), but counted.
+                    view.release()
+                    self._discarded_at_close += 1
             except ProtocolError:
                 return
             if parser.close is not None:

@@ -60,6 +60,11 @@ malformed Close frame; 1007 for a text message that is not UTF-8; 1009
 ``max_message_size``.  Sizes are checked from the header, before the payload
 is awaited, so a hostile length never makes the buffer grow.
 
+UTF-8 fails fast: a fragmented text message is checked fragment by fragment,
+and a text frame whose payload is still arriving is checked as far as it has
+arrived (on the cold path, when the parser stops for more bytes), so invalid
+bytes are rejected when they arrive, not when their frame or message ends.
+
 The hot path is a single ``if`` for the common frame (final, unfragmented
 text, no RSV bits): it costs about as much as the slice that lends it.
 """
@@ -117,6 +122,11 @@ class FrameParser:
         self._frag_opcode = 0  # opcode of the fragmented message in progress, 0 if none
         self._frag_lent = False  # a reassembled message was lent from _frag
         self._frag_decoder: codecs.IncrementalDecoder | None = None
+        # Bytes of the stream compacted away before _buf[0]: gives each frame an
+        # absolute offset, the key of the partial UTF-8 check (_check_partial_text).
+        self._offset = 0
+        # (absolute offset of a text frame still arriving, payload bytes checked, decoder)
+        self._partial: tuple[int, int, codecs.IncrementalDecoder] | None = None
         self._max = max_message_size
         self._utf8 = _utf8_decode if validate_utf8 else None
         self._validate_utf8 = validate_utf8
@@ -151,6 +161,7 @@ class FrameParser:
                 self._frag_lent = False
             if self._pos:
                 del self._buf[: self._pos]
+                self._offset += self._pos
                 self._pos = 0
             self._buf += data
         except BufferError:
@@ -223,6 +234,8 @@ class FrameParser:
                     # The hot path: a final, unfragmented text frame.
                     stop = start + n
                     if stop > end:
+                        if check_utf8 is not None and end > start:
+                            self._check_partial_text(b0, buf, pos, start, end)
                         return
                     self._pos = pos = stop
                     view = whole[start:stop]
@@ -241,6 +254,8 @@ class FrameParser:
 
                 stop = self._check_header(b0, n, start)
                 if stop > end:
+                    if end > start and b0 & 0x0F <= Opcode.TEXT:
+                        self._check_partial_text(b0, buf, pos, start, end)
                     return
                 self._pos = pos = stop
                 opcode = b0 & 0x0F
@@ -320,6 +335,38 @@ class FrameParser:
             if n > self._max:
                 raise MessageTooBig(f"a {n}-byte frame exceeds max_message_size={self._max}")
         return start + n
+
+    def _check_partial_text(self, b0: int, buf: bytearray, pos: int, start: int, end: int) -> None:
+        """Check the part of a text frame's payload that has arrived so far (fail fast).
+
+        The frame at ``pos`` is incomplete; ``buf[start:end]`` is its payload
+        so far.  Each byte is checked once here, as it arrives, with an
+        incremental decoder kept across calls (keyed by the frame's absolute
+        offset in the stream); the complete frame is then checked again as
+        usual, so this changes when invalid UTF-8 is rejected, never whether.
+        A continuation frame of a text message starts from the state of the
+        message's decoder.  Binary frames and unchecked text return at once.
+        """
+        if b0 & 0x0F == Opcode.TEXT:
+            if not self._validate_utf8:
+                return
+            base = None
+        else:
+            base = self._frag_decoder
+            if base is None:
+                return  # a binary message, or validate_utf8=False
+        at = self._offset + pos
+        if self._partial is not None and self._partial[0] == at:
+            _, done, decoder = self._partial
+        else:
+            done, decoder = 0, _Utf8Decoder("strict")
+            if base is not None:
+                decoder.setstate(base.getstate())
+        try:
+            decoder.decode(buf[start + done : end], False)
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"text message is not UTF-8: {exc}", 1007) from None
+        self._partial = (at, end - start, decoder)
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
         if opcode == Opcode.PING:
