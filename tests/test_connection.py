@@ -230,3 +230,20 @@ async def test_bad_urls() -> None:
     with pytest.raises(ValueError, match="ws:// or wss://"):
         async with open_connection("http://example.com/"):
             pass
+
+
+async def test_receive_timeout_drops_a_slowloris_peer(nursery: trio.Nursery) -> None:
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        frame = server_frame(Opcode.TEXT, b"never finished")
+        for byte in frame:  # one byte per second: the frame never completes in time
+            await peer.stream.send_all(bytes([byte]))
+            await trio.sleep(1)
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/", receive_timeout=0.3,
+                                   close_timeout=0.2) as conn:
+            with pytest.raises(ConnectionClosed, match="receive_timeout") as info:
+                await conn.receive()
+    assert info.value.code == 1006

@@ -106,6 +106,7 @@ class Connection:
         *,
         receive_size: int,
         close_timeout: float,
+        receive_timeout: float | None = None,
     ) -> None:
         self._stream = stream
         self.url = url
@@ -113,6 +114,7 @@ class Connection:
         self.parser = parser
         self._receive_size = receive_size
         self._close_timeout = close_timeout
+        self._receive_timeout = receive_timeout
         self._send_lock = trio.StrictFIFOLock()
         self._closed: ConnectionClosed | None = None
         self._close_sent = False
@@ -167,7 +169,16 @@ class Connection:
         if self._closed is not None:
             raise self._closed
         try:
-            data = await self._stream.receive_some(self._receive_size)
+            if self._receive_timeout is None:
+                data = await self._stream.receive_some(self._receive_size)
+            else:
+                with trio.move_on_after(self._receive_timeout) as waited:
+                    data = await self._stream.receive_some(self._receive_size)
+                if waited.cancelled_caught:
+                    await self._abort(
+                        1006, f"no data for {self._receive_timeout} s (receive_timeout)"
+                    )
+                    raise self._closed  # type: ignore[misc]
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await self._abort(1006, f"transport failed: {exc!r}")
             raise self._closed from exc  # type: ignore[misc]
@@ -389,6 +400,7 @@ def open_connection(
     dangerously_disable_tls_verification: bool = False,
     connect_timeout: float = 10.0,
     close_timeout: float = 5.0,
+    receive_timeout: float | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_size: int = DEFAULT_RECEIVE_SIZE,
     validate_utf8: bool = True,
@@ -406,7 +418,11 @@ def open_connection(
 
     ``connect_timeout`` bounds TCP connect, TLS and the upgrade together;
     exceeding it raises ``trio.TooSlowError``.  ``close_timeout`` bounds each
-    closing handshake.  ``max_message_size``, ``validate_utf8`` and ``poison``
+    closing handshake.  ``receive_timeout`` (off by default; Binance pings
+    every 20 s, so 60 s is a sound value there) is the longest wait for any
+    bytes at all: past it the connection is dropped and
+    :class:`~trio_feed.ConnectionClosed` (1006) is raised, so a peer that
+    trickles or stalls cannot hang the reader.  ``max_message_size``, ``validate_utf8`` and ``poison``
     configure the frame parser (see :class:`~trio_feed.wire.FrameParser`).
     ``receive_size`` is the number of bytes asked of the transport per read.
 
@@ -419,6 +435,7 @@ def open_connection(
         dangerously_disable_tls_verification=dangerously_disable_tls_verification,
         connect_timeout=connect_timeout,
         close_timeout=close_timeout,
+        receive_timeout=receive_timeout,
         max_message_size=max_message_size,
         receive_size=receive_size,
         validate_utf8=validate_utf8,
@@ -435,6 +452,7 @@ async def connect(
     dangerously_disable_tls_verification: bool = False,
     connect_timeout: float = 10.0,
     close_timeout: float = 5.0,
+    receive_timeout: float | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_size: int = DEFAULT_RECEIVE_SIZE,
     validate_utf8: bool = True,
@@ -502,5 +520,10 @@ async def connect(
     if leftover:
         parser.receive_data(leftover)
     return Connection(
-        stream, url, parser, receive_size=receive_size, close_timeout=close_timeout
+        stream,
+        url,
+        parser,
+        receive_size=receive_size,
+        close_timeout=close_timeout,
+        receive_timeout=receive_timeout,
     )
