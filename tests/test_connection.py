@@ -247,3 +247,29 @@ async def test_receive_timeout_drops_a_slowloris_peer(nursery: trio.Nursery) -> 
             with pytest.raises(ConnectionClosed, match="receive_timeout") as info:
                 await conn.receive()
     assert info.value.code == 1006
+
+
+async def test_pong_leaves_before_the_message_that_followed_the_ping(nursery: trio.Nursery) -> None:
+    """A ping inside a fragmented message is answered before receive() returns the message."""
+    order: list[tuple[int, bytes] | None] = []
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(  # all in one write, so one read on the client
+            server_frame(Opcode.TEXT, b"frag", fin=False)
+            + server_frame(Opcode.PING, b"p1")
+            + server_frame(Opcode.CONTINUATION, b"ment")
+        )
+        order.append(await peer.read_frame())
+        order.append(await peer.read_frame())
+        await peer.stream.send_all(server_frame(Opcode.CLOSE, b"\x03\xe8"))
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/") as conn:
+            message = await conn.receive()
+            await conn.send(message)
+            with pytest.raises(ConnectionClosed):
+                await conn.receive()
+    assert order == [(Opcode.PONG, b"p1"), (Opcode.TEXT, b"fragment")]
+    assert conn.statistics().pings_received == 1

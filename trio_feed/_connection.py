@@ -121,7 +121,6 @@ class Connection:
         self._bytes_received = 0
         self._chunks_received = 0
         self._messages_sent = 0
-        self._pings_received = 0
         self._pongs_sent = 0
         self._discarded_at_close = 0
         #: A message :meth:`receive` parsed but could not return yet (see there).
@@ -141,7 +140,7 @@ class Connection:
             chunks_received=self._chunks_received,
             messages_received=self.parser.messages_lent,
             messages_sent=self._messages_sent,
-            pings_received=self._pings_received,
+            pings_received=self.parser.pings_received,
             pongs_sent=self._pongs_sent,
             discarded_at_close=self._discarded_at_close,
             close_code=None if self._closed is None else self._closed.code,
@@ -240,12 +239,12 @@ class Connection:
 
     async def _answer_pings(self) -> None:
         pings = self.parser.pings
-        self._pings_received += len(pings)
         while pings and not self._close_sent:
-            payload = pings.pop(0)
-            await self._send_frame(encode_pong(payload))
+            # Dequeue only once sent, so a cancelled send leaves the ping queued.
+            await self._send_frame(encode_pong(pings[0]))
+            pings.pop(0)
             self._pongs_sent += 1
-        pings.clear()
+        pings.clear()  # after our Close, pongs may no longer be sent
 
     async def _on_peer_close(self) -> None:
         assert self.parser.close is not None
@@ -422,9 +421,10 @@ def open_connection(
     every 20 s, so 60 s is a sound value there) is the longest wait for any
     bytes at all: past it the connection is dropped and
     :class:`~trio_feed.ConnectionClosed` (1006) is raised, so a peer that
-    trickles or stalls cannot hang the reader.  ``max_message_size``, ``validate_utf8`` and ``poison``
-    configure the frame parser (see :class:`~trio_feed.wire.FrameParser`).
-    ``receive_size`` is the number of bytes asked of the transport per read.
+    trickles or stalls cannot hang the reader.  ``max_message_size``,
+    ``validate_utf8`` and ``poison`` configure the frame parser (see
+    :class:`~trio_feed.wire.FrameParser`).  ``receive_size`` is the number of
+    bytes asked of the transport per read.
 
     Errors: :class:`~trio_feed.HandshakeError` if the upgrade is refused or
     wrong; ``OSError`` if the TCP connection fails; ``ssl.SSLError`` (an

@@ -137,6 +137,8 @@ class FrameParser:
         self.messages_lent = 0
         #: Payloads of pings received and not yet answered (owned bytes, oldest first).
         self.pings: list[bytes] = []
+        #: Number of pings received in all.
+        self.pings_received = 0
         #: Payloads of pongs received and not yet consumed.
         self.pongs: list[bytes] = []
         #: ``(code, reason)`` once the peer's Close frame arrived (code 1005 if it had none).
@@ -371,6 +373,7 @@ class FrameParser:
     def _on_control(self, opcode: int, payload: bytes) -> None:
         if opcode == Opcode.PING:
             self.pings.append(payload)
+            self.pings_received += 1
         elif opcode == Opcode.PONG:
             self.pongs.append(payload)
         else:
