@@ -179,3 +179,20 @@ async def test_every_message_read_is_either_delivered_or_counted(mode: str) -> N
             stats = feed.statistics()
     assert stats.events == 777
     assert stats.events + stats.discarded == stats.messages
+
+
+async def test_slow_consumer_cannot_silence_the_pongs() -> None:
+    """Rule 6: with the channel full, the reader keeps reading and answering pings."""
+    with trio.fail_after(15):
+        async with open_exchange(seed=1, rate=200, ping_interval=0.05,
+                                 pong_timeout=0.3) as exchange:
+            async with open_feed(["btcusdt@trade", "btcusdt@bookTicker"], mode="channel",
+                                 base_url=exchange.base_url, max_batches=1) as feed:
+                first = await take(feed, 1)
+                await trio.sleep(1.5)  # a consumer stuck for 5x the pong deadline
+                later = await take(feed, 200)
+                stats = feed.statistics()
+            assert exchange.statistics().pongs_missed == 0
+    assert len(first) == 1 and len(later) == 200
+    assert stats.connection.pongs_sent >= 10
+    assert stats.stalls >= 1 and stats.stall_seconds > 1.0

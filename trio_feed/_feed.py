@@ -52,7 +52,9 @@ class FeedStatistics:
     ``messages`` counts messages read off the connection, ``events`` events
     handed to the consumer, ``copies`` payloads copied into owned bytes (0 in
     inline mode), ``batches`` channel hops, ``peak_queued`` the most batches
-    waiting at once, and ``discarded`` messages read but never handed out
+    waiting at once, ``stalls``/``stall_seconds`` how often and how long the
+    reader found the channel full (the consumer was slower than the feed), and
+    ``discarded`` messages read but never handed out
     because the feed was closed first (including those that arrived during
     the closing handshake).  So ``messages == events + discarded`` once the
     feed is closed, in both modes.
@@ -65,6 +67,8 @@ class FeedStatistics:
     batches: int
     peak_queued: int
     discarded: int
+    stalls: int
+    stall_seconds: float
     connection: ConnectionStatistics
 
 
@@ -116,6 +120,8 @@ class Feed:
             batches=c.batches,
             peak_queued=c.peak_queued,
             discarded=c.discarded + len(self._pending) + conn.statistics().discarded_at_close,
+            stalls=c.stalls,
+            stall_seconds=c.stall_seconds,
             connection=conn.statistics(),
         )
 

@@ -39,12 +39,21 @@ Rule 3: only owned bytes cross a channel.
 Rule 4: no task outlives its pipeline.
     Both tasks of ``run_channel`` live in one nursery that ``run_channel``
     opens and closes.  If either task fails, the nursery cancels the other.
+    The reader hands batches over with ``send_nowait``; only when the channel
+    is full does it wait, in a nested nursery whose helper task keeps reading
+    meanwhile (rule 6), so that task too ends before the reader does.
     When the connection ends, the reader closes the send side
     (``async with send_channel``) so the parser first delivers every batch
     already read, then sees the end of the channel; the reader's exception is
     raised after that.  Batches still queued when the pipeline is cancelled or
     the handler fails are counted in ``discarded``, never dropped silently.
     A single failure reaches the caller as itself, not as an ExceptionGroup.
+
+Rule 6: a slow consumer cannot silence the pongs.
+    When the channel is full, the reader keeps reading while its batch waits
+    (``_send_while_reading``): ``receive_more`` answers pings before every
+    read.  The backlog this builds is bounded by ``max_backlog_bytes``; past
+    it, the reader stops and TCP flow control slows the server instead.
 """
 
 from __future__ import annotations
@@ -64,6 +73,10 @@ __all__ = ["PipelineCounters", "PipelineStatistics", "run_channel", "run_inline"
 #: Default capacity of the copy pipeline's channel, in batches (receive chunks).
 DEFAULT_MAX_BATCHES = 16
 
+#: While the channel is full, the reader goes on reading (to answer pings) into a
+#: backlog of at most this many payload bytes, then lets TCP flow control take over.
+DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+
 
 @attrs.frozen
 class PipelineStatistics:
@@ -73,7 +86,8 @@ class PipelineStatistics:
     copied into owned bytes (0 for the inline pipeline); ``batches`` channel
     sends; ``peak_queued`` the largest number of batches waiting in the
     channel; ``discarded`` messages read but never handed to the handler
-    because the pipeline stopped first.
+    because the pipeline stopped first; ``stalls`` the times the reader found
+    the channel full, and ``stall_seconds`` how long it waited in all.
     """
 
     delivered: int
@@ -81,6 +95,8 @@ class PipelineStatistics:
     batches: int
     peak_queued: int
     discarded: int
+    stalls: int
+    stall_seconds: float
 
 
 @attrs.define
@@ -92,10 +108,18 @@ class PipelineCounters:
     batches: int = 0
     peak_queued: int = 0
     discarded: int = 0
+    stalls: int = 0
+    stall_seconds: float = 0.0
 
     def statistics(self) -> PipelineStatistics:
         return PipelineStatistics(
-            self.delivered, self.copies, self.batches, self.peak_queued, self.discarded
+            self.delivered,
+            self.copies,
+            self.batches,
+            self.peak_queued,
+            self.discarded,
+            self.stalls,
+            self.stall_seconds,
         )
 
 
@@ -177,8 +201,15 @@ async def read_batches(
     send_channel: trio.MemorySendChannel[list[bytes]],
     counters: PipelineCounters,
     ended: list[Exception],
+    *,
+    max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
 ) -> None:
     """The reader task of the copy pipeline: one batch of owned payloads per receive chunk.
+
+    A batch goes out with ``send_nowait``: no scheduling round trip while the
+    consumer keeps up.  When the channel is full, the batch waits in
+    ``send()`` while a helper task keeps reading (rule 6) into a backlog of
+    at most ``max_backlog_bytes``; the wait is counted as a stall.
 
     When the connection ends, the exception is appended to ``ended`` instead
     of being raised, and the send side is closed, so the consumer delivers
@@ -203,12 +234,14 @@ async def read_batches(
                 if batch:
                     counters.copies += len(batch)
                     try:
-                        await send_channel.send(batch)
-                    except BaseException:
-                        # Cancelled or refused, the send did not happen: count the batch.
-                        counters.discarded += len(batch)
-                        raise
-                    counters.batches += 1
+                        send_channel.send_nowait(batch)
+                        counters.batches += 1
+                    except trio.WouldBlock:
+                        failure = await _send_while_reading(
+                            conn, send_channel, batch, counters, max_backlog_bytes
+                        )
+                        if failure is not None:
+                            raise failure from None
                     queued = send_channel.statistics().current_buffer_used
                     if queued > counters.peak_queued:
                         counters.peak_queued = queued
@@ -220,6 +253,81 @@ async def read_batches(
             ended.append(exc)
         except Exception as exc:
             ended.append(exc)
+
+
+async def _send_while_reading(
+    conn: Connection,
+    send_channel: trio.MemorySendChannel[list[bytes]],
+    batch: list[bytes],
+    counters: PipelineCounters,
+    max_backlog_bytes: int,
+) -> Exception | None:
+    """Wait for channel space without going deaf: rule 6 with a slow consumer.
+
+    A helper task goes on reading, so pings are answered, copying data
+    messages into a backlog.  Once the backlog holds ``max_backlog_bytes`` it
+    stops reading (TCP flow control then slows the server) until the send
+    completes.  Returns the exception that ended the connection meanwhile,
+    if any, after every message read before it has been sent.
+    """
+    backlog: list[bytes] = []
+    failures: list[Exception] = []
+    counters.stalls += 1
+    started = trio.current_time()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                _keep_reading, conn, backlog, max_backlog_bytes, failures, counters
+            )
+            try:
+                await send_channel.send(batch)
+            except BaseException:
+                # Neither the batch nor what was read meanwhile will be delivered.
+                counters.discarded += len(batch) + len(backlog)
+                raise
+            counters.batches += 1
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise lone_exception(group) from None
+    finally:
+        counters.stall_seconds += trio.current_time() - started
+    if backlog:
+        try:
+            await send_channel.send(backlog)
+        except BaseException:
+            counters.discarded += len(backlog)
+            raise
+        counters.batches += 1
+    return failures[0] if failures else None
+
+
+async def _keep_reading(
+    conn: Connection,
+    backlog: list[bytes],
+    limit: int,
+    failures: list[Exception],
+    counters: PipelineCounters,
+) -> None:
+    size = sum(map(len, backlog))
+    try:
+        while size < limit:
+            await conn.receive_more()  # answers queued pings before it reads
+            for view in conn.parser.messages():
+                try:
+                    payload = bytes(view)
+                finally:
+                    view.release()
+                backlog.append(payload)
+                counters.copies += 1
+                size += len(payload)
+    except ProtocolError as exc:
+        await conn.fail(exc)
+        failures.append(exc)
+        return
+    except Exception as exc:
+        failures.append(exc)
+        return
+    await trio.sleep_forever()  # the backlog is full: stop reading until the send completes
 
 
 async def _parse_batches(
