@@ -13,7 +13,6 @@ test *ARGS:
 # ruff and mypy, both must be clean
 lint:
     {{python}} -m ruff check trio_feed tests examples tools bench
-    {{python}} -m ruff format --check trio_feed || true
     {{python}} -m mypy
 
 # The side-by-side benchmark (a few minutes); writes its table to stdout
