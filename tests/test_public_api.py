@@ -10,6 +10,8 @@ EXPECTED = {
     "MessageTooBig", "PipelineCounters", "PipelineStatistics", "ProtocolError", "Stream",
     "SubscriptionError", "TrioFeedError", "format_event", "open_connection", "open_feed",
     "parse_stream", "run_channel", "run_inline",
+    "DEFAULT_REST_URL", "OrderBook", "OrderBooks", "OrderBooksStatistics", "SnapshotError",
+    "WeightBudget", "open_order_books",
 }
 
 
@@ -21,7 +23,8 @@ def test_public_names() -> None:
 
 def test_every_error_is_a_trio_feed_error() -> None:
     for name in ("BorrowError", "ConnectionClosed", "DecodeError", "HandshakeError",
-                 "InvalidStreamName", "MessageTooBig", "ProtocolError", "SubscriptionError"):
+                 "InvalidStreamName", "MessageTooBig", "ProtocolError", "SubscriptionError",
+                 "SnapshotError"):
         assert issubclass(getattr(trio_feed, name), trio_feed.TrioFeedError)
     assert issubclass(trio_feed.MessageTooBig, trio_feed.ProtocolError)
     assert issubclass(trio_feed.InvalidStreamName, ValueError)

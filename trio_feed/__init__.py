@@ -8,9 +8,20 @@ from the socket up:
 - :func:`run_inline` / :func:`run_channel`: borrow in one task, or copy across two;
 - ``trio_feed.binance``: stream names, typed events, decoding;
 - :func:`open_feed`: all of the above, as ``async for event in feed``;
-- ``trio_feed.exchange``: the embedded local exchange the examples and tests run on.
+- :func:`open_order_books`: local order books kept in sync by Binance's procedure;
+- ``trio_feed.exchange``: the embedded local exchange the examples and tests run on;
+- ``trio_feed.recording`` and the ``trio-feed`` command: record, replay and inspect streams;
+- ``trio_feed.testing``: the same tools for your own tests.
 """
 
+from ._books import (
+    DEFAULT_REST_URL,
+    OrderBooks,
+    OrderBooksStatistics,
+    SnapshotError,
+    WeightBudget,
+    open_order_books,
+)
 from ._connection import Connection, ConnectionStatistics, open_connection
 from ._errors import (
     BorrowError,
@@ -25,9 +36,10 @@ from ._errors import (
 )
 from ._feed import Feed, FeedStatistics, open_feed
 from ._pipelines import PipelineCounters, PipelineStatistics, run_channel, run_inline
-from .binance import Decoder, Event, Stream, format_event, parse_stream
+from .binance import Decoder, Event, OrderBook, Stream, format_event, parse_stream
 
 __all__ = [
+    "DEFAULT_REST_URL",
     "BorrowError",
     "Connection",
     "ConnectionClosed",
@@ -40,15 +52,21 @@ __all__ = [
     "HandshakeError",
     "InvalidStreamName",
     "MessageTooBig",
+    "OrderBook",
+    "OrderBooks",
+    "OrderBooksStatistics",
     "PipelineCounters",
     "PipelineStatistics",
     "ProtocolError",
+    "SnapshotError",
     "Stream",
     "SubscriptionError",
     "TrioFeedError",
+    "WeightBudget",
     "format_event",
     "open_connection",
     "open_feed",
+    "open_order_books",
     "parse_stream",
     "run_channel",
     "run_inline",

@@ -4,6 +4,15 @@ Nothing here knows about sockets or trio; the local exchange and the client
 both speak through this package, so they cannot disagree about a name.
 """
 
+from ._book import (
+    BookState,
+    BookStatistics,
+    NeedSnapshot,
+    OrderBook,
+    PriceLevel,
+    Rules,
+    parse_depth_snapshot,
+)
 from ._decode import Decoder
 from ._events import (
     AggTrade,
@@ -38,6 +47,8 @@ __all__ = [
     "AggTrade",
     "AvgPrice",
     "BlockTrade",
+    "BookState",
+    "BookStatistics",
     "BookTicker",
     "ControlError",
     "ControlResponse",
@@ -48,11 +59,15 @@ __all__ = [
     "Level",
     "MiniTicker",
     "MiniTickerArray",
+    "NeedSnapshot",
     "Number",
+    "OrderBook",
     "PartialDepth",
+    "PriceLevel",
     "ReferencePrice",
     "RollingWindowTicker",
     "RollingWindowTickerArray",
+    "Rules",
     "ServerShutdown",
     "Stream",
     "Ticker",
@@ -61,6 +76,7 @@ __all__ = [
     "UnknownEvent",
     "combined_url",
     "format_event",
+    "parse_depth_snapshot",
     "parse_stream",
     "raw_url",
 ]

@@ -29,6 +29,15 @@ with SUBSCRIBE, and however long they waited before doing so.  A shared
 market, where late joiners see the same trades as early ones, is a possible
 later addition; it would trade this property away.
 
+REST.  Beside the WebSocket server runs an HTTP/1.1 endpoint (``_rest``,
+``exchange.rest_url``) answering ``GET /api/v3/depth`` from the market of the
+connection the client reads, so a REST snapshot and the diff stream describe
+one book.  Connections belong to a *session*, an optional ``/s/<name>`` path
+prefix (``session_urls``), and REST requests with the same prefix read that
+session's newest connection's market; see ``_rest`` for why, for request
+weights and 429s, and for the faults ``exchange.faults`` injects (dropped or
+reordered diff events, stale snapshots).
+
 Pacing.  ``rate`` is market ticks per second, per connection; each tick sends
 every payload the subscribed streams emit for it (see ``_market``: trades on
 most ticks, ``@depth@100ms`` every tick, ``@depth`` and tickers every tenth).
@@ -95,6 +104,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from .._errors import InvalidStreamName
 from ..binance._streams import Stream, combined_url, parse_stream, raw_url
 from ._market import DEFAULT_SYMBOLS, Market, envelope
+from ._rest import RestEndpoint, split_session
 
 __all__ = ["ExchangeStatistics", "LocalExchange", "open_exchange"]
 
@@ -211,13 +221,14 @@ class _Connection:
     """One client: its subscriptions, its market and its three tasks."""
 
     def __init__(self, exchange: LocalExchange, ws: WebSocketConnection, number: int,
-                 combined: bool, streams: Sequence[Stream]) -> None:
+                 combined: bool, streams: Sequence[Stream], session: str = "") -> None:
         self.exchange = exchange
         self.ws = ws
         self.number = number
         self.combined = combined
         self.subs: dict[str, Stream] = {s.name: s for s in streams}
         self.market = Market(exchange.seed, exchange.symbols)
+        self.session = session
         self.counters = exchange._counters
         self.sent = 0
         self.wakeup = trio.Event()
@@ -244,6 +255,7 @@ class _Connection:
         rate = self.exchange.rate
         period = 1.0 / rate if rate else 0.0
         market, subs, ws, counters = self.market, self.subs, self.ws, self.counters
+        faults = self.exchange.faults
         idle = 0
         deadline = trio.current_time()
         while True:
@@ -264,6 +276,8 @@ class _Connection:
             sent_before = self.sent
             for stream in list(subs.values()):
                 batch = market.encoded(stream)
+                if faults.armed:
+                    batch = faults.filter(self.session, stream, batch)
                 for index, raw in enumerate(batch):
                     if subs.get(stream.name) is not stream:
                         break
@@ -432,6 +446,9 @@ class LocalExchange:
         self.max_messages = max_messages
         self.port = 0
         self._counters = _Counters()
+        #: The HTTP/1.1 REST endpoint (snapshots, weights) and its fault hooks.
+        self.rest = RestEndpoint(host)
+        self.faults = self.rest.faults
         self._connections: set[_Connection] = set()
         self._numbers = itertools.count()
         self._all_closed = trio.Event()
@@ -443,6 +460,20 @@ class LocalExchange:
         scheme = "wss" if self.ssl_context is not None else "ws"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """``http://host:rest_port``: the REST endpoint (``GET /api/v3/depth``)."""
+        return self.rest.url
+
+    def session_urls(self, session: str) -> tuple[str, str]:
+        """``(base_url, rest_url)`` for ``session``: the REST side reads its connection's book.
+
+        ``session`` is 1 to 64 of ``A-Z a-z 0-9 _ -``.
+        """
+        if split_session(f"/s/{session}")[0] != session or not session:
+            raise ValueError(f"invalid session name {session!r}")
+        return f"{self.base_url}/s/{session}", f"{self.rest_url}/s/{session}"
 
     def raw_url(self, stream: str | Stream) -> str:
         """``/ws/<stream>`` on this exchange: bare payloads."""
@@ -481,7 +512,8 @@ class LocalExchange:
 
     async def _handle(self, request: WebSocketRequest) -> None:
         try:
-            combined, streams = _parse_target(request.path)
+            session, target = split_session(request.path)
+            combined, streams = _parse_target(target)
         except _Rejection as rejection:
             self._counters.handshakes_rejected += 1
             try:
@@ -493,7 +525,8 @@ class LocalExchange:
             ws = await request.accept()
         except ConnectionClosed:
             return
-        connection = _Connection(self, ws, next(self._numbers), combined, streams)
+        connection = _Connection(self, ws, next(self._numbers), combined, streams, session)
+        self.rest.register(session, connection.market)
         self._counters.connections_accepted += 1
         self._counters.connections_open += 1
         self._connections.add(connection)
@@ -503,6 +536,7 @@ class LocalExchange:
             await connection.run()
         finally:
             self._connections.discard(connection)
+            self.rest.unregister(session, connection.market)
             self._counters.connections_open -= 1
             if not self._connections:
                 self._all_closed.set()
@@ -530,6 +564,12 @@ class _OpenExchange(AbstractAsyncContextManager[LocalExchange]):
             await self._exit(type(exc), exc, exc.__traceback__)
             raise
         exchange.port = server.port
+        try:
+            await nursery.start(exchange.rest.serve)
+        except BaseException as exc:
+            nursery.cancel_scope.cancel()
+            await self._exit(type(exc), exc, exc.__traceback__)
+            raise
         return exchange
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -1,0 +1,6 @@
+"""``python -m trio_feed``: the same as the ``trio-feed`` command (see ``trio_feed._cli``)."""
+
+from ._cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,380 @@
+"""The local exchange's REST side: depth snapshots over real HTTP/1.1, weights, and faults.
+
+A client keeps an order book from two sources, the ``@depth`` stream and a
+REST snapshot, and they must describe the *same* book.  This module serves
+``GET /api/v3/depth`` from the market whose diff events the client is
+reading, on a plain HTTP/1.1 server (h11 over trio sockets, keep-alive, no
+TLS) beside the WebSocket server, and lets a test break that consistency on
+purpose.
+
+Theory of operation
+-------------------
+
+Which market?  Each WebSocket connection replays its own ``Market(seed)``
+(see ``_server``), so "the exchange's book" is ambiguous.  A connection is
+therefore registered under a *session*, named by an optional path prefix
+``/s/<name>`` on the WebSocket URL, and a REST request with the same prefix
+reads the market of that session's most recent open connection.  The prefix
+is part of the *base* URLs, so a client needs no knowledge of it:
+``exchange.session_urls("a")`` gives ``ws://host:port/s/a`` and
+``http://host:rest_port/s/a``, and every URL the client builds from them
+carries it.  Without a prefix both sides use the default session ``""``,
+which is what a single client needs.  This keeps the exchange's property that
+two connections with one seed see the same history, at the cost of the
+prefix for tests that run several clients at once.  (A single shared market
+advancing on a clock, as on Binance, would give up that property.)
+
+Rule 1: a snapshot is the true book of the session's market at the moment
+    the request is handled.  The market only moves when its connection's
+    sender steps it, between awaits, so the answer is always a whole tick;
+    its ``lastUpdateId`` may be ahead of, or behind, the diff events already
+    delivered, which is exactly what the client's sync procedure handles.
+
+Request weight follows Binance: limit 1-100 costs 5, 101-500 25, 501-1000
+50, 1001-5000 250 (larger limits are capped at 5000), counted per fixed
+minute of trio's clock across all sessions (one IP).  Every answer carries
+``X-MBX-USED-WEIGHT-1M``; a request that would exceed ``weight_limit`` gets
+429 with ``Retry-After`` (seconds to the next minute) and code -1003, and is
+not counted.
+
+Faults (:class:`Faults`, ``exchange.faults``), each armed for one symbol in
+one session and consumed by the next matching depth event or request:
+
+- ``drop_depth``: the next diff event(s) of the symbol are not sent (a gap);
+- ``reorder_depth``: the next diff event is held back and sent after the
+  following one (out of order);
+- ``stale_snapshot``: the book is captured *now* and the next depth request
+  answers with that capture.  It is older than any event the client buffers
+  after this moment, so combined with a later gap it forces a refetch.
+
+Rule 2: faults never reach a connection that did not subscribe to the
+    symbol's depth: they are applied on the send path, per session.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+import h11
+import orjson
+import trio
+
+from ..binance._streams import Stream
+from ._market import MAX_DEPTH_LIMIT, Market
+
+__all__ = ["Faults", "RestEndpoint", "RestStatistics", "depth_weight", "split_session"]
+
+#: Binance's spot REQUEST_WEIGHT budget per minute per IP.
+DEFAULT_WEIGHT_LIMIT = 6000
+_MAX_REQUEST_BYTES = 16 * 1024
+_SESSION = re.compile(r"/s/([A-Za-z0-9_-]{1,64})(/.*)?$")
+
+
+def depth_weight(limit: int) -> int:
+    """Request weight of ``GET /api/v3/depth`` with ``limit`` (capped at 5000 first)."""
+    limit = min(limit, MAX_DEPTH_LIMIT)
+    if limit <= 100:
+        return 5
+    if limit <= 500:
+        return 25
+    if limit <= 1000:
+        return 50
+    return 250
+
+
+def split_session(target: str) -> tuple[str, str]:
+    """``(session, rest of the target)`` for ``/s/<name>/...``; ``("", target)`` otherwise."""
+    path, sep, query = target.partition("?")
+    match = _SESSION.match(path)
+    if match is None:
+        return "", target
+    return match.group(1), (match.group(2) or "/") + sep + query
+
+
+@attrs.frozen
+class RestStatistics:
+    """What the REST endpoint has done: requests answered, snapshots, 429s, faults fired."""
+
+    requests: int
+    snapshots: int
+    rate_limited: int
+    weight_used: int
+    stale_served: int
+    depth_dropped: int
+    depth_reordered: int
+
+
+@attrs.define
+class _Counters:
+    requests: int = 0
+    snapshots: int = 0
+    rate_limited: int = 0
+    stale_served: int = 0
+    depth_dropped: int = 0
+    depth_reordered: int = 0
+
+
+class Faults:
+    """Faults to inject on command; see the module docstring.  ``exchange.faults``."""
+
+    def __init__(self, market_for: Callable[[str], Market | None], counters: _Counters) -> None:
+        self._market_for = market_for
+        self._counters = counters
+        self._drop: dict[tuple[str, str], int] = {}
+        self._reorder: set[tuple[str, str]] = set()
+        self._held: dict[tuple[str, str], bytes] = {}  # by (session, stream name)
+        self._stale: dict[tuple[str, str], dict[str, Any]] = {}
+        #: True while any send-path fault is armed or held: the server's fast check.
+        self.armed = False
+
+    def drop_depth(self, symbol: str, count: int = 1, *, session: str = "") -> None:
+        """Do not send the next ``count`` diff-depth events of ``symbol``: a gap."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        key = (session, symbol.lower())
+        self._drop[key] = self._drop.get(key, 0) + count
+        self.armed = True
+
+    def reorder_depth(self, symbol: str, *, session: str = "") -> None:
+        """Send the next diff-depth event of ``symbol`` after the one that follows it."""
+        self._reorder.add((session, symbol.lower()))
+        self.armed = True
+
+    def stale_snapshot(self, symbol: str, *, session: str = "") -> None:
+        """Capture ``symbol``'s book now; the next depth request for it gets this capture.
+
+        Raises ``LookupError`` if no connection is open in ``session``.
+        """
+        market = self._market_for(session)
+        if market is None:
+            raise LookupError(f"no stream connection is open in session {session!r}")
+        self._stale[(session, symbol.lower())] = market.depth_snapshot(symbol, MAX_DEPTH_LIMIT)
+
+    def take_stale(self, session: str, symbol: str) -> dict[str, Any] | None:
+        snapshot = self._stale.pop((session, symbol.lower()), None)
+        if snapshot is not None:
+            self._counters.stale_served += 1
+        return snapshot
+
+    def filter(self, session: str, stream: Stream, batch: list[bytes]) -> list[bytes]:
+        """What to send instead of ``batch`` for ``stream`` on this tick (the send-path hook)."""
+        if stream.kind != "depth" or stream.symbol is None:
+            return batch
+        key = (session, stream.symbol)
+        held = self._held.pop((session, stream.name), None)
+        out = list(batch)
+        to_drop = self._drop.get(key, 0)
+        while to_drop and out:
+            out.pop(0)
+            to_drop -= 1
+            self._counters.depth_dropped += 1
+        if key in self._drop:
+            if to_drop:
+                self._drop[key] = to_drop
+            else:
+                del self._drop[key]
+        if held is not None:
+            out.append(held)  # after the event that followed it
+        elif key in self._reorder and out:
+            self._reorder.discard(key)
+            self._held[(session, stream.name)] = out.pop(0)
+            self._counters.depth_reordered += 1
+        self.armed = bool(self._drop or self._reorder or self._held)
+        return out
+
+
+class RestEndpoint:
+    """The HTTP side of a :class:`~trio_feed.exchange.LocalExchange`.
+
+    ``register``/``unregister`` track the open WebSocket connections' markets
+    by session; :meth:`serve` runs the server (``nursery.start`` it).
+    ``weight_limit`` may be changed at any time.
+    """
+
+    def __init__(self, host: str, *, weight_limit: int = DEFAULT_WEIGHT_LIMIT) -> None:
+        self.host = host
+        self.port = 0
+        self.weight_limit = weight_limit
+        self._sessions: dict[str, list[Market]] = {}
+        self._counters = _Counters()
+        self.faults = Faults(self.market_for, self._counters)
+        self._minute = -1
+        self._used = 0
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` without a trailing slash."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def statistics(self) -> RestStatistics:
+        """Counters since the exchange opened; ``weight_used`` is this minute's."""
+        c = self._counters
+        self._roll_minute()
+        return RestStatistics(
+            requests=c.requests, snapshots=c.snapshots, rate_limited=c.rate_limited,
+            weight_used=self._used, stale_served=c.stale_served,
+            depth_dropped=c.depth_dropped, depth_reordered=c.depth_reordered,
+        )
+
+    # -- sessions ------------------------------------------------------------------
+
+    def register(self, session: str, market: Market) -> None:
+        self._sessions.setdefault(session, []).append(market)
+
+    def unregister(self, session: str, market: Market) -> None:
+        markets = self._sessions.get(session, [])
+        if market in markets:
+            markets.remove(market)
+        if not markets:
+            self._sessions.pop(session, None)
+
+    def market_for(self, session: str) -> Market | None:
+        """The market of the session's most recent open connection, if any."""
+        markets = self._sessions.get(session)
+        return markets[-1] if markets else None
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on ``host`` (port chosen by the OS) and serve until cancelled."""
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio.serve_tcp, self._serve_connection, 0, host=self.host)
+            listeners = await nursery.start(serve)
+            self.port = listeners[0].socket.getsockname()[1]
+            task_status.started(self.port)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_BYTES)
+        async with stream:
+            while True:
+                try:
+                    request = await self._read_request(conn, stream)
+                    if request is None:
+                        return
+                    status, headers, body = self.respond(request)
+                except h11.RemoteProtocolError as exc:
+                    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+                        return
+                    status, headers, body = _json(exc.error_status_hint,
+                                                  {"code": -1, "msg": str(exc)})
+                    headers.append((b"connection", b"close"))
+                try:
+                    await stream.send_all(conn.send(h11.Response(status_code=status,
+                                                                 headers=headers)))
+                    await stream.send_all(conn.send(h11.Data(data=body)))
+                    await stream.send_all(conn.send(h11.EndOfMessage()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+
+    @staticmethod
+    async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> h11.Request | None:
+        request: h11.Request | None = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage):
+                return request
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+            # h11.Data: a body we ignore
+
+    def respond(self, request: h11.Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """``(status, headers, body)`` for one request: the whole routing, without I/O."""
+        self._counters.requests += 1
+        session, target = split_session(request.target.decode("ascii", "replace"))
+        parts = urlsplit(target)
+        if request.method != b"GET":
+            return _json(405, {"code": -1, "msg": "method not allowed"})
+        if parts.path == "/api/v3/ping":
+            return self._weighed(1, {})
+        if parts.path != "/api/v3/depth":
+            return _json(404, {"code": -1, "msg": f"unknown path {parts.path!r}: the local "
+                                                  "exchange serves /api/v3/depth and /api/v3/ping"})
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        symbol = query.get("symbol", "")
+        if not symbol:
+            return _json(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not "
+                                                     "sent, was empty/null, or malformed."})
+        text = query.get("limit", "100")
+        if not text.isascii() or not text.isdigit() or int(text) < 1:
+            return _json(400, {"code": -1100, "msg": "Illegal characters found in parameter "
+                                                     "'limit'; legal range is '^[0-9]{1,20}$'."})
+        limit = min(int(text), MAX_DEPTH_LIMIT)
+        market = self.market_for(session)
+        if market is None:
+            return _json(503, {"code": -1, "msg": f"no stream connection is open in session "
+                                                  f"{session!r}: the local exchange serves the "
+                                                  "book of that connection's market"})
+        if symbol.lower() not in market.symbols:
+            return _json(400, {"code": -1121, "msg": "Invalid symbol."})
+        weight = depth_weight(limit)
+        if not self._charge(weight):
+            return self._too_many()
+        self._counters.snapshots += 1
+        snapshot = self.faults.take_stale(session, symbol)
+        if snapshot is None:
+            snapshot = market.depth_snapshot(symbol, limit)
+        else:
+            snapshot = {**snapshot, "bids": snapshot["bids"][:limit],
+                        "asks": snapshot["asks"][:limit]}
+        return _json(200, snapshot, self._used)
+
+    # -- weight -----------------------------------------------------------------------
+
+    def _roll_minute(self) -> int:
+        now = trio.current_time()
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._used = minute, 0
+        return minute
+
+    def _charge(self, weight: int) -> bool:
+        self._roll_minute()
+        if self._used + weight > self.weight_limit:
+            return False
+        self._used += weight
+        return True
+
+    def _weighed(self, weight: int, body: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if not self._charge(weight):
+            return self._too_many()
+        return _json(200, body, self._used)
+
+    def _too_many(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        self._counters.rate_limited += 1
+        retry = max(1, math.ceil((self._minute + 1) * 60 - trio.current_time()))
+        status, headers, body = _json(429, {
+            "code": -1003,
+            "msg": f"Too much request weight used; current limit is {self.weight_limit} "
+                   "request weight per 1 MINUTE. Please use WebSocket Streams for live "
+                   "updates to avoid polling the API.",
+        }, self._used)
+        headers.append((b"retry-after", str(retry).encode()))
+        return status, headers, body
+
+
+def _json(status: int, body: Any,
+          used: int | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    data = orjson.dumps(body)
+    headers = [(b"content-type", b"application/json;charset=UTF-8"),
+               (b"content-length", str(len(data)).encode())]
+    if used is not None:
+        headers.append((b"x-mbx-used-weight-1m", str(used).encode()))
+    return status, headers, data
