@@ -196,6 +196,8 @@ class Connection:
         if the peer breaks the protocol.
         """
         parser = self.parser
+        if self._closed is not None and self._undelivered is None:
+            raise self._closed  # nothing is delivered after the connection closed
         if self._undelivered is not None:
             # A previous call was cancelled while answering pings: see _answer_pings_before.
             message, self._undelivered = self._undelivered, None

@@ -293,3 +293,15 @@ def test_ping_payloads_are_owned_and_survive_buffer_reuse() -> None:
     parser.receive_data(server_frame(Opcode.TEXT, b"b" * 20))  # must not raise BorrowError
     assert parser.pings == [b"keepalive"]
     assert all(type(p) is bytes for p in parser.pings)
+
+
+def test_parser_never_parses_past_a_violation() -> None:
+    parser = FrameParser()
+    parser.receive_data(
+        server_frame(Opcode.TEXT, b"\xff") + server_frame(Opcode.TEXT, b"after the fault")
+    )
+    with pytest.raises(ProtocolError) as first:
+        parser.next_message()
+    with pytest.raises(ProtocolError) as again:
+        parser.next_message()
+    assert again.value is first.value and first.value.close_code == 1007

@@ -137,6 +137,9 @@ class FrameParser:
         self.messages_lent = 0
         #: Payloads of pings received and not yet answered (owned bytes, oldest first).
         self.pings: list[bytes] = []
+        #: The :class:`~trio_feed.ProtocolError` that ended parsing, if any;
+        #: :meth:`messages` raises it again on every later call.
+        self.error: ProtocolError | None = None
         #: Number of pings received in all.
         self.pings_received = 0
         #: Payloads of pongs received and not yet consumed.
@@ -208,6 +211,8 @@ class FrameParser:
         This is a generator so that the per-message state lives in local
         variables: it is measurably cheaper than a method call per message.
         """
+        if self.error is not None:
+            raise self.error
         buf = self._buf
         pos = self._pos
         end = len(buf)
@@ -277,6 +282,11 @@ class FrameParser:
                 if message is not None:
                     lent += 1
                     yield message
+        except ProtocolError as exc:
+            # A violation ends the stream: never parse on past it (the bytes after
+            # a fault mean nothing), and give the same answer if asked again.
+            self.error = exc
+            raise
         finally:
             whole.release()
             self.messages_lent += lent
