@@ -22,3 +22,11 @@ bench *ARGS:
 # Autobahn|Testsuite client cases 1-10 against the real client path
 autobahn:
     bash tools/autobahn/run.sh
+
+# Fuzz the frame parser (atheris if installed, else Hypothesis); e.g. just fuzz --seconds 60
+fuzz *ARGS:
+    {{python}} tools/fuzz.py {{ARGS}}
+
+# Regenerate the fuzz seed corpus in tests/wire/corpus
+corpus:
+    {{python}} tools/make_corpus.py

@@ -273,3 +273,24 @@ async def test_pong_leaves_before_the_message_that_followed_the_ping(nursery: tr
                 await conn.receive()
     assert order == [(Opcode.PONG, b"p1"), (Opcode.TEXT, b"fragment")]
     assert conn.statistics().pings_received == 1
+
+
+async def test_frame_bytes_that_arrive_with_the_handshake_are_counted(
+    nursery: trio.Nursery,
+) -> None:
+    async def script(peer: ServerSide) -> None:
+        headers = await peer.read_request()
+        from trio_feed.wire import accept_token
+
+        await peer.stream.send_all(  # the reply and the first frame in one write
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_token(headers["sec-websocket-key"]).encode()
+            + b"\r\n\r\n" + server_frame(Opcode.TEXT, b"early")
+        )
+        await peer.read_frame()
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=0.2) as conn:
+            assert await conn.receive() == "early"
+            assert conn.statistics().bytes_received == 7

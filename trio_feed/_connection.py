@@ -423,7 +423,8 @@ def open_connection(
     every 20 s, so 60 s is a sound value there) is the longest wait for any
     bytes at all: past it the connection is dropped and
     :class:`~trio_feed.ConnectionClosed` (1006) is raised, so a peer that
-    trickles or stalls cannot hang the reader.  ``max_message_size``,
+    stalls cannot hang the reader.  It bounds silence only: a peer trickling
+    a byte more often than that keeps the connection open.  ``max_message_size``,
     ``validate_utf8`` and ``poison`` configure the frame parser (see
     :class:`~trio_feed.wire.FrameParser`).  ``receive_size`` is the number of
     bytes asked of the transport per read.
@@ -521,7 +522,7 @@ async def connect(
     _response, leftover = result
     if leftover:
         parser.receive_data(leftover)
-    return Connection(
+    connection = Connection(
         stream,
         url,
         parser,
@@ -529,3 +530,7 @@ async def connect(
         close_timeout=close_timeout,
         receive_timeout=receive_timeout,
     )
+    # Frame bytes that arrived with the handshake reply are traffic too.
+    connection._bytes_received = len(leftover)
+    connection._chunks_received = 1 if leftover else 0
+    return connection
