@@ -63,7 +63,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..binance._streams import Stream, combined_url, raw_url
 from ..recording import Record, read_recording, unwrap
-from ._server import _parse_target, _Rejection
+from ._server import _parse_target, _Rejection, exit_nursery
 
 __all__ = [
     "CloseWith",
@@ -337,7 +337,7 @@ class _OpenReplay(AbstractAsyncContextManager[ReplayServer]):
             await nursery.start(trio.serve_listeners, server._handle, listeners)
         except BaseException as exc:
             nursery.cancel_scope.cancel()
-            await self._exit(type(exc), exc, exc.__traceback__)
+            await exit_nursery(self._manager, type(exc), exc, exc.__traceback__)
             raise
         server.port = sockets[0].getsockname()[1]
         return server
@@ -349,16 +349,8 @@ class _OpenReplay(AbstractAsyncContextManager[ReplayServer]):
             with trio.move_on_after(CLOSE_GRACE, shield=True):
                 await self._server._close_all()
         self._nursery.cancel_scope.cancel()
-        return await self._exit(exc_type, exc, tb)
+        return await exit_nursery(self._manager, exc_type, exc, tb)
 
-    async def _exit(self, exc_type: type[BaseException] | None,
-                    exc: BaseException | None, tb: TracebackType | None) -> bool:
-        try:
-            return bool(await self._manager.__aexit__(exc_type, exc, tb))
-        except BaseExceptionGroup as group:
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                return False
-            raise
 
 
 def _scan(records: Iterable[Record]) -> tuple[list[str], int, int]:

@@ -561,14 +561,14 @@ class _OpenExchange(AbstractAsyncContextManager[LocalExchange]):
             server = await nursery.start(serve)
         except BaseException as exc:
             nursery.cancel_scope.cancel()
-            await self._exit(type(exc), exc, exc.__traceback__)
+            await exit_nursery(self._manager, type(exc), exc, exc.__traceback__)
             raise
         exchange.port = server.port
         try:
             await nursery.start(exchange.rest.serve)
         except BaseException as exc:
             nursery.cancel_scope.cancel()
-            await self._exit(type(exc), exc, exc.__traceback__)
+            await exit_nursery(self._manager, type(exc), exc, exc.__traceback__)
             raise
         return exchange
 
@@ -579,16 +579,27 @@ class _OpenExchange(AbstractAsyncContextManager[LocalExchange]):
             with trio.move_on_after(CLOSE_GRACE, shield=True):
                 await self._exchange._close_all()
         self._nursery.cancel_scope.cancel()
-        return await self._exit(exc_type, exc, tb)
+        return await exit_nursery(self._manager, exc_type, exc, tb)
 
-    async def _exit(self, exc_type: type[BaseException] | None,
-                    exc: BaseException | None, tb: TracebackType | None) -> bool:
-        try:
-            return bool(await self._manager.__aexit__(exc_type, exc, tb))
-        except BaseExceptionGroup as group:
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                return False
-            raise
+
+
+async def exit_nursery(
+    manager: AbstractAsyncContextManager[trio.Nursery],
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool:
+    """Leave a nursery entered by hand; the body's own exception comes out as itself.
+
+    Shared by the exchange and the replay server, whose ``__aenter__`` enters
+    a nursery that their ``__aexit__`` leaves.
+    """
+    try:
+        return bool(await manager.__aexit__(exc_type, exc, tb))
+    except BaseExceptionGroup as group:
+        if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+            return False
+        raise
 
 
 def open_exchange(
