@@ -9,7 +9,11 @@ Rule 5: one writer at a time.
     :meth:`Connection._send_frame`, which holds a ``trio.StrictFIFOLock``
     around ``send_all``.  Two tasks can therefore send concurrently (say a
     subscription and an automatic pong) without interleaving their bytes,
-    and in the order they asked.
+    and in the order they asked.  The optional ``send_gate`` (an async
+    callable, e.g. a token bucket's ``acquire``) is awaited under that lock
+    before every data, ping and pong frame, so a budget of client messages
+    per second (Binance allows 5, pongs included) covers all of them and
+    keeps their order.  Close frames skip the gate: they end the connection.
 
 Rule 6: pongs never wait on a lent view.
     The parser copies each ping's payload into owned ``bytes`` as it parses
@@ -42,7 +46,7 @@ are named parameters (``connect_timeout``, ``close_timeout``).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -107,8 +111,10 @@ class Connection:
         receive_size: int,
         close_timeout: float,
         receive_timeout: float | None = None,
+        send_gate: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._stream = stream
+        self._send_gate = send_gate
         self.url = url
         #: The sans-I/O frame parser holding this connection's receive buffer.
         self.parser = parser
@@ -274,6 +280,8 @@ class Connection:
         if self._closed is not None and self._close_sent:
             raise self._closed
         async with self._send_lock:
+            if self._send_gate is not None:
+                await self._send_gate()
             try:
                 await self._stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -407,6 +415,7 @@ def open_connection(
     validate_utf8: bool = True,
     poison: bool = False,
     extra_headers: Iterable[tuple[str, str]] = (),
+    send_gate: Callable[[], Awaitable[object]] | None = None,
 ) -> _ConnectionContext:
     """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``)::
 
@@ -427,7 +436,9 @@ def open_connection(
     a byte more often than that keeps the connection open.  ``max_message_size``,
     ``validate_utf8`` and ``poison`` configure the frame parser (see
     :class:`~trio_feed.wire.FrameParser`).  ``receive_size`` is the number of
-    bytes asked of the transport per read.
+    bytes asked of the transport per read.  ``send_gate``, if given, is
+    awaited before every data, ping and pong frame (rule 5): pass a token
+    bucket's ``acquire`` to respect a server's message budget.
 
     Errors: :class:`~trio_feed.HandshakeError` if the upgrade is refused or
     wrong; ``OSError`` if the TCP connection fails; ``ssl.SSLError`` (an
@@ -444,6 +455,7 @@ def open_connection(
         validate_utf8=validate_utf8,
         poison=poison,
         extra_headers=tuple(extra_headers),
+        send_gate=send_gate,
     )
     return _ConnectionContext(url, options)
 
@@ -461,6 +473,7 @@ async def connect(
     validate_utf8: bool = True,
     poison: bool = False,
     extra_headers: Iterable[tuple[str, str]] = (),
+    send_gate: Callable[[], Awaitable[object]] | None = None,
 ) -> Connection:
     """Connect and return an open :class:`Connection`; the caller must ``aclose()`` it.
 
@@ -529,6 +542,7 @@ async def connect(
         receive_size=receive_size,
         close_timeout=close_timeout,
         receive_timeout=receive_timeout,
+        send_gate=send_gate,
     )
     # Frame bytes that arrived with the handshake reply are traffic too.
     connection._bytes_received = len(leftover)
