@@ -12,6 +12,7 @@ EXPECTED = {
     "parse_stream", "run_channel", "run_inline",
     "DEFAULT_REST_URL", "OrderBook", "OrderBooks", "OrderBooksStatistics", "SnapshotError",
     "WeightBudget", "open_order_books",
+    "AttemptLimiter", "SlowConsumerError", "SlowConsumerPolicy", "StreamStatistics",
 }
 
 
@@ -24,7 +25,7 @@ def test_public_names() -> None:
 def test_every_error_is_a_trio_feed_error() -> None:
     for name in ("BorrowError", "ConnectionClosed", "DecodeError", "HandshakeError",
                  "InvalidStreamName", "MessageTooBig", "ProtocolError", "SubscriptionError",
-                 "SnapshotError"):
+                 "SnapshotError", "SlowConsumerError"):
         assert issubclass(getattr(trio_feed, name), trio_feed.TrioFeedError)
     assert issubclass(trio_feed.MessageTooBig, trio_feed.ProtocolError)
     assert issubclass(trio_feed.InvalidStreamName, ValueError)

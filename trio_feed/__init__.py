@@ -31,15 +31,20 @@ from ._errors import (
     InvalidStreamName,
     MessageTooBig,
     ProtocolError,
+    SlowConsumerError,
     SubscriptionError,
     TrioFeedError,
 )
-from ._feed import Feed, FeedStatistics, open_feed
+from ._backoff import AttemptLimiter
+from ._feed import Feed, open_feed
+from ._feed_statistics import FeedStatistics, StreamStatistics
+from ._outbox import SlowConsumerPolicy
 from ._pipelines import PipelineCounters, PipelineStatistics, run_channel, run_inline
 from .binance import Decoder, Event, OrderBook, Stream, format_event, parse_stream
 
 __all__ = [
     "DEFAULT_REST_URL",
+    "AttemptLimiter",
     "BorrowError",
     "Connection",
     "ConnectionClosed",
@@ -58,8 +63,11 @@ __all__ = [
     "PipelineCounters",
     "PipelineStatistics",
     "ProtocolError",
+    "SlowConsumerError",
+    "SlowConsumerPolicy",
     "SnapshotError",
     "Stream",
+    "StreamStatistics",
     "SubscriptionError",
     "TrioFeedError",
     "WeightBudget",

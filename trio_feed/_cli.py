@@ -251,14 +251,16 @@ async def _cmd_stream(args: argparse.Namespace) -> int:
     out = sys.stdout
     out_bytes = sys.stdout.buffer
     async with _connect_to(args) as (url, names):
-        async with open_feed(names, mode=args.mode, url=url,
+        async with open_feed(names, mode=args.mode, url=url, reconnect=args.reconnect,
                              connect_timeout=args.connect_timeout) as feed:
             rate = _Rate()
 
             def render(seconds: float) -> str:
                 stats = feed.statistics()
                 return (f"{rate(stats.messages, seconds):,.0f} msg/s  {_lag_text(lag[0])}  "
-                        f"reconnects 0  drops {stats.discarded}  ({count:,} events)")
+                        f"reconnects {sum(stats.reconnects.values())}  "
+                        f"drops {stats.dropped + stats.discarded}  missing {stats.missing}  "
+                        f"({count:,} events)")
 
             async with _status_line(render):
                 try:
@@ -628,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the pipeline: borrow in one task (inline) or copy across two")
     stream.add_argument("--limit", type=_positive_int, help="stop after N events")
     stream.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    stream.add_argument("--reconnect", action="store_true",
+                        help="reconnect when the connection ends (default: exit with its error)")
     _add_source_options(stream)
     stream.set_defaults(run=_cmd_stream)
 

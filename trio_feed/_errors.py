@@ -12,7 +12,8 @@ what went wrong precisely enough to act on::
     ├── ConnectionClosed         the connection is gone; carries the close code and reason
     ├── InvalidStreamName        a Binance stream name that cannot exist (also ValueError)
     ├── DecodeError              a payload that is not a Binance message (also ValueError)
-    └── SubscriptionError        the server answered a control request with an error
+    ├── SubscriptionError        the server answered a control request with an error
+    └── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
 
 Transport failures below the WebSocket layer (refused connections, TLS
 verification failures, resets) are not re-wrapped: they arrive as the
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidStreamName",
     "MessageTooBig",
     "ProtocolError",
+    "SlowConsumerError",
     "SubscriptionError",
     "TrioFeedError",
 ]
@@ -134,6 +136,15 @@ class SubscriptionError(TrioFeedError):
         self.code = code
         self.msg = msg
         self.request_id = request_id
+
+
+class SlowConsumerError(TrioFeedError):
+    """The feed's consumer fell too far behind and the policy was ``disconnect``.
+
+    Raised by the feed's iteration after every event queued before the
+    overflow has been handed out; ``feed.statistics().dropped`` counts what
+    was read and not delivered.
+    """
 
 
 def lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,147 +1,166 @@
-"""``open_feed``: stream names in, typed Binance events out, over either pipeline.
+"""``open_feed``: stream names in, typed Binance events out, supervised.
 
 ::
 
-    async with open_feed(["btcusdt@trade", "ethusdt@bookTicker"], mode="inline") as feed:
+    async with open_feed(["btcusdt@trade", "ethusdt@bookTicker"]) as feed:
         async for event in feed:
             print(event)
 
-``mode="channel"`` (the default) runs the copy pipeline's reader task in a
-nursery owned by the feed; the consumer's ``async for`` receives one batch of
-owned payloads per receive chunk and decodes it.  ``mode="inline"`` starts no
-task at all: the consumer's own ``async for`` reads a chunk, decodes every
-message in it straight from the lent views into events, releases each view,
-and only then hands the events out.  Either way no view is lent across an
-``await`` and none is ever handed to the consumer: events are owned objects.
+A feed is a small supervision tree, all in one nursery that the feed owns::
+
+    Feed (the consumer's async for)            decode (channel mode), continuity, hand out
+     └── Outbox                                batches from every connection, slow-consumer policy
+          ├── Shard 0 (_shard.py)              <= 1024 streams: reconnect, backoff, rotation
+          │    └── Link (_link.py)             one connection: subscribe, read, watchdog, pings
+          └── Shard 1 ...                      more than 1024 streams: more shards, merged here
+
+**Modes.**  ``mode="channel"`` (the default) is the copy strategy: each
+connection task copies every payload into owned ``bytes`` and hands a batch
+per receive chunk to the consumer, whose ``async for`` decodes it.
+``mode="inline"`` is the borrow strategy: the connection task decodes each
+payload straight from the view lent by the receive buffer, before it reads
+the next frame, and hands over events; nothing is copied.  Either way no
+view crosses an ``await`` or a task boundary, and the consumer only ever
+sees owned events.
+
+**Supervision.**  Connections are opened on the combined endpoint
+(``/stream``) and subscribed with batched SUBSCRIBEs through a token bucket
+(every client frame, pongs included, stays under Binance's 5 per second).
+A connection that fails is replaced after a jittered, growing backoff, under
+an attempt budget (250 per 5 minutes); fatal errors (bad stream names, TLS
+verification, an error reply) end the feed instead.  Connections are
+rotated make-before-break before Binance's 24-hour limit and at once on
+``serverShutdown``; a watchdog replaces a connection that goes silent.
+The policies and their defaults are explained in ``docs/resilience.md``.
+
+**Nothing is lost silently.**  Every event passes a continuity filter
+(``trio_feed._continuity``) that drops duplicates from overlapping
+connections and counts ids missing on streams whose ids are consecutive,
+and every message read is, in the end, handed out or counted: the identity
+in ``trio_feed._feed_statistics`` holds after any fault.
 
 The feed is a class with ``__aenter__``/``__aexit__`` and ``__anext__``, not
 an async generator: an async generator cannot safely suspend inside the
-nursery that holds the reader task.
-
-Errors arrive in order.  If decoding fails or the connection ends after some
-events of a chunk were decoded, those events are handed out first and the
-exception is raised on the next iteration, so nothing already received is
-lost.  When the connection ends, iteration raises
-:class:`~trio_feed.ConnectionClosed`; a feed never stops silently.
+nursery that holds the connection tasks.  Errors arrive in order: the events
+read before a failure are handed out first.  With ``reconnect=False`` the
+first connection to end ends the feed, with its ``ConnectionClosed``.
 """
 
 from __future__ import annotations
 
+import random
 import ssl
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import trio
 
-from ._connection import Connection, ConnectionStatistics, connect
-from ._errors import ProtocolError, lone_exception
-from ._pipelines import DEFAULT_MAX_BATCHES, PipelineCounters, drain, read_batches
-from .binance import DEFAULT_BASE_URL, Decoder, Event, Stream, combined_url, parse_stream
+from ._backoff import AttemptLimiter
+from ._continuity import Continuity
+from ._errors import lone_exception
+from ._feed_statistics import FeedCounters, FeedStatistics
+from ._outbox import (
+    DEFAULT_MAX_BACKLOG_BYTES,
+    DEFAULT_MAX_QUEUED,
+    Outbox,
+    SlowConsumerPolicy,
+)
+from ._shard import Shard
+from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
+from .binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 
-__all__ = ["Feed", "FeedStatistics", "open_feed"]
+__all__ = ["Feed", "FeedOptions", "open_feed"]
+
+#: Stream kinds whose every message is a full snapshot: only these may be conflated.
+CONFLATABLE_KINDS = frozenset(
+    {"bookTicker", "depth_partial", "ticker", "miniTicker", "ticker_window", "avgPrice"}
+)
 
 
 @attrs.frozen
-class FeedStatistics:
-    """A snapshot of a feed's counters (see :meth:`Feed.statistics`).
-
-    ``messages`` counts messages read off the connection, ``events`` events
-    handed to the consumer, ``copies`` payloads copied into owned bytes (0 in
-    inline mode), ``batches`` channel hops, ``peak_queued`` the most batches
-    waiting at once, ``stalls``/``stall_seconds`` how often and how long the
-    reader found the channel full (the consumer was slower than the feed), and
-    ``discarded`` messages read but never handed out
-    because the feed was closed first (including those that arrived during
-    the closing handshake).  So ``messages == events + discarded`` once the
-    feed is closed, in both modes.
-    """
+class FeedOptions:
+    """Everything :func:`open_feed` was told; see its docstring for each field."""
 
     mode: str
-    messages: int
-    events: int
-    copies: int
-    batches: int
-    peak_queued: int
-    discarded: int
-    stalls: int
-    stall_seconds: float
-    connection: ConnectionStatistics
+    base_url: str
+    url: str | None
+    decimals: bool
+    policy: SlowConsumerPolicy
+    max_queued: int
+    max_backlog_bytes: int
+    reconnect: bool
+    retry_first_connect: bool
+    backoff_initial: float
+    backoff_cap: float
+    healthy_after: float
+    rotate_after: float | None
+    rotation_timeout: float
+    stale_after: float | None
+    ping_interval: float | None
+    pong_timeout: float
+    lag_threshold: float
+    send_rate: float
+    send_burst: float
+    streams_per_connection: int
+    connect_options: dict[str, Any]
+    wall_clock: Callable[[], float]
+    rng: random.Random | None
 
 
 class Feed:
     """A running feed: iterate it with ``async for``.  Made by :func:`open_feed`."""
 
     def __init__(
-        self,
-        streams: list[Stream],
-        *,
-        mode: Literal["channel", "inline"],
-        url: str,
-        decimals: bool,
-        max_batches: int,
-        connect_options: dict[str, object],
+        self, streams: list[Stream], options: FeedOptions, attempt_limiter: AttemptLimiter
     ) -> None:
-        if mode not in ("channel", "inline"):
-            raise ValueError(f"mode must be 'channel' or 'inline', not {mode!r}")
-        self.streams = streams
-        self.mode = mode
-        self.url = url
-        self._decoder = Decoder(streams, decimals=decimals)
-        self._max_batches = max_batches
-        self._connect_options = connect_options
-        self._counters = PipelineCounters()
+        self.options = options
+        self.mode = options.mode
+        self.subscriptions = Subscriptions(options.streams_per_connection)
+        self.subscriptions.add(streams)
+        self.decoder = Decoder(streams, decimals=options.decimals)
+        self.attempt_limiter = attempt_limiter
+        self.counters = FeedCounters()
+        self.continuity = Continuity()
+        key = _stream_of_event if options.mode == "inline" else _stream_of_payload
+        self.outbox = Outbox(policy=options.policy, max_queued=options.max_queued,
+                             max_backlog_bytes=options.max_backlog_bytes, key=key)
+        self.outbox.on_overflow = self._on_overflow
+        self.shards: list[Shard] = []
         self._pending: deque[Event] = deque()
-        self._error: BaseException | None = None
         self._events = 0
-        self._conn: Connection | None = None
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._receive: trio.MemoryReceiveChannel[list[bytes]] | None = None
-        self._ended: list[Exception] = []
 
     @property
-    def connection(self) -> Connection:
-        if self._conn is None:
-            raise RuntimeError("the feed is not open: use 'async with open_feed(...)'")
-        return self._conn
+    def streams(self) -> list[str]:
+        """The names of every stream the feed is subscribed to."""
+        return list(self.subscriptions.streams)
 
-    def statistics(self) -> FeedStatistics:
-        c = self._counters
-        conn = self.connection
-        return FeedStatistics(
-            mode=self.mode,
-            messages=conn.parser.messages_lent,
-            events=self._events,
-            copies=c.copies,
-            batches=c.batches,
-            peak_queued=c.peak_queued,
-            discarded=c.discarded + len(self._pending) + conn.statistics().discarded_at_close,
-            stalls=c.stalls,
-            stall_seconds=c.stall_seconds,
-            connection=conn.statistics(),
-        )
-
-    # -- lifetime --------------------------------------------------------------
+    # -- lifetime ----------------------------------------------------------------
 
     async def __aenter__(self) -> Feed:
-        # orjson rejects invalid UTF-8 itself and the decoder maps that to close
-        # code 1007, so the frame layer need not validate text a second time.
-        self._conn = await connect(self.url, validate_utf8=False, **self._connect_options)  # type: ignore[arg-type]
-        if self.mode == "channel":
+        if self._nursery_manager is not None:
+            raise RuntimeError("a feed can be entered only once")
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        try:
+            if self.options.url is not None:
+                await self._start_shard(0, url=self.options.url, subscribe_on_connect=False)
+            else:
+                for index in range(len(self.subscriptions.shards)):
+                    await self._start_shard(index)
+        except BaseException as exc:
+            self._nursery.cancel_scope.cancel()
             try:
-                self._nursery_manager = trio.open_nursery()
-                self._nursery = await self._nursery_manager.__aenter__()
-                send, self._receive = trio.open_memory_channel[list[bytes]](self._max_batches)
-                self._nursery.start_soon(
-                    read_batches, self._conn, send, self._counters, self._ended
-                )
-            except BaseException:
-                await self._conn.aclose()
-                raise
+                await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup:
+                pass
+            raise
         return self
 
     async def __aexit__(
@@ -150,23 +169,78 @@ class Feed:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._conn is not None
+        assert self._nursery is not None and self._nursery_manager is not None
+        self._nursery.cancel_scope.cancel()
         try:
-            if self._nursery_manager is not None:
-                assert self._nursery is not None and self._receive is not None
-                self._nursery.cancel_scope.cancel()
-                try:
-                    await self._nursery_manager.__aexit__(exc_type, exc, tb)
-                except BaseExceptionGroup as group:
-                    raise lone_exception(group) from None
-                finally:
-                    self._counters.discarded += drain(self._receive)
-                    self._receive.close()
+            await self._nursery_manager.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            leaf = lone_exception(group)
+            raise leaf from leaf.__cause__  # keep the leaf's own cause
         finally:
-            await self._conn.aclose()
+            self.counters.discarded += self.outbox.close() + len(self._pending)
+            self._pending.clear()
         return None
 
-    # -- iteration -------------------------------------------------------------
+    async def _start_shard(
+        self, index: int, *, url: str | None = None, subscribe_on_connect: bool = True
+    ) -> None:
+        assert self._nursery is not None
+        streams = self.subscriptions.shards[index] if self.subscriptions.shards else {}
+        shard = Shard(self, index, streams, url=url or f"{self.options.base_url}/stream",
+                      subscribe_on_connect=subscribe_on_connect)
+        self.shards.append(shard)
+        await self._nursery.start(self._run_shard, shard)
+
+    async def _run_shard(
+        self, shard: Shard, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await shard.run(task_status=task_status)
+        except Exception as exc:
+            if not shard.started:
+                raise
+            # A fatal error after start: the consumer gets what was read, then this.
+            self.outbox.fail(exc)
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+
+    def _on_overflow(self) -> None:
+        # The 'disconnect' policy fired: stop every connection now.
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # -- subscriptions -----------------------------------------------------------
+
+    async def subscribe(self, streams: Iterable[str | Stream]) -> None:
+        """Add streams, on the connections that have room or on new ones.
+
+        Returns once the server confirmed every SUBSCRIBE.  Raises
+        :class:`~trio_feed.InvalidStreamName` before sending anything for a bad
+        name, and :class:`~trio_feed.SubscriptionError` if the server refuses
+        (the refused streams are then not part of the feed).  The streams stay
+        subscribed across reconnects.
+        """
+        parsed = [parse_stream(s) for s in streams]
+        _check_policy(self.options.policy, parsed)
+        placed = self.subscriptions.add(parsed)
+        for index, added in placed.items():
+            names = [s.name for s in added]
+            if index < len(self.shards):
+                try:
+                    await self.shards[index].request("SUBSCRIBE", names)
+                except BaseException:
+                    self.subscriptions.remove(names)
+                    raise
+            else:
+                await self._start_shard(index)
+
+    async def unsubscribe(self, streams: Iterable[str | Stream]) -> None:
+        """Remove streams; returns once the server confirmed.  Unknown names are ignored."""
+        removed = self.subscriptions.remove(streams)
+        for index, gone in removed.items():
+            await self.shards[index].request("UNSUBSCRIBE", [s.name for s in gone])
+
+    # -- iteration ---------------------------------------------------------------
 
     def __aiter__(self) -> Feed:
         return self
@@ -174,60 +248,126 @@ class Feed:
     async def __anext__(self) -> Event:
         pending = self._pending
         while not pending:
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            if self._receive is not None:
-                await self._fill_from_channel(self._receive)
-            else:
-                await self._fill_inline(self.connection)
+            batch, received = await self.outbox.take()
+            self._accept(batch, received)
         self._events += 1
         return pending.popleft()
 
-    async def _fill_inline(self, conn: Connection) -> None:
-        """Read one chunk and decode every message in it, in this task (the borrow path)."""
-        decode = self._decoder.decode
+    def _accept(self, batch: list[Any], received: float) -> None:
+        accept = self.continuity.accept
         append = self._pending.append
-        try:
-            for view in conn.parser.messages():
-                try:
-                    append(decode(view))
-                finally:
-                    view.release()
-        except ProtocolError as exc:
-            await conn.fail(exc)
-            self._error = exc
+        if self.mode == "inline":
+            for event in batch:
+                if accept(event):
+                    append(event)
             return
-        except Exception as exc:
-            self._error = exc
-            return
-        if not self._pending:
-            try:
-                await conn.receive_more()
-            except Exception as exc:
-                self._error = exc
-
-    async def _fill_from_channel(self, receive: trio.MemoryReceiveChannel[list[bytes]]) -> None:
-        """Take one batch of owned payloads from the reader task and decode it (the copy path)."""
-        try:
-            batch = await receive.receive()
-        except trio.EndOfChannel:
-            self._error = self._ended[0] if self._ended else ProtocolError("reader task ended")
-            return
-        decode = self._decoder.decode
-        append = self._pending.append
+        counters = self.counters
+        decode = self.decoder.decode
+        count_stream = counters.count_stream
+        events = []
+        started = time.perf_counter()
         for index, payload in enumerate(batch):
             try:
-                append(decode(payload))
-            except ProtocolError as exc:
-                await self.connection.fail(exc)
-                self._error = exc
-                self._counters.discarded += len(batch) - index - 1
-                return
+                event = decode(payload)
             except Exception as exc:
-                self._error = exc
-                self._counters.discarded += len(batch) - index - 1
-                return
+                counters.discarded += len(batch) - index
+                self.outbox.fail(exc)
+                break
+            count_stream(event.stream, len(payload))
+            events.append(event)
+        if events:
+            counters.parse.add((time.perf_counter() - started) * 1e6 / len(events))
+            self.note_lag(events, received)
+        for event in events:
+            if accept(event):
+                append(event)
+
+    def note_lag(self, events: list[Any], received: float) -> None:
+        """Record exchange lag (receipt time minus ``E``) for a batch read at ``received``."""
+        now_ms = received * 1000.0
+        threshold = self.options.lag_threshold * 1000.0
+        counters = self.counters
+        first = True
+        for event in events:
+            when = getattr(event, "event_time", None)
+            if when is None:
+                continue
+            lag = now_ms - when
+            if first:
+                counters.lag.add(lag)
+                first = False
+            if lag > threshold:
+                counters.lagging += 1
+
+    # -- statistics --------------------------------------------------------------
+
+    def statistics(self) -> FeedStatistics:
+        """A frozen snapshot of the feed's counters; see :class:`FeedStatistics`."""
+        c = self.counters
+        out = self.outbox
+        links = [link for shard in self.shards for link in shard.links
+                 if link.conn is not None and not link.done.is_set()]
+        now = trio.current_time()
+        connected = c.seconds_connected + sum(
+            now - link.connected_at for link in links if link.connected_at is not None
+        )
+        return FeedStatistics(
+            mode=self.mode,
+            policy=out.policy.value,
+            messages=c.messages,
+            bytes=c.bytes,
+            streams=c.stream_statistics(self.continuity.streams()),
+            copies=c.copies,
+            control=c.control,
+            events=self._events,
+            duplicates=self.continuity.duplicates,
+            missing=self.continuity.missing,
+            dropped=out.dropped,
+            conflated=out.conflated,
+            discarded=c.discarded,
+            queued=out.queued + len(self._pending),
+            peak_queued=out.peak_queued,
+            max_queued=out.max_queued,
+            stalls=out.stalls,
+            stall_seconds=out.stall_time(),
+            blocked_seconds=out.blocked_seconds,
+            connections=len(links),
+            connect_attempts=c.connect_attempts,
+            connect_failures=c.connect_failures,
+            reconnects=dict(c.reconnects),
+            rotations=c.rotations,
+            stale=c.stale,
+            seconds_connected=connected,
+            lag_p50=c.lag.percentile(50),
+            lag_p99=c.lag.percentile(99),
+            lagging=c.lagging,
+            parse_p50=c.parse.percentile(50),
+            parse_p99=c.parse.percentile(99),
+            ping_rtt_p50=c.ping_rtt.percentile(50),
+            ping_rtt_max=c.ping_rtt.maximum,
+            open_connections=tuple(link.conn.statistics() for link in links if link.conn),
+        )
+
+
+def _stream_of_event(event: Any) -> object:
+    return event.stream
+
+
+def _stream_of_payload(payload: bytes) -> object:
+    # '{"stream":"<name>",...': the name ends at the next quote.
+    return payload[11 : payload.index(b'"', 11)]
+
+
+def _check_policy(policy: SlowConsumerPolicy, streams: list[Stream]) -> None:
+    if policy is not SlowConsumerPolicy.KEEP_LATEST:
+        return
+    wrong = [s.name for s in streams if s.kind not in CONFLATABLE_KINDS]
+    if wrong:
+        raise ValueError(
+            f"keep_latest would drop messages that later ones do not replace on {wrong}: "
+            "conflation is only sound for snapshot streams (bookTicker, partial depth, "
+            "tickers, avgPrice); use 'block' or 'drop_newest' for trades and diff depth"
+        )
 
 
 def open_feed(
@@ -237,45 +377,90 @@ def open_feed(
     url: str | None = None,
     base_url: str = DEFAULT_BASE_URL,
     decimals: bool = False,
-    max_batches: int = DEFAULT_MAX_BATCHES,
+    policy: SlowConsumerPolicy | str = SlowConsumerPolicy.BLOCK,
+    max_queued: int = DEFAULT_MAX_QUEUED,
+    max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
+    reconnect: bool = True,
+    retry_first_connect: bool = False,
+    backoff_initial: float = 0.5,
+    backoff_cap: float = 30.0,
+    healthy_after: float = 10.0,
+    attempt_limiter: AttemptLimiter | None = None,
+    rotate_after: float | None = 23.5 * 3600,
+    rotation_timeout: float = 60.0,
+    stale_after: float | None = None,
+    ping_interval: float | None = 60.0,
+    pong_timeout: float = 30.0,
+    lag_threshold: float = 5.0,
+    send_rate: float = 4.0,
+    send_burst: float = 1.0,
+    streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 10.0,
     close_timeout: float = 5.0,
     max_message_size: int | None = None,
     poison: bool = False,
+    wall_clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
 ) -> Feed:
-    """Open a feed of typed events for ``streams``: use as ``async with open_feed(...) as feed``.
+    """Open a supervised feed of typed events: ``async with open_feed(...) as feed``.
 
-    The connection goes to ``base_url``'s combined endpoint
-    (``/stream?streams=a/b``), Binance spot production by default; pass the
-    local exchange's ``base_url`` to use it instead.  ``url`` overrides the
-    whole URL (for a raw ``/ws/<stream>`` connection, say); ``streams`` then
-    only tells the decoder what the payloads are.
+    Entering returns once every connection is up and subscribed.  If the
+    first connection attempt fails, entering raises that error, since a new
+    feed that cannot connect is most likely misconfigured; with
+    ``retry_first_connect=True`` it retries retryable failures instead (wrap
+    it in ``trio.fail_after`` to bound that).  Fatal errors are always raised.
 
-    ``mode`` picks the pipeline (see the module docstring).  ``decimals=True``
-    turns prices and quantities into ``Decimal``; by default they stay the
-    exact wire strings.  ``max_batches`` bounds the channel of the copy
-    pipeline.  The remaining arguments go to
-    :func:`~trio_feed.open_connection`.
+    Where: ``base_url`` (Binance spot production by default; pass the local
+    exchange's) is connected at ``/stream`` and subscribed with SUBSCRIBE.
+    ``url`` instead connects to exactly that URL (one connection, streams in
+    the URL, no SUBSCRIBE), ``streams`` then only telling the decoder what
+    the payloads are.  ``mode`` picks the copy or borrow strategy (module
+    docstring); ``decimals=True`` turns prices into ``Decimal``.
 
+    Slow consumer: ``policy`` (``"block"``, ``"drop_newest"``,
+    ``"keep_latest"``, ``"disconnect"``; see ``docs/resilience.md``) applies
+    past ``max_queued`` messages; under ``block`` reading stops only past
+    ``max_backlog_bytes``.  ``keep_latest`` raises ``ValueError`` for streams
+    that must not be conflated.
+
+    Resilience: ``reconnect`` (off: the first connection to end ends the
+    feed); ``retry_first_connect`` (above); ``backoff_initial``/``backoff_cap`` (seconds), reset after a
+    connection delivered data for ``healthy_after`` seconds;
+    ``attempt_limiter`` (share one between feeds to share the per-IP budget);
+    ``rotate_after`` (``None``: never) and ``rotation_timeout``;
+    ``stale_after`` (seconds of silence before reconnecting; default by
+    stream kind); ``ping_interval`` (``None``: no pings of our own) and
+    ``pong_timeout``; ``lag_threshold`` (seconds of exchange lag counted in
+    ``lagging``); ``send_rate``/``send_burst`` (the token bucket per
+    connection); ``streams_per_connection`` (shard size, at most 1024).
+
+    The remaining arguments go to :func:`~trio_feed.open_connection`.
+    ``wall_clock`` (for lag) and ``rng`` (for jitter) are there for tests.
     Raises :class:`~trio_feed.InvalidStreamName` at once for a bad name.
     """
     parsed = [parse_stream(s) for s in streams]
-    if url is None:
-        url = combined_url(parsed, base_url)
-    options: dict[str, object] = dict(
+    if mode not in ("channel", "inline"):
+        raise ValueError(f"mode must be 'channel' or 'inline', not {mode!r}")
+    policy = SlowConsumerPolicy(policy)
+    _check_policy(policy, parsed)
+    connect_options: dict[str, Any] = dict(
         ssl_context=ssl_context,
         connect_timeout=connect_timeout,
         close_timeout=close_timeout,
         poison=poison,
     )
     if max_message_size is not None:
-        options["max_message_size"] = max_message_size
-    return Feed(
-        parsed,
-        mode=mode,
-        url=url,
-        decimals=decimals,
-        max_batches=max_batches,
-        connect_options=options,
+        connect_options["max_message_size"] = max_message_size
+    options = FeedOptions(
+        mode=mode, base_url=base_url.rstrip("/"), url=url, decimals=decimals, policy=policy,
+        max_queued=max_queued, max_backlog_bytes=max_backlog_bytes, reconnect=reconnect,
+        retry_first_connect=retry_first_connect,
+        backoff_initial=backoff_initial, backoff_cap=backoff_cap, healthy_after=healthy_after,
+        rotate_after=rotate_after, rotation_timeout=rotation_timeout, stale_after=stale_after,
+        ping_interval=ping_interval, pong_timeout=pong_timeout, lag_threshold=lag_threshold,
+        send_rate=send_rate, send_burst=send_burst,
+        streams_per_connection=streams_per_connection, connect_options=connect_options,
+        wall_clock=wall_clock, rng=rng,
     )
+    return Feed(parsed, options, attempt_limiter or AttemptLimiter())

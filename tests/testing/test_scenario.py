@@ -38,7 +38,7 @@ async def test_payloads_arrive_in_order_then_close_code(mode: Literal["inline", 
     recorder = EventRecorder()
     with trio.fail_after(10):
         async with scenario.serve() as server, \
-                open_feed(STREAMS, mode=mode, base_url=server.base_url) as feed:
+                open_feed(STREAMS, mode=mode, base_url=server.base_url, reconnect=False) as feed:
             closed = await recorder.consume(feed)
     assert closed is not None and closed.code == 1011 and closed.reason == "scripted failure"
     assert recorder.closed is closed
@@ -58,7 +58,7 @@ async def test_drop_is_seen_as_1006() -> None:
     recorder = EventRecorder()
     with trio.fail_after(10):
         async with open_scenario_server(scenario) as server, \
-                open_feed(STREAMS, base_url=server.base_url) as feed:
+                open_feed(STREAMS, base_url=server.base_url, reconnect=False) as feed:
             closed = await recorder.consume(feed)
     assert closed is not None and closed.code == 1006
     assert len(recorder) == 4
@@ -67,7 +67,7 @@ async def test_drop_is_seen_as_1006() -> None:
 async def test_without_a_fault_the_connection_stays_open() -> None:
     with trio.fail_after(10):
         async with mixed().serve() as server, \
-                open_feed(STREAMS, base_url=server.base_url) as feed:
+                open_feed(STREAMS, base_url=server.base_url, reconnect=False) as feed:
             recorder = EventRecorder()
             assert await recorder.consume(feed, limit=4) is None
             with trio.move_on_after(0.2) as waited:
@@ -89,7 +89,7 @@ async def test_gaps_are_found_and_named() -> None:
     recorder = EventRecorder()
     with trio.fail_after(10):
         async with scenario.serve() as server, \
-                open_feed(STREAMS, base_url=server.base_url) as feed:
+                open_feed(STREAMS, base_url=server.base_url, reconnect=False) as feed:
             await recorder.consume(feed)
     gaps = recorder.gaps()
     assert [(g.stream, g.kind, g.index, g.expected, g.got) for g in gaps] == [
@@ -112,7 +112,8 @@ async def test_raw_connection_gets_bare_payloads_of_its_stream_only() -> None:
             assert first.startswith('{"e":"trade"') and '"t":1,' in first
             assert '"t":2,' in second
             recorder = EventRecorder()
-            async with open_feed(["btcusdt@trade"], url=server.raw_url("btcusdt@trade")) as feed:
+            async with open_feed(["btcusdt@trade"], url=server.raw_url("btcusdt@trade"),
+                                 reconnect=False) as feed:
                 await recorder.consume(feed)
             recorder.assert_sequence([Trade, Trade])
             assert {e.stream for e in recorder} == {"btcusdt@trade"}
@@ -122,7 +123,7 @@ async def test_send_raw_reaches_every_client_as_is() -> None:
     scenario = Scenario().send("btcusdt@trade", trade("btcusdt", 1)).send_raw("{not json").close()
     with trio.fail_after(10):
         async with scenario.serve() as server, \
-                open_feed(["btcusdt@trade"], base_url=server.base_url) as feed:
+                open_feed(["btcusdt@trade"], base_url=server.base_url, reconnect=False) as feed:
             recorder = EventRecorder()
             with pytest.raises(DecodeError):
                 await recorder.consume(feed)
@@ -135,7 +136,8 @@ async def test_pauses_are_kept() -> None:
     with trio.fail_after(10):
         async with scenario.serve() as server:
             started = trio.current_time()  # before connecting: the bound below is exact
-            async with open_feed(["btcusdt@trade"], base_url=server.base_url) as feed:
+            async with open_feed(["btcusdt@trade"], base_url=server.base_url,
+                                 reconnect=False) as feed:
                 await feed.__anext__()
                 await feed.__anext__()
                 assert trio.current_time() - started >= 0.3
@@ -148,7 +150,7 @@ async def test_every_connection_plays_the_whole_script() -> None:
             runs = []
             for _ in range(2):
                 recorder = EventRecorder()
-                async with open_feed(STREAMS, base_url=server.base_url) as feed:
+                async with open_feed(STREAMS, base_url=server.base_url, reconnect=False) as feed:
                     await recorder.consume(feed)
                 runs.append([e.describe() for e in recorder])
             assert runs[0] == runs[1] and len(runs[0]) == 4
@@ -170,7 +172,7 @@ async def test_consume_reraises_other_errors_and_stops_at_limit() -> None:
     scenario = Scenario().send_many("btcusdt@trade", [trade("btcusdt", i) for i in range(5)])
     with trio.fail_after(10):
         async with scenario.serve() as server, \
-                open_feed(["btcusdt@trade"], base_url=server.base_url) as feed:
+                open_feed(["btcusdt@trade"], base_url=server.base_url, reconnect=False) as feed:
             recorder = EventRecorder()
             assert await recorder.consume(feed, limit=3) is None
             assert len(recorder) == 3

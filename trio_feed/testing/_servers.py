@@ -69,10 +69,13 @@ class Scenario:
             .close(1011, "internal error")                 # or .drop(); default: stay open
         )
         async with scenario.serve() as server:
-            async with open_feed(["btcusdt@trade"], base_url=server.base_url) as feed:
+            async with open_feed(["btcusdt@trade"], base_url=server.base_url,
+                                 reconnect=False) as feed:
                 ...
 
-    Every connection plays the whole script from the start.  On a combined
+    Every connection plays the whole script from the start, so a test of a
+    scripted fault usually wants ``reconnect=False``: the feed then ends
+    with the fault instead of reconnecting to hear the script again.  On a combined
     connection (``/stream?streams=...``) each :meth:`send` arrives in a
     ``{"stream":...,"data":...}`` envelope, on a raw one (``/ws/...``)
     bare; a connection that names streams only gets the sends on those

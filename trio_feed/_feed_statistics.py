@@ -1,0 +1,154 @@
+"""What a feed reports about itself: one frozen snapshot, in trio's style.
+
+:class:`FeedCounters` is the mutable record the feed's tasks update as they
+go (plain attribute and dict updates: nothing on the data path awaits or
+locks, since every task runs in one thread).  :meth:`Feed.statistics
+<trio_feed.Feed.statistics>` freezes it into :class:`FeedStatistics`.
+
+Accounting identity, checked by the tests after every fault, once the feed
+is closed (while it runs, add ``queued`` and the batches in flight)::
+
+    messages == events + duplicates + dropped + conflated + discarded
+
+where ``messages`` counts data messages read off every connection (control
+replies and ``serverShutdown`` notices are counted apart, in ``control``),
+``events`` those handed to the consumer, ``duplicates`` those the
+continuity filter recognised as already delivered, ``dropped`` and
+``conflated`` those the slow-consumer policy gave up, and ``discarded`` those
+read but still queued, held or in flight when the feed or a connection
+closed.  Messages the *server* sent that never arrived are not in
+``messages``; for streams with consecutive ids they are in ``missing``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+import attrs
+
+from ._connection import ConnectionStatistics
+from ._continuity import StreamContinuity
+from ._samples import Samples
+
+__all__ = ["FeedCounters", "FeedStatistics", "StreamStatistics"]
+
+
+@attrs.frozen
+class StreamStatistics:
+    """One stream's traffic and continuity."""
+
+    messages: int
+    bytes: int
+    duplicates: int
+    gaps: int
+    missing: int
+
+
+@attrs.frozen
+class FeedStatistics:
+    """A snapshot of a feed (see :meth:`Feed.statistics <trio_feed.Feed.statistics>`).
+
+    Traffic: ``messages`` and ``bytes`` (data messages read, all streams),
+    ``streams`` (per stream), ``copies`` (payloads copied into owned bytes: 0
+    in inline mode), ``control`` (control replies and server notices).
+
+    Delivery: ``events`` handed out; ``duplicates`` recognised and dropped;
+    ``missing`` ids skipped on streams with consecutive ids; ``dropped`` and
+    ``conflated`` by the slow-consumer ``policy``; ``discarded`` read but
+    never handed out because something closed first.  The identity in
+    ``trio_feed._feed_statistics`` ties them together.
+
+    Queue: ``queued`` and ``peak_queued`` messages (``max_queued`` is the
+    capacity); ``stalls`` and ``stall_seconds`` (the consumer was behind by
+    more than ``max_queued``); ``blocked_seconds`` (the ``block`` policy's
+    backlog was full and reading stopped).
+
+    Connections: ``connections`` (open now, one per shard, two during a
+    rotation), ``connect_attempts`` and ``connect_failures``, ``reconnects``
+    by cause (``"closed 1006"``, ``"stale"``, ``"ping timeout"``, ``"rotation"``,
+    ``"server shutdown"``...), ``rotations``, ``stale`` (watchdog firings),
+    ``seconds_connected`` (summed over connections; a shard counts once
+    overlapping rotations aside), ``open_connections`` (their own statistics).
+
+    Timing (recent window; ``None`` until measured): ``lag_p50``/``lag_p99``
+    (ms from event time ``E`` to local receipt), ``lagging`` (events later
+    than the feed's ``lag_threshold``), ``parse_p50``/``parse_p99`` (µs per
+    message decoded), ``ping_rtt_p50``/``ping_rtt_max`` (seconds, our pings).
+    """
+
+    mode: str
+    policy: str
+    messages: int
+    bytes: int
+    streams: Mapping[str, StreamStatistics]
+    copies: int
+    control: int
+    events: int
+    duplicates: int
+    missing: int
+    dropped: int
+    conflated: int
+    discarded: int
+    queued: int
+    peak_queued: int
+    max_queued: int
+    stalls: int
+    stall_seconds: float
+    blocked_seconds: float
+    connections: int
+    connect_attempts: int
+    connect_failures: int
+    reconnects: Mapping[str, int]
+    rotations: int
+    stale: int
+    seconds_connected: float
+    lag_p50: float | None
+    lag_p99: float | None
+    lagging: int
+    parse_p50: float | None
+    parse_p99: float | None
+    ping_rtt_p50: float | None
+    ping_rtt_max: float | None
+    open_connections: tuple[ConnectionStatistics, ...]
+
+
+@attrs.define
+class FeedCounters:
+    """The mutable counters behind :class:`FeedStatistics`."""
+
+    messages: int = 0
+    bytes: int = 0
+    copies: int = 0
+    control: int = 0
+    discarded: int = 0
+    connect_attempts: int = 0
+    connect_failures: int = 0
+    rotations: int = 0
+    stale: int = 0
+    lagging: int = 0
+    seconds_connected: float = 0.0
+    reconnects: Counter[str] = attrs.Factory(Counter)
+    #: stream name -> [messages, bytes]
+    per_stream: dict[str | None, list[int]] = attrs.Factory(dict)
+    lag: Samples = attrs.Factory(Samples)
+    parse: Samples = attrs.Factory(Samples)
+    ping_rtt: Samples = attrs.Factory(lambda: Samples(256))
+
+    def count_stream(self, name: str | None, nbytes: int) -> None:
+        entry = self.per_stream.get(name)
+        if entry is None:
+            entry = self.per_stream[name] = [0, 0]
+        entry[0] += 1
+        entry[1] += nbytes
+
+    def stream_statistics(
+        self, continuity: Mapping[str | None, StreamContinuity]
+    ) -> dict[str, StreamStatistics]:
+        names = set(self.per_stream) | set(continuity)
+        result = {}
+        for name in names:
+            messages, nbytes = self.per_stream.get(name, (0, 0))
+            c = continuity.get(name, StreamContinuity(0, 0, 0))
+            result[str(name)] = StreamStatistics(messages, nbytes, c.duplicates, c.gaps, c.missing)
+        return result

@@ -1,0 +1,459 @@
+"""One connection of a supervised feed: connect, subscribe, read, watch, and retire.
+
+A :class:`Link` is one WebSocket connection carrying one shard's streams.
+Its :meth:`Link.run` task connects (through the feed's shared
+:class:`~trio_feed._backoff.AttemptLimiter`, which the shard consults first),
+subscribes the shard's streams with batched SUBSCRIBEs, reports itself
+started, and then reads until the connection ends, the watchdog fires, or
+the shard retires it.  Reconnecting and rotating are the shard's business
+(``trio_feed._shard``); a link only ever lives once.
+
+Reading, per receive chunk:
+
+- **channel mode** copies each data payload into owned ``bytes`` (one
+  ``bytes(view)`` per message; the consumer decodes);
+- **inline mode** decodes each payload straight from the lent view into a
+  typed event, before the next read (no copy at all).
+
+Either way the batch for the chunk goes to the feed's
+:class:`~trio_feed._outbox.Outbox` in one call, control replies are routed
+to the request that is waiting for them, and a ``serverShutdown`` notice
+asks the shard to rotate.  The invariants:
+
+Rule 1: a lent view never outlives its frame, and no await happens while one is lent.
+    Every view from ``parser.messages()`` is released in a ``finally``
+    clause before the loop moves on, and the only awaits of the read loop
+    (``receive_more``, and ``wait_space`` under the ``block`` policy) come
+    after the chunk's loop has ended.  ``receive_more`` checks it.
+
+Rule 2: every client-to-server frame goes through the link's token bucket.
+    The connection is opened with ``send_gate=self._gate``, so SUBSCRIBEs,
+    our pings and the automatic pongs all wait for a token (at most 5 in any
+    second with the defaults).
+
+Rule 3: a link that stops hearing from the server is replaced.
+    Each read is bounded by ``stale_after`` seconds (the shortest of its
+    streams' kinds unless the caller chose): silence past it raises
+    :class:`Stale` and the shard reconnects.  Our own pings, every
+    ``ping_interval``, must be answered within ``pong_timeout``, or the same.
+
+Rule 4: what a link read but could not hand over is counted.
+    A batch still in hand when the link is cancelled (while it waits for
+    outbox space) and messages held for a rotation that never completed are
+    added to the feed's ``discarded``, as are the data messages that arrive
+    during the closing handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._connection import Connection, connect
+from ._errors import (
+    BorrowError,
+    ConnectionClosed,
+    DecodeError,
+    HandshakeError,
+    InvalidStreamName,
+    ProtocolError,
+    SubscriptionError,
+    lone_exception,
+)
+from ._subscriptions import Requests
+from ._token_bucket import TokenBucket
+from .binance import ControlError, ControlResponse, ServerShutdown, Stream
+
+if TYPE_CHECKING:
+    from ._shard import Shard
+
+__all__ = ["Link", "Stale", "is_fatal", "reconnect_cause", "stale_after_for"]
+
+logger = logging.getLogger("trio_feed")
+
+#: Seconds of silence after which a connection counts as stale, by stream kind.
+#: Event-driven streams (trades, bookTicker) may be quiet for long on an
+#: illiquid symbol; Binance's pings every 20 s still arrive, so 60 s of
+#: nothing at all means the connection is dead.  Streams pushed on a clock
+#: (depth, klines, tickers) must never be quiet for 10 s.
+STALE_AFTER_BY_KIND: dict[str, float] = {
+    "trade": 60.0,
+    "aggTrade": 60.0,
+    "blockTrade": 60.0,
+    "bookTicker": 60.0,
+    "referencePrice": 60.0,
+    "serverShutdown": 60.0,
+}
+#: Any other kind: pushed on a schedule.
+STALE_AFTER_SCHEDULED = 10.0
+
+_CONTROL = (ControlResponse, ControlError)
+_RETRYABLE = (ConnectionClosed, ProtocolError, HandshakeError, OSError,
+              trio.BrokenResourceError, trio.TooSlowError)
+
+
+class Stale(ConnectionClosed):
+    """The watchdog fired: no frame for ``stale_after`` s, or our ping went unanswered."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(1006, message, initiated_by_peer=False)
+        self.cause = cause
+
+
+def stale_after_for(streams: list[Stream]) -> float:
+    """The watchdog period for a connection carrying ``streams``: the strictest kind's."""
+    periods = [STALE_AFTER_BY_KIND.get(s.kind, STALE_AFTER_SCHEDULED) for s in streams]
+    return min(periods, default=max(STALE_AFTER_BY_KIND.values()))
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors that a reconnect cannot cure, so they go to the caller.
+
+    Retryable (and nothing else is): transport failures (``OSError``, broken streams), timeouts,
+    closes (1006 abnormal, 1011 server error, 1008 rate limit, 1001 going
+    away, ...), protocol violations by the server, a refused handshake with a
+    5xx or 429 status, and the watchdog.  Fatal: an invalid URL or stream
+    name, TLS certificate verification failing, a handshake refused with any
+    other 4xx (400 is Binance's answer to a bad stream name), an error reply
+    to a SUBSCRIBE, a payload that is not a Binance message, and a
+    :class:`~trio_feed.BorrowError` (a bug in the caller's handler).  A
+    normal closure by the server (1000) is final too: it says the stream is
+    over (Binance closes with other codes; a replay server ends this way).
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    if isinstance(exc, HandshakeError):
+        status = exc.status
+        return status is not None and 400 <= status < 500 and status != 429
+    if isinstance(exc, (InvalidStreamName, DecodeError, SubscriptionError, BorrowError)):
+        return True
+    if isinstance(exc, ConnectionClosed) and exc.code == 1000 and exc.initiated_by_peer:
+        return True  # a normal closure: the server says the stream is over
+    # Anything not known to be transient is a bug or a misconfiguration:
+    # retrying would only hide it.
+    return not isinstance(exc, _RETRYABLE)
+
+
+def reconnect_cause(exc: BaseException) -> str:
+    """A short label for why a connection ended, for ``statistics().reconnects``."""
+    if isinstance(exc, Stale):
+        return exc.cause
+    if isinstance(exc, ConnectionClosed):
+        return f"closed {exc.code}"
+    if isinstance(exc, ProtocolError):
+        return "protocol error"
+    if isinstance(exc, HandshakeError):
+        return f"handshake {exc.status}"
+    if isinstance(exc, trio.TooSlowError):
+        return "connect timeout"
+    if isinstance(exc, (OSError, trio.BrokenResourceError)):
+        return "transport error"
+    return type(exc).__name__
+
+
+def _is_data(payload: Any) -> bool:
+    """Fast check: a combined-stream data payload (``{"stream":"x...``, not ``!serverShutdown``)."""
+    return payload[2] == 115 and (payload[11] != 33 or payload[11:26] != b"!serverShutdown")
+
+
+class Link:
+    """One connection of a shard; see the module docstring."""
+
+    def __init__(self, shard: Shard, number: int, *, hold: bool) -> None:
+        self.shard = shard
+        self.feed = shard.feed
+        self.number = number
+        self.conn: Connection | None = None
+        self.requests = Requests()
+        self._replies: dict[int, trio.Event] = {}
+        self._results: dict[int, object] = {}
+        self.bucket = TokenBucket(self.feed.options.send_rate, self.feed.options.send_burst)
+        #: Batches read while holding (a rotation's new connection), in order.
+        self.held: list[tuple[list[Any], int, float]] | None = [] if hold else None
+        self.first_data = trio.Event()
+        self.done = trio.Event()
+        #: Set when the shard should look at this link: it ended, or the server is shutting down.
+        self.attention = trio.Event()
+        self.shutdown_notice = False
+        self.error: BaseException | None = None
+        self.retiring = False
+        self.connected_at: float | None = None
+        self.first_data_at: float | None = None
+        self.healthy = False
+        self._scope: trio.CancelScope | None = None
+        self._pings: dict[bytes, float] = {}
+        self._ping_count = 0
+        self._in_hand = 0
+
+    # -- the task ----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, subscribe, report started, read until the end; see the module docstring.
+
+        Before it has started, every error propagates to the shard's
+        ``nursery.start``.  Afterwards the error is kept in :attr:`error` and
+        the link just ends; the shard decides whether it is fatal.
+        """
+        feed = self.feed
+        options = feed.options
+        started = False
+        try:
+            url, later = self.shard.connect_plan()
+            conn = await connect(
+                url,
+                validate_utf8=False,  # orjson validates; the decoder maps it to close code 1007
+                send_gate=self._gate,
+                **options.connect_options,
+            )
+            self.conn = conn
+            self.connected_at = trio.current_time()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._scope = nursery.cancel_scope
+                    nursery.start_soon(self._read_loop)
+                    if options.ping_interval:
+                        nursery.start_soon(self._ping_loop)
+                    if later:
+                        await self.request("SUBSCRIBE", later)
+                    logger.info("connection %s up: %d streams, %d of them by SUBSCRIBE",
+                                self.label, len(self.shard.streams), len(later))
+                    started = True
+                    task_status.started()
+            except BaseExceptionGroup as group:
+                leaf = lone_exception(group)
+                raise leaf from leaf.__cause__  # keep the leaf's own cause
+            finally:
+                await self._close(conn)
+        except Exception as exc:
+            self.error = exc
+            if not started:
+                raise
+            # After the start the shard decides (and logs) what to do about it.
+        finally:
+            ended = self.error if self.error is not None else ConnectionClosed(1006, "link ended")
+            for request_id, waiter in self._replies.items():
+                self._results.setdefault(request_id, ended)
+                waiter.set()
+            self.done.set()
+            self.attention.set()
+
+    @property
+    def label(self) -> str:
+        return f"{self.shard.index}.{self.number}"
+
+    async def _close(self, conn: Connection) -> None:
+        feed = self.feed
+        if self.connected_at is not None:
+            feed.counters.seconds_connected += trio.current_time() - self.connected_at
+        if self.held:
+            feed.counters.discarded += sum(len(batch) for batch, _, _ in self.held)
+            self.held = []
+        feed.counters.discarded += self._in_hand
+        self._in_hand = 0
+        with trio.CancelScope(shield=True):
+            await conn.aclose()
+        # Data that arrived during the closing handshake was read, then discarded.
+        late = conn.statistics().discarded_at_close
+        feed.counters.messages += late
+        feed.counters.discarded += late
+
+    def retire(self) -> None:
+        """Stop reading at the next await and close (make-before-break's "break")."""
+        self.retiring = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- sending -----------------------------------------------------------------
+
+    async def _gate(self) -> None:
+        delay = self.bucket.reserve(trio.current_time())
+        if delay:
+            await trio.sleep(delay)
+
+    async def request(self, method: str, names: list[str]) -> None:
+        """Send ``method`` for ``names`` (batched) and wait for every reply.
+
+        Raises :class:`~trio_feed.SubscriptionError` for an error reply, after
+        all replies arrived, and ``ConnectionClosed`` if the link ends first.
+        """
+        conn = self.conn
+        assert conn is not None
+        ids = []
+        for request_id, text in self.requests.batches(method, names):
+            self._replies[request_id] = trio.Event()
+            ids.append(request_id)
+            await conn.send(text.decode())
+        error: BaseException | None = None
+        for request_id in ids:
+            await self._wait_reply(request_id)
+            result = self._results.pop(request_id, None)
+            if isinstance(result, BaseException) and error is None:
+                error = result
+        if error is not None:
+            raise error
+        logger.info("connection %s: %s %d streams", self.label, method, len(names))
+
+    async def _wait_reply(self, request_id: int) -> None:
+        await self._replies[request_id].wait()
+        del self._replies[request_id]
+
+    def _on_control(self, event: ControlResponse | ControlError) -> None:
+        request_id, result = self.requests.answer(event)
+        if request_id is None:
+            logger.warning("connection %s: reply to no pending request: %r", self.label, event)
+            return
+        self._results[request_id] = result
+        waiter = self._replies.get(request_id)
+        if waiter is not None:
+            waiter.set()
+
+    async def _ping_loop(self) -> None:
+        options = self.feed.options
+        conn = self.conn
+        assert conn is not None and options.ping_interval
+        while True:
+            await trio.sleep(options.ping_interval)
+            now = trio.current_time()
+            for sent in self._pings.values():
+                if now - sent > options.pong_timeout:
+                    raise Stale(
+                        f"no pong for {options.pong_timeout} s (pong_timeout)", "ping timeout"
+                    )
+            self._ping_count += 1
+            payload = b"%d" % self._ping_count
+            self._pings[payload] = trio.current_time()
+            await conn.ping(payload)
+
+    def _on_pongs(self, pongs: list[bytes]) -> None:
+        now = trio.current_time()
+        for payload in pongs:
+            sent = self._pings.pop(payload, None)
+            if sent is not None:
+                self.feed.counters.ping_rtt.add(now - sent)
+        pongs.clear()
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        feed = self.feed
+        counters = feed.counters
+        conn = self.conn
+        assert conn is not None
+        parser = conn.parser
+        outbox = feed.outbox
+        inline = feed.options.mode == "inline"
+        decode = feed.decoder.decode
+        stale_after = self.shard.stale_after
+        perf = time.perf_counter
+        wall = feed.options.wall_clock
+        try:
+            while True:
+                # Messages first, then read: what arrived with the handshake reply,
+                # or before the connection broke, is delivered before the end is.
+                if parser.pongs:
+                    self._on_pongs(parser.pongs)
+                batch: list[Any] = []
+                append = batch.append
+                nbytes = 0
+                specials: list[Any] = []
+                received = wall()
+                started = perf()
+                try:
+                    if inline:
+                        count_stream = counters.count_stream
+                        for view in parser.messages():
+                            try:
+                                size = len(view)
+                                event = decode(view)
+                            finally:
+                                view.release()
+                            if event.__class__ in _SPECIAL:
+                                specials.append(event)
+                            else:
+                                append(event)
+                                nbytes += size
+                                count_stream(event.stream, size)
+                    else:
+                        for view in parser.messages():
+                            try:
+                                payload = bytes(view)
+                            finally:
+                                view.release()
+                            if _is_data(payload):
+                                append(payload)
+                                nbytes += len(payload)
+                            else:
+                                specials.append(payload)
+                finally:
+                    n = len(batch)
+                    if n:
+                        counters.messages += n
+                        counters.bytes += nbytes
+                        if inline:
+                            counters.parse.add((perf() - started) * 1e6 / n)
+                            feed.note_lag(batch, received)
+                        else:
+                            counters.copies += n
+                    for special in specials:
+                        self._special(special, batch)
+                if batch:
+                    await self._hand_over(batch, nbytes, received)
+                with trio.move_on_after(stale_after) as watch:
+                    await conn.receive_more()
+                if watch.cancelled_caught:
+                    raise Stale(f"no frame for {stale_after} s (stale_after)", "stale")
+        except ProtocolError as exc:
+            await conn.fail(exc)
+            raise
+
+    def _special(self, item: Any, batch: list[Any]) -> None:
+        """A message that is not plain data: a control reply, a notice, or data after all."""
+        counters = self.feed.counters
+        event = item if not isinstance(item, bytes) else self.feed.decoder.decode(item)
+        if isinstance(event, _CONTROL):
+            counters.control += 1
+            self._on_control(event)
+        elif isinstance(event, ServerShutdown):
+            counters.control += 1
+            if not self.shutdown_notice:
+                logger.warning("connection %s: serverShutdown received", self.label)
+            self.shutdown_notice = True
+            self.attention.set()
+        else:  # data in a shape the fast check did not recognise (a raw /ws/ URL, say)
+            batch.append(item)
+            counters.messages += 1
+            if isinstance(item, bytes):
+                counters.bytes += len(item)
+                counters.copies += 1
+
+    async def _hand_over(self, batch: list[Any], nbytes: int, received: float) -> None:
+        now = trio.current_time()
+        if self.first_data_at is None:
+            self.first_data_at = now
+            self.first_data.set()
+        elif not self.healthy and now - self.first_data_at >= self.feed.options.healthy_after:
+            self.healthy = True
+            self.shard.backoff.healthy()
+        if self.held is not None:
+            self.held.append((batch, nbytes, received))
+            return
+        outbox = self.feed.outbox
+        self._in_hand = len(batch)
+        while not outbox.put(batch, nbytes, received):
+            await outbox.wait_space()  # block policy, backlog full: stop reading
+        self._in_hand = 0
+
+    def release(self) -> None:
+        """Stop holding: hand everything held to the outbox (after the old link retired)."""
+        held, self.held = self.held, None
+        for batch, nbytes, received in held or ():
+            # Under ``block`` with a full backlog this exceeds the bound once,
+            # by one rotation's overlap, rather than lose what was held.
+            self.feed.outbox.put(batch, nbytes, received, force=True)
+
+
+_SPECIAL = frozenset({ControlResponse, ControlError, ServerShutdown})

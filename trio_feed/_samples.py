@@ -1,0 +1,46 @@
+"""Recent measurements and their percentiles, in fixed memory.
+
+A :class:`Samples` keeps the last ``size`` values in a ring (an
+``array('d')``: no object per sample) and sorts a copy only when asked for
+percentiles, which ``statistics()`` does, not the data path.  Percentiles of
+the *recent* window are what an operator wants from a feed that runs for
+days; ``count`` and ``maximum`` cover the whole life.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+__all__ = ["Samples"]
+
+
+class Samples:
+    """The last ``size`` values of a measurement."""
+
+    __slots__ = ("_ring", "_next", "count", "maximum", "size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._ring = array("d")
+        self._next = 0
+        #: Values recorded over the whole life, and the largest of them.
+        self.count = 0
+        self.maximum: float | None = None
+
+    def add(self, value: float) -> None:
+        if len(self._ring) < self.size:
+            self._ring.append(value)
+        else:
+            self._ring[self._next] = value
+            self._next = (self._next + 1) % self.size
+        self.count += 1
+        if self.maximum is None or value > self.maximum:
+            self.maximum = value
+
+    def percentile(self, p: float) -> float | None:
+        """The ``p``-th percentile (0-100, nearest rank) of the window; ``None`` if empty."""
+        if not self._ring:
+            return None
+        ordered = sorted(self._ring)
+        rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+        return ordered[rank]

@@ -1,0 +1,215 @@
+"""One shard of a supervised feed: keep a connection for its streams, whatever happens.
+
+A shard owns a set of at most 1024 streams and keeps exactly one
+:class:`~trio_feed._link.Link` delivering them (two, briefly, during a
+rotation).  Its :meth:`Shard.run` task is a loop over three situations:
+
+**Connecting.**  Wait for the feed's attempt budget
+(:class:`~trio_feed._backoff.AttemptLimiter`), start a link, and on a
+retryable failure wait ``backoff.next_delay()`` and try again.  A fatal
+failure (``_link.is_fatal``) is raised to the feed, which hands it to the
+consumer.  The backoff is reset only by a link that delivered data for
+``healthy_after`` seconds, so a server that accepts and drops at once makes
+the delays grow, never a tight loop.
+
+**Running.**  Wait until the link needs attention: it ended (reconnect,
+counted by cause), the server sent ``serverShutdown``, or the link reached
+``rotate_after`` seconds of age.
+
+**Rotating (make before break).**  Start a new link that *holds* what it
+reads; wait until it delivers data (at most ``rotation_timeout`` seconds,
+then go ahead anyway: a quiet stream has nothing to lose); retire the old
+link, which stops at its next await, after handing over every batch it had
+read; then release the new link's held batches.  Since the outbox is FIFO,
+everything the old link delivered precedes everything the new one does, and
+the feed's continuity filter drops the overlap by trade and update ids.  If
+the new link cannot connect, the old one keeps running and the rotation is
+retried after the backoff delay.
+
+Rule: no task outlives its shard, and no shard outlives its feed.  Links run
+in the shard's nursery; the shard runs in the feed's.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._backoff import Backoff
+from ._errors import ConnectionClosed, lone_exception
+from ._link import Link, is_fatal, reconnect_cause, stale_after_for
+from .binance import Stream, combined_url
+
+if TYPE_CHECKING:
+    from ._feed import Feed
+
+__all__ = ["MAX_URL_LENGTH", "Shard"]
+
+#: The longest URL the feed builds.  Streams beyond it are subscribed by message.
+MAX_URL_LENGTH = 4096
+
+logger = logging.getLogger("trio_feed")
+
+
+class Shard:
+    """A set of streams and the connection that carries them; see the module docstring."""
+
+    def __init__(
+        self, feed: Feed, index: int, streams: dict[str, Stream], *, url: str,
+        subscribe_on_connect: bool = True,
+    ) -> None:
+        self.feed = feed
+        self.index = index
+        #: The shard's streams (shared with the feed's Subscriptions: kept current).
+        self.streams = streams
+        self.url = url
+        self.subscribe_on_connect = subscribe_on_connect
+        options = feed.options
+        self.backoff = Backoff(initial=options.backoff_initial, cap=options.backoff_cap,
+                               rng=options.rng)
+        self.stale_after = options.stale_after or stale_after_for(list(streams.values()))
+        self.links: list[Link] = []
+        self._numbers = 0
+        self._nursery: trio.Nursery | None = None
+        #: True once the first link is up and subscribed.
+        self.started = False
+
+    @property
+    def current(self) -> Link | None:
+        """The link delivering now (the older one during a rotation)."""
+        live = [link for link in self.links if link.held is None and not link.done.is_set()]
+        return live[0] if live else None
+
+    def connect_plan(self) -> tuple[str, list[str]]:
+        """The URL to connect to and the streams to SUBSCRIBE once connected.
+
+        As many streams as fit in ``MAX_URL_LENGTH`` go in the URL
+        (``/stream?streams=a/b``), which costs no client message at all; the
+        rest are subscribed in batches through the token bucket.
+        """
+        if not self.subscribe_on_connect:
+            return self.url, []
+        names = list(self.streams)
+        budget = MAX_URL_LENGTH - len(self.url) - len("?streams=")
+        fit = 0
+        for name in names:
+            budget -= len(quote(name, safe="@!_:")) + 1
+            if budget < 0:
+                break
+            fit += 1
+        if not fit:
+            return self.url, names
+        return combined_url(names[:fit], self.feed.options.base_url), names[fit:]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                link = await self._connect(hold=False)
+                self.started = True
+                task_status.started()
+                while True:
+                    link = await self._supervise(link)
+        except BaseExceptionGroup as group:
+            leaf = lone_exception(group)
+            raise leaf from leaf.__cause__  # keep the leaf's own cause
+
+    async def _connect(self, *, hold: bool) -> Link:
+        """Start a link, retrying retryable failures with backoff; raise fatal ones."""
+        feed = self.feed
+        limiter = feed.attempt_limiter
+        assert self._nursery is not None
+        while True:
+            wait = limiter.wait_time(trio.current_time())
+            if wait > 0:
+                logger.warning("shard %d: attempt budget spent, waiting %.1f s", self.index, wait)
+                await trio.sleep(wait)
+            limiter.record(trio.current_time())
+            feed.counters.connect_attempts += 1
+            self._numbers += 1
+            link = Link(self, self._numbers, hold=hold)
+            self.links.append(link)
+            try:
+                await self._nursery.start(link.run)
+                return link
+            except Exception as exc:
+                self.links.remove(link)
+                if is_fatal(exc) or not feed.options.reconnect:
+                    raise
+                if not self.started and not feed.options.retry_first_connect:
+                    raise  # a first connection that fails is most likely misconfigured
+                feed.counters.connect_failures += 1
+                delay = self.backoff.next_delay()
+                logger.warning("shard %d: connection failed (%s: %s); retrying in %.2f s",
+                               self.index, type(exc).__name__, exc, delay)
+                await trio.sleep(delay)
+
+    async def _supervise(self, link: Link) -> Link:
+        """Run ``link`` until it needs replacing; return its replacement."""
+        options = self.feed.options
+        deadline = (
+            link.connected_at + options.rotate_after
+            if options.rotate_after is not None and link.connected_at is not None
+            else float("inf")
+        )
+        with trio.move_on_at(deadline):
+            await link.attention.wait()
+        if link.done.is_set():
+            self.links.remove(link)
+            error = link.error or ConnectionClosed(1006, "connection ended")
+            if not options.reconnect or is_fatal(error):
+                raise error
+            cause = reconnect_cause(error)
+            self.feed.counters.reconnects[cause] += 1
+            if cause in ("stale", "ping timeout"):
+                self.feed.counters.stale += 1
+            delay = self.backoff.next_delay()
+            logger.warning("shard %d: connection %s lost (%s); reconnecting in %.2f s",
+                           self.index, link.label, error, delay)
+            await trio.sleep(delay)
+            return await self._connect(hold=False)
+        cause = "server shutdown" if link.shutdown_notice else "rotation"
+        return await self._rotate(link, cause)
+
+    async def _rotate(self, old: Link, cause: str) -> Link:
+        options = self.feed.options
+        logger.info("shard %d: rotating connection %s (%s)", self.index, old.label, cause)
+        new = await self._connect(hold=True)
+        with trio.move_on_after(options.rotation_timeout):
+            async with trio.open_nursery() as race:
+                async def first_data() -> None:
+                    await new.first_data.wait()
+                    race.cancel_scope.cancel()
+
+                async def new_died() -> None:
+                    await new.done.wait()
+                    race.cancel_scope.cancel()
+
+                race.start_soon(first_data)
+                race.start_soon(new_died)
+        if new.done.is_set():
+            # The replacement died before delivering: keep the old one, try again later.
+            self.links.remove(new)
+            delay = self.backoff.next_delay()
+            logger.warning("shard %d: replacement failed; retrying rotation in %.2f s",
+                           self.index, delay)
+            await trio.sleep(delay)
+            return old
+        old.retire()
+        await old.done.wait()
+        if old in self.links:
+            self.links.remove(old)
+        new.release()
+        self.feed.counters.reconnects[cause] += 1
+        self.feed.counters.rotations += 1
+        logger.info("shard %d: connection %s replaced by %s", self.index, old.label, new.label)
+        return new
+
+    async def request(self, method: str, names: list[str]) -> None:
+        """Send a SUBSCRIBE/UNSUBSCRIBE on every live link of the shard (two during a rotation)."""
+        links = [link for link in self.links if not link.done.is_set()]
+        for link in links:
+            await link.request(method, names)

@@ -1,0 +1,133 @@
+"""Which streams a feed wants, which connection carries each, and the control requests.
+
+Pure and synchronous.  The feed's connection tasks do the sending and waiting.
+
+Shards.  Binance carries at most 1024 streams per connection, so the desired
+set is split into *shards*, one per connection.  :meth:`Subscriptions.add`
+places each new stream on the first shard with room, opening a new shard
+when all are full, and :meth:`Subscriptions.remove` takes streams out.  A
+stream belongs to exactly one shard, so the shards' events merge into one
+feed without duplicates.  Shards are never rebalanced: moving a stream
+would mean a gap or a duplicate on it.
+
+Requests.  :class:`Requests` numbers control requests (``id`` 1, 2, ...)
+and matches replies to them, so a reply that arrives between data events is
+routed to the call that sent it.  A SUBSCRIBE carries at most
+``MAX_PARAMS_PER_REQUEST`` streams, so restoring 1024 streams after a
+reconnect takes a handful of messages, not a thousand; with the token bucket
+at 4 per second that is about a second per shard.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from ._errors import SubscriptionError
+from .binance import ControlError, ControlResponse, Stream, parse_stream
+
+__all__ = ["MAX_PARAMS_PER_REQUEST", "MAX_STREAMS_PER_CONNECTION", "Requests", "Subscriptions"]
+
+#: Binance's limit of streams per connection.
+MAX_STREAMS_PER_CONNECTION = 1024
+#: Streams per SUBSCRIBE/UNSUBSCRIBE message.  Binance documents no limit; this
+#: keeps each message a few KB.
+MAX_PARAMS_PER_REQUEST = 200
+
+
+class Subscriptions:
+    """The desired streams, split into shards of at most ``per_connection``."""
+
+    def __init__(self, per_connection: int = MAX_STREAMS_PER_CONNECTION) -> None:
+        if not 1 <= per_connection <= MAX_STREAMS_PER_CONNECTION:
+            raise ValueError(f"per_connection must be 1..{MAX_STREAMS_PER_CONNECTION}")
+        self.per_connection = per_connection
+        #: One dict (name -> Stream, in subscription order) per shard.
+        self.shards: list[dict[str, Stream]] = []
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        """Every desired stream, by name."""
+        return {name: s for shard in self.shards for name, s in shard.items()}
+
+    def shard_of(self, name: str) -> int | None:
+        for index, shard in enumerate(self.shards):
+            if name in shard:
+                return index
+        return None
+
+    def add(self, streams: Iterable[str | Stream]) -> dict[int, list[Stream]]:
+        """Add streams (validating every name first); return the new ones by shard.
+
+        Raises :class:`~trio_feed.InvalidStreamName` before changing anything.
+        """
+        parsed = [parse_stream(s) for s in streams]
+        placed: dict[int, list[Stream]] = {}
+        for stream in parsed:
+            if self.shard_of(stream.name) is not None:
+                continue
+            for index, shard in enumerate(self.shards):
+                if len(shard) < self.per_connection:
+                    break
+            else:
+                self.shards.append({})
+                index = len(self.shards) - 1
+            self.shards[index][stream.name] = stream
+            placed.setdefault(index, []).append(stream)
+        return placed
+
+    def remove(self, streams: Iterable[str | Stream]) -> dict[int, list[Stream]]:
+        """Remove streams; return the removed ones by shard (unknown names are ignored)."""
+        removed: dict[int, list[Stream]] = {}
+        for item in streams:
+            name = item.name if isinstance(item, Stream) else parse_stream(item).name
+            index = self.shard_of(name)
+            if index is not None:
+                removed.setdefault(index, []).append(self.shards[index].pop(name))
+        return removed
+
+
+class Requests:
+    """Control requests of one connection: ids out, replies matched back in."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        #: Requests sent and not yet answered: id -> (method, params).
+        self.pending: dict[int, tuple[str, list[str]]] = {}
+
+    def encode(self, method: str, params: list[str]) -> tuple[int, bytes]:
+        """A new request's ``(id, JSON text)``; it is pending until answered."""
+        request_id = next(self._ids)
+        self.pending[request_id] = (method, params)
+        message: dict[str, Any] = {"method": method, "params": params, "id": request_id}
+        return request_id, orjson.dumps(message)
+
+    def batches(self, method: str, names: list[str]) -> list[tuple[int, bytes]]:
+        """``encode`` for ``names`` split into messages of ``MAX_PARAMS_PER_REQUEST``."""
+        return [
+            self.encode(method, names[i : i + MAX_PARAMS_PER_REQUEST])
+            for i in range(0, len(names), MAX_PARAMS_PER_REQUEST)
+        ]
+
+    def answer(self, reply: ControlResponse | ControlError) -> tuple[int | None, object]:
+        """Match a reply: ``(request id, result)``, the result being a
+        :class:`~trio_feed.SubscriptionError` for an error reply.
+
+        An error without an id (Binance omits it for some codes) is matched to
+        the oldest pending request, which is the one it answers because the
+        server replies in order.  A reply to no pending request gives id ``None``.
+        """
+        if isinstance(reply, ControlError):
+            request_id = reply.id if reply.id in self.pending else None
+            if request_id is None and reply.id is None and self.pending:
+                request_id = next(iter(self.pending))
+            result: object = SubscriptionError(reply.code, reply.msg, request_id)
+        else:
+            request_id = reply.id if reply.id in self.pending else None
+            result = reply.result
+        if request_id is not None:
+            del self.pending[request_id]
+        return request_id, result
