@@ -18,13 +18,14 @@ from ._replay import (
     open_replay_server,
 )
 from ._rest import Faults, RestEndpoint, RestStatistics
-from ._server import ExchangeStatistics, LocalExchange, open_exchange
+from ._server import ConnectionInfo, ExchangeStatistics, LocalExchange, open_exchange
 
 __all__ = [
     "DEFAULT_SYMBOLS",
     "EPOCH_MS",
     "TICK_MS",
     "CloseWith",
+    "ConnectionInfo",
     "DropConnection",
     "Ending",
     "ExchangeStatistics",
