@@ -1,11 +1,14 @@
-"""Borrow: parse every payload straight from the receive buffer, in your own task.
+"""Borrow: parse every payload straight from the receive buffer, before the next read.
 
     python examples/inline.py                 # embedded local exchange, until Ctrl-C
     python examples/inline.py --limit 200     # stop after 200 events
     python examples/inline.py --live btcusdt@trade   # real Binance
 
-No task is started: each ``async for`` step reads a chunk, decodes every
-message in it from lent views, releases them, and hands out owned events.
+The feed's connection task reads a chunk, decodes every message in it from
+views lent by the receive buffer, releases them, and only then reads again;
+your ``async for`` receives the owned events, a batch per chunk.  Nothing is
+copied.  Reconnects, rotation and the rest are the same as in channel mode
+(see examples/resilient.py).
 """
 
 import sys

@@ -14,6 +14,9 @@ from the socket up:
 - ``trio_feed.testing``: the same tools for your own tests.
 """
 
+import logging as _logging
+
+from ._backoff import AttemptLimiter
 from ._books import (
     DEFAULT_REST_URL,
     OrderBooks,
@@ -35,7 +38,6 @@ from ._errors import (
     SubscriptionError,
     TrioFeedError,
 )
-from ._backoff import AttemptLimiter
 from ._feed import Feed, open_feed
 from ._feed_statistics import FeedStatistics, StreamStatistics
 from ._outbox import SlowConsumerPolicy
@@ -79,3 +81,6 @@ __all__ = [
     "run_channel",
     "run_inline",
 ]
+
+# A library logs, the application decides where to: silent until configured.
+_logging.getLogger("trio_feed").addHandler(_logging.NullHandler())

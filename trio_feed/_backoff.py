@@ -61,7 +61,12 @@ class Backoff:
 
 
 class AttemptLimiter:
-    """At most ``max_attempts`` connection attempts in any ``window`` seconds."""
+    """At most ``max_attempts`` connection attempts in any ``window`` seconds.
+
+    The window is half-open: an attempt exactly ``window`` seconds after the
+    oldest one counted is allowed (the default's margin below Binance's 300
+    covers that boundary many times over).
+    """
 
     def __init__(self, max_attempts: int = 250, window: float = 300.0) -> None:
         if max_attempts < 1 or window <= 0:

@@ -15,7 +15,8 @@ Rule 1: no event is handed out twice.
       partial depth: ``last_update_id``;
     - everything else (klines, tickers, average price...): ``event_time``
       (``E``), where an event with an *equal* time is a duplicate only if it
-      is equal field by field, since distinct events can share a millisecond.
+      equals, field by field, one already delivered at that time, since
+      distinct events can share a millisecond.
 
     Duplicates are dropped and counted (``duplicates``), never handed out.
 
@@ -61,7 +62,7 @@ class StreamContinuity:
 @attrs.define
 class _State:
     position: Any = None
-    last: Any = None
+    last: list[Any] = attrs.Factory(list)
     duplicates: int = 0
     gaps: int = 0
     missing: int = 0
@@ -120,12 +121,16 @@ class Continuity:
         when = getattr(event, "event_time", None)
         if when is None:
             return True  # nothing to order it by: array streams, control replies
-        if state.position is not None and (
-            when < state.position or (when == state.position and event == state.last)
-        ):
-            return self._duplicate(state)
+        if state.position is not None:
+            if when < state.position:
+                return self._duplicate(state)
+            if when == state.position:
+                if event in state.last:
+                    return self._duplicate(state)
+                state.last.append(event)
+                return True
         state.position = when
-        state.last = event
+        state.last = [event]  # every event at this time, until the time moves on
         return True
 
     def _duplicate(self, state: _State) -> bool:

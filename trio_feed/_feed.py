@@ -48,6 +48,7 @@ first connection to end ends the feed, with its ``ConnectionClosed``.
 
 from __future__ import annotations
 
+import logging
 import random
 import ssl
 import time
@@ -70,11 +71,14 @@ from ._outbox import (
     Outbox,
     SlowConsumerPolicy,
 )
+from ._link import is_fatal
 from ._shard import Shard
 from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
 from .binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
+
+logger = logging.getLogger("trio_feed")
 
 #: Stream kinds whose every message is a full snapshot: only these may be conflated.
 CONFLATABLE_KINDS = frozenset(
@@ -133,8 +137,13 @@ class Feed:
         self.shards: list[Shard] = []
         self._pending: deque[Event] = deque()
         self._events = 0
+        self._lagging = False
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
+        #: The shards' own nursery, inside a supervisor task: cancelling it stops
+        #: every connection without cancelling the consumer's ``async with`` body,
+        #: which runs inside ``_nursery``'s cancel scope.
+        self._shards: trio.Nursery | None = None
 
     @property
     def streams(self) -> list[str]:
@@ -149,6 +158,7 @@ class Feed:
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
         try:
+            self._shards = await self._nursery.start(self._supervise)
             if self.options.url is not None:
                 await self._start_shard(0, url=self.options.url, subscribe_on_connect=False)
             else:
@@ -181,15 +191,26 @@ class Feed:
             self._pending.clear()
         return None
 
+    async def _supervise(
+        self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as shards:
+            task_status.started(shards)
+            await trio.sleep_forever()
+
+    def _stop_connections(self) -> None:
+        if self._shards is not None:
+            self._shards.cancel_scope.cancel()
+
     async def _start_shard(
         self, index: int, *, url: str | None = None, subscribe_on_connect: bool = True
     ) -> None:
-        assert self._nursery is not None
+        assert self._shards is not None
         streams = self.subscriptions.shards[index] if self.subscriptions.shards else {}
         shard = Shard(self, index, streams, url=url or f"{self.options.base_url}/stream",
                       subscribe_on_connect=subscribe_on_connect)
         self.shards.append(shard)
-        await self._nursery.start(self._run_shard, shard)
+        await self._shards.start(self._run_shard, shard)
 
     async def _run_shard(
         self, shard: Shard, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -201,24 +222,23 @@ class Feed:
                 raise
             # A fatal error after start: the consumer gets what was read, then this.
             self.outbox.fail(exc)
-            assert self._nursery is not None
-            self._nursery.cancel_scope.cancel()
+            self._stop_connections()
 
     def _on_overflow(self) -> None:
         # The 'disconnect' policy fired: stop every connection now.
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._stop_connections()
 
     # -- subscriptions -----------------------------------------------------------
 
     async def subscribe(self, streams: Iterable[str | Stream]) -> None:
         """Add streams, on the connections that have room or on new ones.
 
-        Returns once the server confirmed every SUBSCRIBE.  Raises
-        :class:`~trio_feed.InvalidStreamName` before sending anything for a bad
-        name, and :class:`~trio_feed.SubscriptionError` if the server refuses
-        (the refused streams are then not part of the feed).  The streams stay
-        subscribed across reconnects.
+        Returns once the server confirmed every SUBSCRIBE, or once the
+        connection carrying it dropped (the reconnect then subscribes them).
+        Raises :class:`~trio_feed.InvalidStreamName` before sending anything
+        for a bad name, and :class:`~trio_feed.SubscriptionError` if the
+        server refuses (the refused streams are then not part of the feed).
+        The streams stay subscribed across reconnects.
         """
         parsed = [parse_stream(s) for s in streams]
         _check_policy(self.options.policy, parsed)
@@ -228,9 +248,14 @@ class Feed:
             if index < len(self.shards):
                 try:
                     await self.shards[index].request("SUBSCRIBE", names)
-                except BaseException:
-                    self.subscriptions.remove(names)
-                    raise
+                except Exception as exc:
+                    if is_fatal(exc):
+                        self.subscriptions.remove(names)
+                        raise
+                    # The connection dropped meanwhile: the streams stay wanted,
+                    # and the replacement connection subscribes them.
+                    logger.info("subscribe of %d streams deferred to the reconnect (%s)",
+                                len(names), exc)
             else:
                 await self._start_shard(index)
 
@@ -287,17 +312,24 @@ class Feed:
         now_ms = received * 1000.0
         threshold = self.options.lag_threshold * 1000.0
         counters = self.counters
-        first = True
+        sample = None
         for event in events:
             when = getattr(event, "event_time", None)
             if when is None:
                 continue
             lag = now_ms - when
-            if first:
+            if sample is None:
+                sample = lag
                 counters.lag.add(lag)
-                first = False
             if lag > threshold:
                 counters.lagging += 1
+        if sample is not None and (sample > threshold) != self._lagging:
+            self._lagging = not self._lagging
+            if self._lagging:
+                logger.warning("exchange lag %.0f ms is above lag_threshold (%.1f s)",
+                               sample, self.options.lag_threshold)
+            else:
+                logger.info("exchange lag back to %.0f ms", sample)
 
     # -- statistics --------------------------------------------------------------
 
@@ -425,8 +457,9 @@ def open_feed(
     that must not be conflated.
 
     Resilience: ``reconnect`` (off: the first connection to end ends the
-    feed); ``retry_first_connect`` (above); ``backoff_initial``/``backoff_cap`` (seconds), reset after a
-    connection delivered data for ``healthy_after`` seconds;
+    feed); ``retry_first_connect`` (above); ``backoff_initial`` and
+    ``backoff_cap`` (seconds), reset after a connection delivered data for
+    ``healthy_after`` seconds;
     ``attempt_limiter`` (share one between feeds to share the per-IP budget);
     ``rotate_after`` (``None``: never) and ``rotation_timeout``;
     ``stale_after`` (seconds of silence before reconnecting; default by

@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -155,9 +156,13 @@ def reconnect_cause(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _is_data(payload: Any) -> bool:
+def _is_data(payload: bytes) -> bool:
     """Fast check: a combined-stream data payload (``{"stream":"x...``, not ``!serverShutdown``)."""
-    return payload[2] == 115 and (payload[11] != 33 or payload[11:26] != b"!serverShutdown")
+    return (
+        len(payload) > 26
+        and payload[2] == 115
+        and (payload[11] != 33 or payload[11:26] != b"!serverShutdown")
+    )
 
 
 class Link:
@@ -185,6 +190,10 @@ class Link:
         self.first_data_at: float | None = None
         self.healthy = False
         self._scope: trio.CancelScope | None = None
+        #: Event time ``E`` of the newest event handed over, and of the first held.
+        self.last_event_time = -1
+        self.first_event_time: int | None = None
+        self._progress = trio.lowlevel.ParkingLot()
         self._pings: dict[bytes, float] = {}
         self._ping_count = 0
         self._in_hand = 0
@@ -234,6 +243,7 @@ class Link:
                 raise
             # After the start the shard decides (and logs) what to do about it.
         finally:
+            self._progress.unpark_all()
             ended = self.error if self.error is not None else ConnectionClosed(1006, "link ended")
             for request_id, waiter in self._replies.items():
                 self._results.setdefault(request_id, ended)
@@ -344,7 +354,6 @@ class Link:
         conn = self.conn
         assert conn is not None
         parser = conn.parser
-        outbox = feed.outbox
         inline = feed.options.mode == "inline"
         decode = feed.decoder.decode
         stale_after = self.shard.stale_after
@@ -439,6 +448,8 @@ class Link:
             self.healthy = True
             self.shard.backoff.healthy()
         if self.held is not None:
+            if self.first_event_time is None:
+                self.first_event_time = _event_time_in(batch)
             self.held.append((batch, nbytes, received))
             return
         outbox = self.feed.outbox
@@ -446,6 +457,16 @@ class Link:
         while not outbox.put(batch, nbytes, received):
             await outbox.wait_space()  # block policy, backlog full: stop reading
         self._in_hand = 0
+        if self.shard.rotating:
+            when = _event_time_in(reversed(batch))
+            if when is not None and when > self.last_event_time:
+                self.last_event_time = when
+                self._progress.unpark_all()
+
+    async def wait_until_caught_up(self, event_time: int) -> None:
+        """Return once this link handed over an event at ``event_time`` or later, or ended."""
+        while self.last_event_time < event_time and not self.done.is_set():
+            await self._progress.park()
 
     def release(self) -> None:
         """Stop holding: hand everything held to the outbox (after the old link retired)."""
@@ -457,3 +478,23 @@ class Link:
 
 
 _SPECIAL = frozenset({ControlResponse, ControlError, ServerShutdown})
+
+
+def _event_time_in(items: Iterable[Any]) -> int | None:
+    """The event time ``E`` of the first item that has one (owned bytes or an event)."""
+    for item in items:
+        if isinstance(item, bytes):
+            start = item.find(b'"E":')
+            if start < 0:
+                continue
+            start += 4
+            end = start
+            while end < len(item) and 48 <= item[end] <= 57:
+                end += 1
+            if end > start:
+                return int(item[start:end])
+        else:
+            when = getattr(item, "event_time", None)
+            if when.__class__ is int:
+                return when  # type: ignore[no-any-return]
+    return None

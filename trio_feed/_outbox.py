@@ -123,7 +123,9 @@ class Outbox:
         if self._error is not None or self._closed:
             self.dropped += n
             return True
-        if self.queued + n <= self.max_queued or self.queued == 0:
+        if (self.queued + n <= self.max_queued or self.queued == 0) and not self._latest:
+            # (While conflated messages wait, newer ones must join them, not the
+            # queue, which is served first: a stream's order is never reversed.)
             self._append(batch, nbytes, received)
             return True
         policy = self.policy
@@ -140,7 +142,7 @@ class Outbox:
             if room:
                 self._append(batch[:room], nbytes * room // n, received)
         elif policy is SlowConsumerPolicy.KEEP_LATEST:
-            room = max(0, self.max_queued - self.queued)
+            room = 0 if self._latest else max(0, self.max_queued - self.queued)
             if room:
                 self._append(batch[:room], nbytes * room // n, received)
             key, latest = self._key, self._latest
@@ -240,6 +242,9 @@ class Outbox:
 
     def close(self) -> int:
         """Stop; return the number of messages still queued (the caller counts them)."""
+        if self._stall_started is not None:
+            self.stall_seconds += trio.current_time() - self._stall_started
+            self._stall_started = None
         self._closed = True
         lost = self.queued
         self._batches.clear()

@@ -9,7 +9,9 @@ days; ``count`` and ``maximum`` cover the whole life.
 
 from __future__ import annotations
 
+import math
 from array import array
+from fractions import Fraction
 
 __all__ = ["Samples"]
 
@@ -17,7 +19,7 @@ __all__ = ["Samples"]
 class Samples:
     """The last ``size`` values of a measurement."""
 
-    __slots__ = ("_ring", "_next", "count", "maximum", "size")
+    __slots__ = ("_next", "_ring", "count", "maximum", "size")
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
@@ -42,5 +44,7 @@ class Samples:
         if not self._ring:
             return None
         ordered = sorted(self._ring)
-        rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-        return ordered[rank]
+        # Nearest rank: the smallest value with at least p% of the window at or
+        # below it, i.e. rank ceil(p * n / 100), computed exactly (no float error).
+        rank = math.ceil(Fraction(p) * len(ordered) / 100)
+        return ordered[min(max(rank, 1), len(ordered)) - 1]

@@ -18,13 +18,16 @@ counted by cause), the server sent ``serverShutdown``, or the link reached
 
 **Rotating (make before break).**  Start a new link that *holds* what it
 reads; wait until it delivers data (at most ``rotation_timeout`` seconds,
-then go ahead anyway: a quiet stream has nothing to lose); retire the old
-link, which stops at its next await, after handing over every batch it had
-read; then release the new link's held batches.  Since the outbox is FIFO,
-everything the old link delivered precedes everything the new one does, and
-the feed's continuity filter drops the overlap by trade and update ids.  If
-the new link cannot connect, the old one keeps running and the rotation is
-retried after the backoff delay.
+then go ahead anyway: a quiet stream has nothing to lose); let the old link
+go on until it has handed over an event as recent as the first one the new
+link holds (by event time ``E``, bounded by ``rotation_timeout`` again),
+since older ticks may still be on their way to it in the server's queue or
+in TCP buffers; retire the old link, which stops at its next await; then
+release the new link's held batches.  Since the outbox is FIFO, everything
+the old link delivered precedes everything the new one does, and the feed's
+continuity filter drops the overlap by trade and update ids.  If the new
+link cannot connect, the old one keeps running and the rotation is retried
+after the backoff delay.
 
 Rule: no task outlives its shard, and no shard outlives its feed.  Links run
 in the shard's nursery; the shard runs in the feed's.
@@ -33,8 +36,8 @@ in the shard's nursery; the shard runs in the feed's.
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import trio
 
@@ -76,6 +79,8 @@ class Shard:
         self._nursery: trio.Nursery | None = None
         #: True once the first link is up and subscribed.
         self.started = False
+        #: True while a replacement link is being brought up (links track progress).
+        self.rotating = False
 
     @property
     def current(self) -> Link | None:
@@ -177,6 +182,7 @@ class Shard:
     async def _rotate(self, old: Link, cause: str) -> Link:
         options = self.feed.options
         logger.info("shard %d: rotating connection %s (%s)", self.index, old.label, cause)
+        self.rotating = True
         new = await self._connect(hold=True)
         with trio.move_on_after(options.rotation_timeout):
             async with trio.open_nursery() as race:
@@ -192,14 +198,23 @@ class Shard:
                 race.start_soon(new_died)
         if new.done.is_set():
             # The replacement died before delivering: keep the old one, try again later.
+            self.rotating = False
             self.links.remove(new)
             delay = self.backoff.next_delay()
             logger.warning("shard %d: replacement failed; retrying rotation in %.2f s",
                            self.index, delay)
             await trio.sleep(delay)
             return old
+        # The old connection may still hold ticks older than the new one's first
+        # event, in the server's queue or in TCP buffers: let it catch up to
+        # that event (bounded by rotation_timeout) before retiring it.
+        target = new.first_event_time
+        if target is not None:
+            with trio.move_on_after(options.rotation_timeout):
+                await old.wait_until_caught_up(target)
         old.retire()
         await old.done.wait()
+        self.rotating = False
         if old in self.links:
             self.links.remove(old)
         new.release()

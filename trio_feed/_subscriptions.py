@@ -69,10 +69,11 @@ class Subscriptions:
         for stream in parsed:
             if self.shard_of(stream.name) is not None:
                 continue
-            for index, shard in enumerate(self.shards):
-                if len(shard) < self.per_connection:
-                    break
-            else:
+            index = next(
+                (i for i, shard in enumerate(self.shards) if len(shard) < self.per_connection),
+                None,
+            )
+            if index is None:
                 self.shards.append({})
                 index = len(self.shards) - 1
             self.shards[index][stream.name] = stream
@@ -82,8 +83,9 @@ class Subscriptions:
     def remove(self, streams: Iterable[str | Stream]) -> dict[int, list[Stream]]:
         """Remove streams; return the removed ones by shard (unknown names are ignored)."""
         removed: dict[int, list[Stream]] = {}
-        for item in streams:
-            name = item.name if isinstance(item, Stream) else parse_stream(item).name
+        names = [item.name if isinstance(item, Stream) else parse_stream(item).name
+                 for item in streams]  # every name is checked before anything changes
+        for name in names:
             index = self.shard_of(name)
             if index is not None:
                 removed.setdefault(index, []).append(self.shards[index].pop(name))
