@@ -285,14 +285,18 @@ def _many_streams(count: int) -> tuple[list[str], list[str]]:
     return names[:count], symbols
 
 
+@pytest.mark.parametrize("max_url_length", [0, 4096])
 async def test_1500_streams_shard_and_resubscribe_under_five_messages_a_second(
-    autojump_clock: trio.testing.MockClock,
+    max_url_length: int, autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """With ``max_url_length=0`` every stream goes by SUBSCRIBE: 6 messages for the
+    first shard, which the token bucket must spread over more than a second."""
     names, symbols = _many_streams(1500)
     with trio.fail_after(3600):
         async with open_exchange(seed=1, rate=0.2, shared_market=True, symbols=symbols,
                                  max_client_messages_per_second=5) as exchange:
-            async with open_feed(names, base_url=exchange.base_url, stale_after=600) as feed:
+            async with open_feed(names, base_url=exchange.base_url, stale_after=600,
+                                 max_url_length=max_url_length) as feed:
                 first = exchange.open_connections()
                 await exchange.drop_connections(abrupt=True)
                 with trio.move_on_after(120):
@@ -310,6 +314,9 @@ async def test_1500_streams_shard_and_resubscribe_under_five_messages_a_second(
     assert exchange_stats.rate_limit_closes == 0
     subscribes = [r for r in requests if r[2] == "SUBSCRIBE"]
     assert subscribes and all(len(r[3]) <= 200 for r in subscribes)
+    if max_url_length == 0:
+        assert len(subscribes) == 2 * (6 + 3)  # (1024 + 476 streams) / 200, twice
+        assert sum(len(r[3]) for r in subscribes) == 2 * 1500
 
 
 async def test_too_fast_client_is_closed_with_1008_and_reconnects(

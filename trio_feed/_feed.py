@@ -111,6 +111,7 @@ class FeedOptions:
     send_rate: float
     send_burst: float
     streams_per_connection: int
+    max_url_length: int
     connect_options: dict[str, Any]
     wall_clock: Callable[[], float]
     rng: random.Random | None
@@ -427,6 +428,7 @@ def open_feed(
     send_rate: float = 4.0,
     send_burst: float = 1.0,
     streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+    max_url_length: int = 4096,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 10.0,
     close_timeout: float = 5.0,
@@ -466,7 +468,9 @@ def open_feed(
     stream kind); ``ping_interval`` (``None``: no pings of our own) and
     ``pong_timeout``; ``lag_threshold`` (seconds of exchange lag counted in
     ``lagging``); ``send_rate``/``send_burst`` (the token bucket per
-    connection); ``streams_per_connection`` (shard size, at most 1024).
+    connection); ``streams_per_connection`` (shard size, at most 1024);
+    ``max_url_length``: streams that fit in a URL this long are subscribed in
+    the URL, at no message cost, the rest by SUBSCRIBE (``0``: all by SUBSCRIBE).
 
     The remaining arguments go to :func:`~trio_feed.open_connection`.
     ``wall_clock`` (for lag) and ``rng`` (for jitter) are there for tests.
@@ -493,7 +497,8 @@ def open_feed(
         rotate_after=rotate_after, rotation_timeout=rotation_timeout, stale_after=stale_after,
         ping_interval=ping_interval, pong_timeout=pong_timeout, lag_threshold=lag_threshold,
         send_rate=send_rate, send_burst=send_burst,
-        streams_per_connection=streams_per_connection, connect_options=connect_options,
+        streams_per_connection=streams_per_connection, max_url_length=max_url_length,
+        connect_options=connect_options,
         wall_clock=wall_clock, rng=rng,
     )
     return Feed(parsed, options, attempt_limiter or AttemptLimiter())

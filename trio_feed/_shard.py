@@ -49,10 +49,7 @@ from .binance import Stream, combined_url
 if TYPE_CHECKING:
     from ._feed import Feed
 
-__all__ = ["MAX_URL_LENGTH", "Shard"]
-
-#: The longest URL the feed builds.  Streams beyond it are subscribed by message.
-MAX_URL_LENGTH = 4096
+__all__ = ["Shard"]
 
 logger = logging.getLogger("trio_feed")
 
@@ -91,14 +88,14 @@ class Shard:
     def connect_plan(self) -> tuple[str, list[str]]:
         """The URL to connect to and the streams to SUBSCRIBE once connected.
 
-        As many streams as fit in ``MAX_URL_LENGTH`` go in the URL
+        As many streams as fit in ``max_url_length`` go in the URL
         (``/stream?streams=a/b``), which costs no client message at all; the
         rest are subscribed in batches through the token bucket.
         """
         if not self.subscribe_on_connect:
             return self.url, []
         names = list(self.streams)
-        budget = MAX_URL_LENGTH - len(self.url) - len("?streams=")
+        budget = self.feed.options.max_url_length - len(self.url) - len("?streams=")
         fit = 0
         for name in names:
             budget -= len(quote(name, safe="@!_:")) + 1
