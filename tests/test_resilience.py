@@ -18,10 +18,12 @@ import itertools
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from trio_feed import (
@@ -103,6 +105,13 @@ async def run_with_fault(
     return seen, feed.statistics()
 
 
+def sleeping(seconds: float) -> Callable[[], Awaitable[None]]:
+    async def sleep() -> None:
+        await trio.sleep(seconds)
+
+    return sleep
+
+
 # -- reconnects after each fault -------------------------------------------------------
 
 
@@ -174,7 +183,7 @@ async def test_max_lifetime_close_is_replaced(autojump_clock: trio.testing.MockC
         async with open_exchange(seed=4, rate=10, shared_market=True,
                                  max_lifetime=100.0) as exchange:
             seen, stats = await run_with_fault(
-                exchange, lambda: trio.sleep(150), mode="channel", before=50, after=50,
+                exchange, sleeping(150), mode="channel", before=50, after=50,
                 rotate_after=None,
             )
     assert exchange.statistics().lifetime_closes >= 1
@@ -194,7 +203,7 @@ async def test_rotation_before_24_hours_is_make_before_break(
         async with open_exchange(seed=5, rate=0.05, shared_market=True,
                                  max_lifetime=24 * 3600.0) as exchange:
             seen, stats = await run_with_fault(
-                exchange, lambda: trio.sleep(24.5 * 3600), mode=mode,
+                exchange, sleeping(24.5 * 3600), mode=mode,
                 streams=["btcusdt@trade"], before=10, after=10,
             )
     assert stats.rotations == 1 and stats.reconnects == {"rotation": 1}
@@ -213,12 +222,38 @@ async def test_server_shutdown_rotates_at_once_and_overlap_is_deduplicated(
         async with open_exchange(seed=6, rate=50, shared_market=True) as exchange:
             seen, stats = await run_with_fault(
                 exchange, exchange.announce_shutdown, mode=mode,
-                streams=TRADES + ["btcusdt@depth@100ms", "btcusdt@bookTicker"],
+                streams=[*TRADES, "btcusdt@depth@100ms", "btcusdt@bookTicker"],
             )
             attempts = exchange.statistics().connection_attempts
     assert stats.rotations == 1 and stats.reconnects == {"server shutdown": 1}
     assert attempts == 2
     assert stats.missing == 0  # make-before-break: nothing lost
+    check_exact(seen, stats)
+
+
+async def test_rotation_waits_for_the_old_connection_to_catch_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A slow consumer keeps the old connection behind (its backlog is full, so ticks
+    wait in TCP buffers) when the new one starts delivering.  Retiring the old one
+    at that moment would lose those ticks; the shard lets it catch up first."""
+    seen = Collected()
+    with trio.fail_after(3600):
+        async with open_exchange(seed=6, rate=50, shared_market=True) as exchange:
+            async with open_feed(["btcusdt@trade"], base_url=exchange.base_url,
+                                 max_queued=20, max_backlog_bytes=4000,
+                                 rotation_timeout=600) as feed:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(partial(consume, feed, seen, pause=0.1))  # 10/s vs 50/s
+                    await seen.wait_for(100)
+                    await exchange.announce_shutdown()
+                    while not feed.statistics().rotations:  # noqa: ASYNC110 - polls a counter
+                        await trio.sleep(1)
+                    await seen.wait_for(100)
+                    nursery.cancel_scope.cancel()
+            stats = feed.statistics()
+    assert stats.rotations == 1 and stats.blocked_seconds > 0
+    assert stats.missing == 0
     check_exact(seen, stats)
 
 
@@ -423,8 +458,8 @@ async def test_lag_above_threshold_is_counted(autojump_clock: trio.testing.MockC
             market = exchange.shared_market
             assert market is not None
             # Pretend the local clock is 7 s ahead of the exchange's event times.
-            seen, stats = await run_with_fault(
-                exchange, lambda: trio.sleep(0), mode="channel", before=10, after=50,
+            _, stats = await run_with_fault(
+                exchange, trio.lowlevel.checkpoint, mode="channel", before=10, after=50,
                 wall_clock=lambda: market.time_ms / 1000 + 7.0, lag_threshold=5.0,
             )
     assert stats.lagging == stats.events
@@ -507,7 +542,7 @@ async def test_slow_consumer_disconnect_raises_after_the_queue(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(3600):
-        seen, stats, exchange_stats = await _slow("disconnect", TRADES)
+        seen, stats, _ = await _slow("disconnect", TRADES)
     assert isinstance(seen.events[-1], SlowConsumerError)
     delivered = seen.events[:-1]
     assert 50 <= len(delivered) < 200
