@@ -235,18 +235,17 @@ async def test_rotation_waits_for_the_old_connection_to_catch_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A slow consumer keeps the old connection behind (its backlog is full, so ticks
-    wait in TCP buffers) when the new one starts delivering.  Retiring the old one
+    wait in the server's queue and TCP buffers) when rotate_after comes and the new
+    one starts delivering from the current tick.  Retiring the old one
     at that moment would lose those ticks; the shard lets it catch up first."""
     seen = Collected()
     with trio.fail_after(3600):
         async with open_exchange(seed=6, rate=50, shared_market=True) as exchange:
             async with open_feed(["btcusdt@trade"], base_url=exchange.base_url,
                                  max_queued=20, max_backlog_bytes=4000,
-                                 rotation_timeout=600) as feed:
+                                 rotate_after=60, rotation_timeout=600) as feed:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(partial(consume, feed, seen, pause=0.1))  # 10/s vs 50/s
-                    await seen.wait_for(100)
-                    await exchange.announce_shutdown()
                     while not feed.statistics().rotations:  # noqa: ASYNC110 - polls a counter
                         await trio.sleep(1)
                     await seen.wait_for(100)
