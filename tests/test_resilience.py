@@ -248,7 +248,8 @@ async def test_rotation_waits_for_the_old_connection_to_catch_up(
                     nursery.start_soon(partial(consume, feed, seen, pause=0.1))  # 10/s vs 50/s
                     while not feed.statistics().rotations:  # noqa: ASYNC110 - polls a counter
                         await trio.sleep(1)
-                    await seen.wait_for(100)
+                    # Everything queued before the switch, then the new connection's events.
+                    await seen.wait_for(feed.statistics().queued + 100)
                     nursery.cancel_scope.cancel()
             stats = feed.statistics()
     assert stats.rotations == 1 and stats.blocked_seconds > 0
