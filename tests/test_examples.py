@@ -35,3 +35,21 @@ def test_example_bad_stream_name_is_one_clear_line() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "lowercase" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["channel", "inline"])
+def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "resilient.py"), "--mode", mode,
+         "--duration", "11"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for fault in ("reset the TCP connection", "end the TCP connection", "stop sending",
+                  "send serverShutdown", "refuse the next 2 connections"):
+        assert f"FAULT: {fault}" in out
+    assert "MISMATCH" not in out
+    assert out.count("(exact)") == 3  # both trade streams, and the accounting identity
+    last = [line for line in out.splitlines() if "events" in line and "rotations" in line][-1]
+    assert "rotations 1" in last and "'stale': 1" in last and "'server shutdown': 1" in last
