@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -617,9 +618,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Binance market-data streams on Trio: watch, record, replay, summarise.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log each connection state change (reconnects, rotations) to stderr")
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks on errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log each connection state change (reconnects, rotations) to stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                      parser_class=_Parser)
 
@@ -733,6 +738,9 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``trio-feed`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format=f"{PROG}: %(message)s")
     args.target = args.url if getattr(args, "url", None) else "the local exchange"
     if getattr(args, "live", False):
         args.target = LIVE_BASE_URL
