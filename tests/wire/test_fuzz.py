@@ -24,6 +24,12 @@ same bytes, chunk by chunk, and after every chunk checks:
 
 After a ``ProtocolError`` or a Close the harness starts a fresh parser.
 
+The harness drives the parser through one of its three walks, drawn per run
+(:data:`MODES`): ``messages()`` (a generator of lent views), ``deliver()`` (a
+callback given each lent view) or ``copy_messages()`` (owned copies, no
+opcodes).  All three must agree with the reference, and with each other, on
+every input; after a violation, all three raise the same error.
+
 The inputs come from a Hypothesis state machine (:class:`ParserMachine`)
 that mixes valid messages (fragmented, with control frames in between), the
 seed corpus in ``tests/wire/corpus`` (written by ``tools/make_corpus.py``),
@@ -70,6 +76,9 @@ CORPUS_DIR = Path(__file__).parent / "corpus"
 CORPUS: dict[str, bytes] = {p.stem: p.read_bytes() for p in sorted(CORPUS_DIR.glob("*.bin"))}
 
 EXAMPLES = int(os.environ.get("TRIO_FEED_FUZZ_EXAMPLES", "200"))
+
+#: The parser's three ways of handing out messages; each fuzzer draws one per run.
+MODES = ("messages", "deliver", "copy")
 
 
 # -- the reference decoder ------------------------------------------------------------
@@ -236,8 +245,10 @@ class Harness:
     """Feeds a FrameParser and a ReferenceDecoder the same chunks and checks they agree."""
 
     def __init__(self, max_size: int = FUZZ_MAX, *, record: bool = False,
-                 reset_on_close: bool = True) -> None:
+                 reset_on_close: bool = True, mode: str = "messages") -> None:
+        assert mode in MODES
         self.max_size = max_size
+        self.mode = mode
         #: False keeps the parser after the peer's Close, to check that later bytes are ignored.
         self.reset_on_close = reset_on_close
         #: With ``record=True``, every message, ping and pong seen, in order.
@@ -261,46 +272,77 @@ class Harness:
         self.stream += chunk
         assert parser.buffered <= limit + MAX_HEADER + len(chunk), "the buffer outgrew its bound"
         code = None
+        lent_before = parser.messages_lent
         try:
-            for view in parser.messages():
-                try:
-                    assert view.readonly, "a lent view must be read-only"
-                    assert len(view) <= limit, f"a {len(view)}-byte message exceeds {limit}"
-                    assert parser.opcode in (TEXT, BINARY)
-                    self.got.append((parser.opcode, bytes(view)))
-                finally:
-                    view.release()
+            self._walk()
         except ProtocolError as exc:
             code = exc.close_code
             assert code in FAIL_CODES, f"close code {code} for {exc}"
             assert isinstance(exc, MessageTooBig) == (code == 1009), repr(exc)
+            assert parser.error is exc
             self._check_sticky(exc)
+        assert parser.messages_lent - lent_before == len(self.got), "messages_lent is off"
         parser.check_borrows()
         self._compare(code)
         return code
 
+    def _walk(self) -> None:
+        """Take every complete message with the harness's walk; raise what the parser raises."""
+        parser, limit, got = self.parser, self.max_size, self.got
+
+        def check(view: memoryview) -> None:
+            assert view.readonly, "a lent view must be read-only"
+            assert len(view) <= limit, f"a {len(view)}-byte message exceeds {limit}"
+            assert parser.opcode in (TEXT, BINARY)
+            got.append((parser.opcode, bytes(view)))
+
+        if self.mode == "messages":
+            for view in parser.messages():
+                try:
+                    check(view)
+                finally:
+                    view.release()
+        elif self.mode == "deliver":
+            before = len(got)
+            assert parser.deliver(check) == len(got) - before
+        else:
+            payloads = parser.copy_messages()
+            for payload in payloads:
+                assert type(payload) is bytes, "copy_messages() must return owned bytes"
+                assert len(payload) <= limit, f"a {len(payload)}-byte message exceeds {limit}"
+            got += [(None, payload) for payload in payloads]  # no opcodes: compared by payload
+            if parser.error is not None:
+                raise parser.error  # the messages before a violation came first
+
     def _check_sticky(self, error: ProtocolError) -> None:
         """A violation ends the stream: the parser never parses past it, even given more bytes."""
         parser = self.parser
+
+        def never(view: memoryview) -> None:
+            raise AssertionError("a message was delivered after a ProtocolError")
+
+        walks = {"messages": lambda: [view.release() for view in parser.messages()],
+                 "deliver": lambda: parser.deliver(never),
+                 "copy": parser.copy_messages}
         for extra in (b"", server_frame(TEXT, b"after the fault")):
             parser.receive_data(extra)
-            try:
-                for view in parser.messages():
-                    view.release()
-                    raise AssertionError("a message was lent after a ProtocolError")
-            except ProtocolError as again:
-                assert again is error, f"{again!r} raised after {error!r}"
-            else:
-                raise AssertionError("messages() ended quietly after a ProtocolError")
+            for name, walk in walks.items():
+                with pytest.raises(ProtocolError) as again:
+                    walk()
+                assert again.value is error, f"{name}: {again.value!r} raised after {error!r}"
 
     def _compare(self, code: int | None) -> None:
         parser, ref = self.parser, self.reference
         verdict = ref.advance(self.stream)
-        assert self.got == ref.messages, "the messages differ from the reference's"
+        if self.mode == "copy":
+            assert [p for _, p in self.got] == [p for _, p in ref.messages], (
+                "the messages differ from the reference's")
+        else:
+            assert self.got == ref.messages, "the messages differ from the reference's"
         assert parser.pings == ref.pings, "the pings differ from the reference's"
         assert parser.pongs == ref.pongs, "the pongs differ from the reference's"
         if self.log is not None:
-            self.log += self.got
+            self.log += ref.messages if self.mode == "copy" else self.got
             self.log += [(PING, p) for p in parser.pings] + [(PONG, p) for p in parser.pongs]
         self.messages += len(self.got)
         self.got.clear()
@@ -498,9 +540,9 @@ class ParserMachine(RuleBasedStateMachine):
     across steps.
     """
 
-    @initialize(max_size=st.sampled_from(MAX_SIZES))
-    def start(self, max_size: int) -> None:
-        self.harness = Harness(max_size)
+    @initialize(max_size=st.sampled_from(MAX_SIZES), mode=st.sampled_from(MODES))
+    def start(self, max_size: int, mode: str) -> None:
+        self.harness = Harness(max_size, mode=mode)
         self.outbox = bytearray()
 
     def _send(self, data: st.DataObject, new: bytes) -> None:
@@ -567,9 +609,9 @@ TestParserMachine = ParserMachine.TestCase
 
 @settings(max_examples=max(20, EXAMPLES // 2), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.data(), st.sampled_from([FUZZ_MAX, 70_000]))
+@given(st.data(), st.sampled_from([FUZZ_MAX, 70_000]), st.sampled_from(MODES))
 def test_valid_streams_decode_as_encoded_whatever_the_splits(
-    data: st.DataObject, max_size: int
+    data: st.DataObject, max_size: int, mode: str
 ) -> None:
     """Only valid frames: the parser yields exactly what was encoded, as the reference does."""
     stream = bytearray()
@@ -584,7 +626,7 @@ def test_valid_streams_decode_as_encoded_whatever_the_splits(
         stream += frames
         messages.append(message)
         controls_sent += between
-    harness = Harness(max_size, record=True)
+    harness = Harness(max_size, record=True, mode=mode)
     for chunk in cut(stream, data.draw(split_points(len(stream)), label="cuts")):
         assert harness.feed(chunk) is None
     assert harness.log is not None
@@ -608,8 +650,9 @@ def test_corpus_is_there_and_up_to_date() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_corpus_seed_whole_and_split(name: str) -> None:
+def test_corpus_seed_whole_and_split(name: str, mode: str) -> None:
     """Each seed does what its name says, fed whole, in pieces and byte by byte (if short)."""
     data = CORPUS[name]
     expected = corpus_expectation(name)
@@ -617,7 +660,7 @@ def test_corpus_seed_whole_and_split(name: str) -> None:
     if len(data) <= 2000:
         splits.append(list(range(len(data))))
     for bounds in splits:
-        harness = Harness(max_size=70_000, reset_on_close=False)
+        harness = Harness(max_size=70_000, reset_on_close=False, mode=mode)
         failure = None
         for chunk in cut(data, bounds):
             failure = harness.feed(chunk)
@@ -625,7 +668,7 @@ def test_corpus_seed_whole_and_split(name: str) -> None:
                 break  # what follows would go to a fresh parser
         assert failure == expected, f"{name} gave {failure}"
         # With the fuzzers' small max_message_size the reference alone decides.
-        small = Harness(max_size=FUZZ_MAX)
+        small = Harness(max_size=FUZZ_MAX, mode=mode)
         for chunk in cut(data, bounds):
             small.feed(chunk)
 
@@ -636,6 +679,7 @@ def test_corpus_seed_whole_and_split(name: str) -> None:
 def test_corpus_seeds_concatenated_with_random_splits(names: list[str], data: st.DataObject
                                                       ) -> None:
     stream = b"".join(CORPUS[n] for n in names)
-    harness = Harness(max_size=data.draw(st.sampled_from(MAX_SIZES)))
+    harness = Harness(max_size=data.draw(st.sampled_from(MAX_SIZES)),
+                      mode=data.draw(st.sampled_from(MODES)))
     for chunk in cut(stream, data.draw(split_points(len(stream)))):
         harness.feed(chunk)

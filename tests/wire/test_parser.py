@@ -42,44 +42,94 @@ def stream_with_everything() -> tuple[bytes, list[tuple[int, bytes]]]:
     return b"".join(parts), expected
 
 
-def parse_in_chunks(data: bytes, cuts: list[int], **options: object) -> tuple[list, FrameParser]:
-    parser = FrameParser(**options)  # type: ignore[arg-type]
-    out: list[tuple[int, bytes]] = []
-    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
-    for a, b in itertools.pairwise(bounds):
-        parser.receive_data(data[a:b])
+WALKS = ["messages", "deliver", "copy"]
+
+
+def take_all(parser: FrameParser, walk: str) -> list[tuple[int | None, bytes]]:
+    """Every complete message, with ``walk``; ``copy`` has no opcodes (``None``)."""
+    out: list[tuple[int | None, bytes]] = []
+    if walk == "messages":
         for view in parser.messages():
             try:
                 out.append((parser.opcode, bytes(view)))
             finally:
                 view.release()
+    elif walk == "deliver":
+        count = parser.deliver(lambda view: out.append((parser.opcode, bytes(view))))
+        assert count == len(out)
+    else:
+        payloads = parser.copy_messages()
+        assert all(type(p) is bytes for p in payloads)
+        out = [(None, p) for p in payloads]
+        if parser.error is not None:
+            raise parser.error  # what copy_messages() would raise on its next call
+    return out
+
+
+def parse_in_chunks(data: bytes, cuts: list[int], walk: str = "messages",
+                    **options: object) -> tuple[list, FrameParser]:
+    parser = FrameParser(**options)  # type: ignore[arg-type]
+    out: list[tuple[int | None, bytes]] = []
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
+    for a, b in itertools.pairwise(bounds):
+        parser.receive_data(data[a:b])
+        out += take_all(parser, walk)
     return out, parser
 
 
-def test_whole_stream() -> None:
+def expected_for(walk: str, expected: list[tuple[int, bytes]]) -> list[tuple[int | None, bytes]]:
+    return [(None, p) for _, p in expected] if walk == "copy" else list(expected)
+
+
+@pytest.mark.parametrize("walk", WALKS)
+def test_whole_stream(walk: str) -> None:
     data, expected = stream_with_everything()
-    out, parser = parse_in_chunks(data, [])
-    assert out == expected
+    out, parser = parse_in_chunks(data, [], walk)
+    assert out == expected_for(walk, expected)
     assert parser.pings == [b"ping-1", b"ping-2"]
     assert parser.pongs == [b"pong-1"]
     assert parser.messages_lent == len(expected)
+    assert parser.opcode == Opcode.TEXT  # that of the last message, "last"
     parser.check_borrows()
 
 
-def test_byte_by_byte() -> None:
+@pytest.mark.parametrize("walk", WALKS)
+def test_byte_by_byte(walk: str) -> None:
     data, expected = stream_with_everything()
-    out, parser = parse_in_chunks(data, list(range(len(data))))
-    assert out == expected
+    out, parser = parse_in_chunks(data, list(range(len(data))), walk)
+    assert out == expected_for(walk, expected)
     assert parser.pings == [b"ping-1", b"ping-2"]
+    assert parser.messages_lent == len(expected)
 
 
+@pytest.mark.parametrize("walk", WALKS)
+def test_two_chunks_cut_at_every_byte(walk: str) -> None:
+    """One cut, at every position: on each frame boundary and inside every header and payload."""
+    parts = [server_frame(Opcode.TEXT, b"a"), server_frame(Opcode.TEXT, b""),
+             server_frame(Opcode.TEXT, b"x" * 300), server_frame(Opcode.PING, b"p"),
+             server_frame(Opcode.BINARY, b"\x00\x01"), server_frame(Opcode.TEXT, b"ab", fin=False),
+             server_frame(Opcode.CONTINUATION, b"cd"), server_frame(Opcode.TEXT, b"z" * 70000),
+             server_frame(Opcode.TEXT, b"\xe2\x82\xac"), server_frame(Opcode.TEXT, b"!")]
+    data = b"".join(parts)
+    expected = [(Opcode.TEXT, b"a"), (Opcode.TEXT, b""), (Opcode.TEXT, b"x" * 300),
+                (Opcode.BINARY, b"\x00\x01"), (Opcode.TEXT, b"abcd"),
+                (Opcode.TEXT, b"z" * 70000), (Opcode.TEXT, b"\xe2\x82\xac"), (Opcode.TEXT, b"!")]
+    near_ends = [*range(0, 400), *range(len(data) - 300, len(data))]  # skip most of the 70 KB
+    for cut in near_ends:
+        out, parser = parse_in_chunks(data, [cut], walk)
+        assert out == expected_for(walk, expected), f"cut at {cut}"
+        assert parser.buffered == 0 and parser.pings == [b"p"]
+        assert parser.messages_lent == len(expected)
+
+
+@pytest.mark.parametrize("walk", WALKS)
 @settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_random_splits_give_identical_frames(data: st.DataObject) -> None:
+@given(data=st.data())
+def test_random_splits_give_identical_frames(walk: str, data: st.DataObject) -> None:
     stream, expected = stream_with_everything()
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))
-    out, parser = parse_in_chunks(stream, cuts)
-    assert out == expected
+    out, parser = parse_in_chunks(stream, cuts, walk)
+    assert out == expected_for(walk, expected)
     assert parser.pings == [b"ping-1", b"ping-2"]
     assert parser.buffered == 0
 
@@ -153,16 +203,17 @@ REJECTIONS = [
 ]
 
 
+@pytest.mark.parametrize("walk", WALKS)
 @pytest.mark.parametrize(("name", "data", "code"), REJECTIONS, ids=[r[0] for r in REJECTIONS])
-def test_rejections_carry_their_close_code(name: str, data: bytes, code: int) -> None:
+def test_rejections_carry_their_close_code(name: str, data: bytes, code: int, walk: str) -> None:
     parser = FrameParser(max_message_size=1024)
     parser.receive_data(data)
     with pytest.raises(ProtocolError) as info:
-        for view in parser.messages():
-            view.release()
+        take_all(parser, walk)
     assert info.value.close_code == code
     if code == 1009:
         assert isinstance(info.value, MessageTooBig)
+    assert parser.error is info.value
     parser.check_borrows()
 
 
@@ -305,3 +356,229 @@ def test_parser_never_parses_past_a_violation() -> None:
     with pytest.raises(ProtocolError) as again:
         parser.next_message()
     assert again.value is first.value and first.value.close_code == 1007
+
+
+# -- deliver(): the parser calls the handler ----------------------------------------------
+
+
+def three_then(fault: bytes) -> bytes:
+    """Three text messages, ``fault``, then a message that must never be handed out."""
+    return (b"".join(server_frame(Opcode.TEXT, b"m%d" % i) for i in range(3)) + fault
+            + server_frame(Opcode.TEXT, b"after the fault"))
+
+
+RSV_FAULT = server_frame(Opcode.TEXT, b"bad", rsv=4)
+
+
+def test_deliver_returns_the_count_and_lends_read_only_views_one_at_a_time() -> None:
+    parser = FrameParser()
+    parser.receive_data(server_frame(Opcode.TEXT, b"one") + server_frame(Opcode.BINARY, b"\x02"))
+    seen: list[tuple[bool, int, bytes]] = []
+
+    def handler(view: memoryview) -> None:
+        with pytest.raises(BorrowError):
+            parser.check_borrows()  # the view is lent while the handler runs...
+        seen.append((view.readonly, parser.opcode, bytes(view)))
+
+    assert parser.deliver(handler) == 2
+    assert seen == [(True, Opcode.TEXT, b"one"), (True, Opcode.BINARY, b"\x02")]
+    parser.check_borrows()  # ...and released once deliver() returns
+    assert parser.deliver(handler) == 0  # nothing buffered: no call, no error
+    assert parser.messages_lent == 2
+
+
+def test_deliver_after_a_violation_hands_over_what_preceded_it_then_raises() -> None:
+    parser = FrameParser()
+    parser.receive_data(three_then(RSV_FAULT))
+    got: list[bytes] = []
+    with pytest.raises(ProtocolError) as info:
+        parser.deliver(lambda view: got.append(bytes(view)))
+    assert got == [b"m0", b"m1", b"m2"]
+    assert parser.messages_lent == 3
+    assert parser.error is info.value and info.value.close_code == 1002
+    parser.check_borrows()
+    # Final: every later call of every walk raises the same error, fed more bytes or not.
+    parser.receive_data(server_frame(Opcode.TEXT, b"more"))
+    for walk in WALKS:
+        with pytest.raises(ProtocolError) as again:
+            take_all(parser, walk)
+        assert again.value is info.value
+    assert got == [b"m0", b"m1", b"m2"] and parser.messages_lent == 3
+
+
+def test_deliver_rejects_invalid_utf8_after_the_valid_messages() -> None:
+    parser = FrameParser()
+    parser.receive_data(three_then(server_frame(Opcode.TEXT, b"\xff")))
+    got: list[bytes] = []
+    with pytest.raises(ProtocolError) as info:
+        parser.deliver(lambda view: got.append(bytes(view)))
+    assert info.value.close_code == 1007
+    assert got == [b"m0", b"m1", b"m2"] and parser.messages_lent == 3
+    parser.check_borrows()
+
+
+def test_a_handler_that_raises_gets_its_view_released_and_loses_nothing() -> None:
+    parser = FrameParser()
+    parser.receive_data(three_then(b""))
+    kept: list[memoryview] = []
+
+    def handler(view: memoryview) -> None:
+        kept.append(view)  # the view itself, not a slice: it must be released for us
+        if bytes(view) == b"m1":
+            raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        parser.deliver(handler)
+    assert len(kept) == 2
+    for view in kept:
+        with pytest.raises(ValueError, match="released"):
+            bytes(view)
+    parser.check_borrows()  # nothing lent after the exception
+    assert parser.messages_lent == 2  # m1 reached the handler: it counts
+    assert parser.error is None  # a handler's exception is not the peer's fault
+    got: list[bytes] = []
+    assert parser.deliver(lambda view: got.append(bytes(view))) == 2
+    assert got == [b"m2", b"after the fault"]  # resumes after m1: nothing lost, nothing twice
+
+
+def test_a_slice_kept_by_a_deliver_handler_is_caught_before_the_buffer_is_reused() -> None:
+    parser = FrameParser()
+    parser.receive_data(
+        server_frame(Opcode.TEXT, b"first message") + server_frame(Opcode.TEXT, b"2")
+    )
+    escaped: list[memoryview] = []
+    parser.deliver(lambda view: escaped.append(view[6:]) if len(view) > 1 else None)
+    with pytest.raises(BorrowError, match=r"message #1 \(text, 13 bytes"):
+        parser.check_borrows()
+    with pytest.raises(BorrowError, match=r"message #1 \(text, 13 bytes"):
+        parser.receive_data(server_frame(Opcode.TEXT, b"overwrite"))
+    assert bytes(escaped[0]) == b"message"  # the buffer was not touched
+    escaped.clear()
+    gc.collect()
+    parser.receive_data(server_frame(Opcode.TEXT, b"overwrite"))
+    got: list[bytes] = []
+    parser.deliver(lambda view: got.append(bytes(view)))
+    assert got == [b"overwrite"]
+
+
+def test_a_slice_of_a_reassembled_message_kept_by_a_deliver_handler_is_caught() -> None:
+    parser = FrameParser()
+    parser.receive_data(
+        server_frame(Opcode.TEXT, b"frag", fin=False) + server_frame(Opcode.CONTINUATION, b"ment")
+    )
+    escaped: list[memoryview] = []
+    assert parser.deliver(lambda view: escaped.append(view[:])) == 1
+    with pytest.raises(BorrowError, match="reassembled fragmented message"):
+        parser.receive_data(server_frame(Opcode.TEXT, b"again", fin=False))
+    assert bytes(escaped[0]) == b"fragment"
+
+
+def test_a_deliver_handler_may_not_call_back_into_the_parser() -> None:
+    parser = FrameParser()
+    parser.receive_data(three_then(b""))
+    got: list[bytes] = []
+
+    def handler(view: memoryview) -> None:
+        got.append(bytes(view))
+        if len(got) == 1:
+            for reenter in (parser.next_message, parser.copy_messages,
+                            lambda: parser.deliver(got.append)):
+                with pytest.raises(RuntimeError, match="called back into its FrameParser"):
+                    reenter()
+            with pytest.raises(BorrowError):
+                parser.receive_data(b"")  # the buffer is lent: it cannot be resized
+
+    assert parser.deliver(handler) == 4
+    assert got == [b"m0", b"m1", b"m2", b"after the fault"]  # each exactly once
+
+
+def test_poison_with_deliver_makes_a_stale_slice_read_poison() -> None:
+    parser = FrameParser(poison=True)
+    parser.receive_data(server_frame(Opcode.TEXT, b"AAAA") + server_frame(Opcode.TEXT, b"BBBB")
+                        + server_frame(Opcode.BINARY, b"CC", fin=False)
+                        + server_frame(Opcode.CONTINUATION, b"CC"))
+    stale: list[memoryview] = []
+    seen: list[bytes] = []
+
+    def handler(view: memoryview) -> None:
+        seen.append(b"".join(bytes(s) for s in stale))  # what earlier messages read now
+        stale.append(view[:])
+
+    assert parser.deliver(handler) == 3
+    poison4 = bytes([POISON]) * 4
+    assert seen == [b"", poison4, poison4 * 2]
+    assert bytes(stale[2]) == poison4  # the reassembled message is poisoned too
+    for view in stale:
+        view.release()
+
+
+# -- copy_messages(): owned copies, nothing lent ----------------------------------------
+
+
+def test_copy_messages_returns_owned_bytes_that_survive_buffer_reuse() -> None:
+    parser = FrameParser()
+    third = server_frame(Opcode.TEXT, b"three")
+    parser.receive_data(server_frame(Opcode.TEXT, b"one") + server_frame(Opcode.TEXT, b"two")
+                        + third[:4])  # the third is still arriving
+    payloads = parser.copy_messages()
+    assert payloads == [b"one", b"two"] and all(type(p) is bytes for p in payloads)
+    assert parser.messages_lent == 2
+    parser.check_borrows()  # no view was ever lent
+    parser.receive_data(third[4:] + server_frame(Opcode.TEXT, b"x" * 2000))  # buffer compacted
+    assert payloads == [b"one", b"two"]
+    assert parser.copy_messages() == [b"three", b"x" * 2000]
+    assert parser.copy_messages() == []
+    assert parser.messages_lent == 4
+
+
+def test_copy_messages_after_a_violation_returns_what_preceded_it_then_raises_next_call() -> None:
+    parser = FrameParser()
+    parser.receive_data(three_then(RSV_FAULT))
+    assert parser.copy_messages() == [b"m0", b"m1", b"m2"]
+    assert parser.messages_lent == 3  # exactly what was returned
+    error = parser.error
+    assert error is not None and error.close_code == 1002  # check this before awaiting more
+    with pytest.raises(ProtocolError) as info:
+        parser.copy_messages()
+    assert info.value is error
+    assert parser.messages_lent == 3
+    # With no message before the violation, it is raised at once.
+    fresh = FrameParser()
+    fresh.receive_data(RSV_FAULT)
+    with pytest.raises(ProtocolError) as at_once:
+        fresh.copy_messages()
+    assert fresh.error is at_once.value and fresh.messages_lent == 0
+
+
+def test_copy_messages_stops_at_a_pinned_reassembly_buffer_and_resumes_there() -> None:
+    """A BorrowError is not final: what came before is returned, and nothing is skipped."""
+    parser = FrameParser()
+    parser.receive_data(
+        server_frame(Opcode.TEXT, b"frag", fin=False) + server_frame(Opcode.CONTINUATION, b"ment")
+        + server_frame(Opcode.TEXT, b"before")
+        + server_frame(Opcode.TEXT, b"ne", fin=False) + server_frame(Opcode.CONTINUATION, b"xt")
+    )
+    walk = parser.messages()
+    view = next(walk)  # a careless messages() consumer keeps a slice of the reassembled one
+    escaped = view[:]
+    view.release()
+    walk.close()
+    # The next fragmented message would reuse the pinned reassembly buffer: stop there.
+    assert parser.copy_messages() == [b"before"]
+    with pytest.raises(BorrowError, match="reassembled fragmented message"):
+        parser.copy_messages()
+    assert parser.error is None and parser.messages_lent == 2
+    assert bytes(escaped) == b"fragment"  # untouched
+    escaped.release()
+    assert parser.copy_messages() == [b"next"]
+    assert parser.messages_lent == 3
+
+
+def test_copy_messages_does_not_copy_a_large_message_that_is_still_arriving() -> None:
+    """The one-copy snapshot is only taken once a complete common frame is seen."""
+    parser = FrameParser()
+    frame = server_frame(Opcode.TEXT, b"y" * 60_000)  # a 16-bit length: the common path
+    parser.receive_data(frame[:30_000])
+    assert parser.copy_messages() == []
+    parser.receive_data(frame[30_000:] + server_frame(Opcode.TEXT, b"small"))
+    assert parser.copy_messages() == [b"y" * 60_000, b"small"]
