@@ -19,8 +19,10 @@ from trio_feed import (
     run_channel,
     run_inline,
 )
+from trio_feed._pipelines import read_batches
 from trio_feed.wire import FrameParser, Opcode
 
+from .scripted_server import ServerSide
 from .wire.server_frames import server_frame
 
 CLOSE_1000 = server_frame(Opcode.CLOSE, b"\x03\xe8")
@@ -113,16 +115,62 @@ async def test_handler_failure_arrives_as_itself(mode: str) -> None:
         assert counters.delivered + counters.discarded == counters.copies == 10
 
 
-async def test_protocol_error_arrives_as_itself_after_earlier_messages() -> None:
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_protocol_error_arrives_as_itself_after_earlier_messages(mode: str) -> None:
     conn, server = memory_connection()
     got: list[bytes] = []
-    data = server_frame(Opcode.TEXT, b"ok") + server_frame(Opcode.TEXT, b"a", rsv=4)
+    counters = PipelineCounters()
+    data = (server_frame(Opcode.TEXT, b"ok") + server_frame(Opcode.TEXT, b"ok too")
+            + server_frame(Opcode.TEXT, b"a", rsv=4) + server_frame(Opcode.TEXT, b"never"))
     with trio.fail_after(5):
         await server.send_all(data)
+        await server.aclose()  # so that the client's closing handshake ends at once
         with pytest.raises(ProtocolError) as info:
-            await run_channel(conn, got.append)
+            if mode == "inline":
+                await run_inline(conn, lambda view: got.append(bytes(view)), counters=counters)
+            else:
+                await run_channel(conn, got.append, counters=counters)
     assert info.value.close_code == 1002
-    assert got == [b"ok"]
+    assert got == [b"ok", b"ok too"]
+    assert counters.delivered == 2 and counters.discarded == 0
+    assert conn.statistics().messages_received == 2
+    assert conn.closed is not None and conn.closed.code == 1002
+    conn.parser.check_borrows()
+
+
+async def test_reader_that_keeps_reading_while_the_channel_is_full_loses_nothing() -> None:
+    """Rule 6's helper task copies with copy_messages(); a violation it meets ends it exactly."""
+    conn, server = memory_connection()
+    send_channel, receive_channel = trio.open_memory_channel[list[bytes]](1)
+    send_channel.send_nowait([b"queued"])  # the channel is full before the reader starts
+    counters = PipelineCounters()
+    ended: list[Exception] = []
+    first = b"".join(server_frame(Opcode.TEXT, b"m%d" % i) for i in range(3))
+    second = (server_frame(Opcode.TEXT, b"m3") + server_frame(Opcode.PING, b"ping")
+              + server_frame(Opcode.TEXT, b"m4") + server_frame(Opcode.TEXT, b"a", rsv=4)
+              + server_frame(Opcode.TEXT, b"never"))
+    batches: list[list[bytes]] = []
+    with trio.fail_after(5):
+        await server.send_all(first)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_batches, conn, send_channel, counters, ended)
+            await trio.testing.wait_all_tasks_blocked()
+            assert counters.stalls == 1  # m0..m2 wait for space...
+            await server.send_all(second)  # ...while the helper task reads on
+            await trio.testing.wait_all_tasks_blocked()
+            # The helper stopped at the violation at once: Close 1002, no further read
+            # (so not even the pong; the ping came after m3, in the chunk with the fault).
+            frame = await ServerSide(server).read_frame()
+            assert frame is not None and frame[0] == Opcode.CLOSE and frame[1][:2] == b"\x03\xea"
+            await server.aclose()
+            async for batch in receive_channel:
+                batches.append(batch)
+    assert batches == [[b"queued"], [b"m0", b"m1", b"m2"], [b"m3", b"m4"]]
+    assert len(ended) == 1 and isinstance(ended[0], ProtocolError)
+    assert ended[0].close_code == 1002
+    assert counters.copies == 5 and counters.batches == 2
+    assert conn.statistics().messages_received == 5
+    assert conn.statistics().pings_received == 1
 
 
 async def test_inline_handler_that_stashes_a_slice_gets_borrow_error() -> None:

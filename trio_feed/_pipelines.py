@@ -1,16 +1,17 @@
 """The two ways to handle a payload that sits in a reusable receive buffer.
 
 ``run_inline(conn, handler)`` **borrows**.  One task reads a chunk, then
-calls the synchronous ``handler(view)`` for each message in it, with a
-``memoryview`` straight into the receive buffer, then reads the next chunk.
-No copy is made, and parsing is tied to reading: a slow handler slows the
-reads.
+has the parser call the synchronous ``handler(view)`` for each message in it
+(``FrameParser.deliver``), with a ``memoryview`` straight into the receive
+buffer, then reads the next chunk.  No copy is made, and parsing is tied to
+reading: a slow handler slows the reads.
 
-``run_channel(conn, handler)`` **copies**.  A reader task copies each payload
-into owned ``bytes`` and sends them, one *batch per receive chunk*, over a
-bounded trio memory channel to a parser task, which calls
-``handler(payload)``.  A slow handler no longer stalls the read loop until
-the channel is full.
+``run_channel(conn, handler)`` **copies**.  A reader task takes owned
+``bytes`` copies of every message in a chunk (``FrameParser.copy_messages``,
+one allocation per message and no view) and sends them, one *batch per
+receive chunk*, over a bounded trio memory channel to a parser task, which
+calls ``handler(payload)``.  A slow handler no longer stalls the read loop
+until the channel is full.
 
 Why a batch per chunk, not a message per send: on this project's benchmark
 machine a memory-channel send plus receive between two tasks costs about
@@ -22,19 +23,20 @@ message negligible (``docs/performance.md`` has the measurements).
 The invariants, each enforced here (``docs/SAFETY.md`` maps them to tests):
 
 Rule 1: a lent view never outlives its frame.
-    Every view taken from ``parser.messages()`` is released in a ``finally``
-    clause, whatever way the handler exits.  The parser itself catches any
-    view that escaped anyway (``wire._parser`` rule 2).
+    ``parser.deliver(handler)`` releases every view it lends in a
+    ``finally`` clause, whatever way the handler exits.  The parser itself
+    catches any view that escaped anyway (``wire._parser`` rule 2).
 
 Rule 2: no await while a view is lent.
     Handlers of lent views must be synchronous (``_require_sync`` refuses an
     async one), and the only ``await`` in each loop (``conn.receive_more()``,
-    ``send_channel.send()``) comes after the ``for`` loop over the chunk has
-    finished, when every view is released.  ``receive_more`` checks that no
-    view is lent before it awaits.
+    ``send_channel.send()``) comes after ``deliver`` has returned, when every
+    view is released.  ``receive_more`` checks that no view is lent before it
+    awaits.
 
 Rule 3: only owned bytes cross a channel.
-    The reader sends ``list[bytes]`` built with ``bytes(view)``; never a view.
+    The reader sends the ``list[bytes]`` that ``parser.copy_messages()``
+    returns: owned copies, made without lending any view.
 
 Rule 4: no task outlives its pipeline.
     Both tasks of ``run_channel`` live in one nursery that ``run_channel``
@@ -145,18 +147,16 @@ async def run_inline(
     if counters is None:
         counters = PipelineCounters()
     parser = conn.parser
+    deliver = parser.deliver
     try:
         while True:
-            delivered = 0
+            # deliver() counts in messages_lent every message it hands over,
+            # the one whose handler raised included; nothing is counted per message here.
+            lent = parser.messages_lent
             try:
-                for view in parser.messages():
-                    delivered += 1
-                    try:
-                        handler(view)
-                    finally:
-                        view.release()
+                deliver(handler)
             finally:
-                counters.delivered += delivered
+                counters.delivered += parser.messages_lent - lent
             await conn.receive_more()
     except ProtocolError as exc:
         await conn.fail(exc)
@@ -217,20 +217,13 @@ async def read_batches(
     not caught.
     """
     parser = conn.parser
+    copy_messages = parser.copy_messages
     async with send_channel:
         try:
             while True:
-                batch: list[bytes] = []
-                append = batch.append
-                violation = None
-                try:
-                    for view in parser.messages():
-                        try:
-                            append(bytes(view))
-                        finally:
-                            view.release()
-                except ProtocolError as exc:
-                    violation = exc  # the messages before the violation are still delivered
+                # The messages before a violation come back first; the violation
+                # is then in parser.error (raised below, after they are sent).
+                batch = copy_messages()
                 if batch:
                     counters.copies += len(batch)
                     try:
@@ -245,8 +238,8 @@ async def read_batches(
                     queued = send_channel.statistics().current_buffer_used
                     if queued > counters.peak_queued:
                         counters.peak_queued = queued
-                if violation is not None:
-                    raise violation
+                if parser.error is not None:
+                    raise parser.error
                 await conn.receive_more()
         except ProtocolError as exc:
             await conn.fail(exc)
@@ -309,17 +302,16 @@ async def _keep_reading(
     counters: PipelineCounters,
 ) -> None:
     size = sum(map(len, backlog))
+    parser = conn.parser
     try:
         while size < limit:
             await conn.receive_more()  # answers queued pings before it reads
-            for view in conn.parser.messages():
-                try:
-                    payload = bytes(view)
-                finally:
-                    view.release()
-                backlog.append(payload)
-                counters.copies += 1
-                size += len(payload)
+            payloads = parser.copy_messages()
+            backlog += payloads
+            counters.copies += len(payloads)
+            size += sum(map(len, payloads))
+            if parser.error is not None:
+                raise parser.error  # after the messages that preceded it
     except ProtocolError as exc:
         await conn.fail(exc)
         failures.append(exc)
