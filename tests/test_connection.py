@@ -6,10 +6,12 @@ import ssl
 
 import pytest
 import trio
+import trio.testing
 import trustme
 from trio_websocket import serve_websocket
 
-from trio_feed import ConnectionClosed, HandshakeError, ProtocolError, open_connection
+from trio_feed import ConnectionClosed, HandshakeError, ProtocolError, open_connection, run_inline
+from trio_feed._tls_stream import TLSStream
 from trio_feed.wire import Opcode
 
 from .scripted_server import ServerSide, start_scripted_server
@@ -294,3 +296,202 @@ async def test_frame_bytes_that_arrive_with_the_handshake_are_counted(
         async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=0.2) as conn:
             assert await conn.receive() == "early"
             assert conn.statistics().bytes_received == 7
+
+
+# -- TLSStream: the connection's own TLS transport -------------------------------------------
+
+
+def tls_contexts(ca: trustme.CA, host: str = "127.0.0.1") -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
+
+
+async def tls_pair(ca: trustme.CA, nursery: trio.Nursery, *, hostname: str = "127.0.0.1",
+                   server_host: str = "127.0.0.1",
+                   ) -> tuple[TLSStream, trio.SSLStream[trio.abc.Stream]]:
+    """Our client TLSStream against trio's server SSLStream, over an in-memory pair."""
+    server_context, client_context = tls_contexts(ca, server_host)
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    client = TLSStream(client_raw, client_context, server_hostname=hostname)
+    server = trio.SSLStream(server_raw, server_context, server_side=True)
+    nursery.start_soon(server.do_handshake)
+    await client.do_handshake()
+    return client, server
+
+
+async def test_tls_stream_returns_every_record_that_arrived_in_one_call(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    """trio.SSLStream returns one record (<= 16 KiB) per call; TLSStream returns them all."""
+    with trio.fail_after(5):
+        client, server = await tls_pair(ca, nursery)
+        payload = bytes(range(256)) * 400  # 100 KiB: at least 7 TLS records
+        await server.send_all(payload)
+        got = await client.receive_some(256 * 1024)
+        assert got == payload
+        await client.send_all(b"and back")
+        assert await server.receive_some(100) == b"and back"
+
+
+async def test_tls_stream_respects_max_bytes_and_keeps_the_rest(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    with trio.fail_after(5):
+        client, server = await tls_pair(ca, nursery)
+        await server.send_all(b"a" * 20000 + b"b" * 20000)
+        parts = []
+        while sum(map(len, parts)) < 40000:
+            parts.append(await client.receive_some(15000))
+        assert max(map(len, parts)) == 15000
+        assert b"".join(parts) == b"a" * 20000 + b"b" * 20000
+
+
+async def test_tls_stream_end_of_stream_with_and_without_close_notify(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    with trio.fail_after(5):
+        client, server = await tls_pair(ca, nursery)
+        await server.send_all(b"last words")
+        await server.aclose()  # sends close_notify (https_compatible=False)
+        assert await client.receive_some() == b"last words"
+        assert await client.receive_some() == b""
+        assert await client.receive_some() == b""  # and stays ended
+        # A peer that ends TCP without close_notify ("ragged EOF") reads as the end too.
+        client, server = await tls_pair(ca, nursery)
+        await server.send_all(b"no goodbye")
+        await server.transport_stream.aclose()
+        assert await client.receive_some() == b"no goodbye"
+        assert await client.receive_some() == b""
+
+
+async def test_tls_stream_refuses_a_tampered_record_after_the_good_ones(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    with trio.fail_after(5):
+        server_context, client_context = tls_contexts(ca)
+        client_raw, server_raw = trio.testing.memory_stream_pair()
+        tamper = False  # flip a bit in the server's next write of ciphertext
+        real_send = server_raw.send_all
+
+        async def send_all(data: bytes | bytearray | memoryview) -> None:
+            nonlocal tamper
+            data = bytearray(data)
+            if tamper:
+                data[-1] ^= 1
+                tamper = False
+            await real_send(data)
+
+        server_raw.send_all = send_all  # type: ignore[method-assign]
+        client = TLSStream(client_raw, client_context, server_hostname="127.0.0.1")
+        server = trio.SSLStream(server_raw, server_context, server_side=True)
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+        await server.send_all(b"good")
+        tamper = True
+        await server.send_all(b"tampered")
+        # Both records are in one read: the good one is delivered, then the failure.
+        assert await client.receive_some() == b"good"
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await client.receive_some()
+        assert isinstance(info.value.__cause__, ssl.SSLError)
+        with pytest.raises(trio.BrokenResourceError):
+            await client.send_all(b"x")  # broken for good
+
+
+async def test_tls_stream_verifies_the_hostname(nursery: trio.Nursery, ca: trustme.CA) -> None:
+    with trio.fail_after(5):
+        with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+            await tls_pair(ca, nursery, hostname="example.org", server_host="example.com")
+        client, _ = await tls_pair(ca, nursery, hostname="example.org",
+                                   server_host="example.org")
+        await client.aclose()
+
+
+async def test_tls_stream_close_and_busy_rules(nursery: trio.Nursery, ca: trustme.CA) -> None:
+    with trio.fail_after(5):
+        client, server = await tls_pair(ca, nursery)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client.receive_some)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await client.receive_some()
+            await server.send_all(b"wake")
+        await client.aclose()
+        await client.aclose()  # idempotent
+        with pytest.raises(trio.ClosedResourceError):
+            await client.receive_some()
+        with pytest.raises(trio.ClosedResourceError):
+            await client.send_all(b"x")
+        # The TCP connection was closed, without close_notify (as https_compatible=True):
+        # a strict peer calls that a ragged EOF.
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await server.receive_some()
+        assert isinstance(info.value.__cause__, ssl.SSLEOFError)
+
+
+async def test_wss_messages_pings_and_close_over_the_tls_stream(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    """The whole connection over TLS: large chunks in, pongs and the closing handshake out."""
+    frames: list[tuple[int, bytes] | None] = []
+    messages = [b'{"e":"trade","t":%d}' % i for i in range(5000)]  # about 100 KB
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(
+            b"".join(server_frame(Opcode.TEXT, m) for m in messages)
+            + server_frame(Opcode.PING, b"still there?")
+        )
+        frames.append(await peer.read_frame())
+        await peer.stream.send_all(server_frame(Opcode.CLOSE, b"\x03\xe8bye"))
+        frames.append(await peer.read_frame())
+
+    server_context, client_context = tls_contexts(ca)
+    port = await start_scripted_server(nursery, script, ssl_context=server_context)
+    got: list[bytes] = []
+    with trio.fail_after(5):
+        async with open_connection(f"wss://127.0.0.1:{port}/", ssl_context=client_context) as conn:
+            assert isinstance(conn._stream, TLSStream)
+            with pytest.raises(ConnectionClosed) as info:
+                await run_inline(conn, lambda view: got.append(bytes(view)))
+    assert got == messages
+    assert info.value.code == 1000 and info.value.reason == "bye"
+    assert frames == [(Opcode.PONG, b"still there?"), (Opcode.CLOSE, b"\x03\xe8")]
+    stats = conn.statistics()
+    # Far fewer reads than the 7+ TLS records the messages travelled in.
+    assert stats.chunks_received < stats.bytes_received // 16384
+
+
+async def test_concurrent_senders_never_interleave_over_tls(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    received: list[tuple[int, bytes]] = []
+    done = trio.Event()
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        while len(received) < 20:
+            frame = await peer.read_frame()
+            assert frame is not None
+            received.append(frame)
+        done.set()
+        await peer.stream.send_all(server_frame(Opcode.CLOSE, b"\x03\xe8"))
+
+    server_context, client_context = tls_contexts(ca)
+    port = await start_scripted_server(nursery, script, ssl_context=server_context)
+    with trio.fail_after(5):
+        async with open_connection(f"wss://127.0.0.1:{port}/", ssl_context=client_context) as conn:
+            async with trio.open_nursery() as senders:
+                for i in range(10):
+                    senders.start_soon(conn.send, f"text-{i}-" + "x" * 70000)
+                    senders.start_soon(conn.ping, f"p{i}".encode())
+            await done.wait()
+    assert sorted(p for op, p in received if op == Opcode.PING) == sorted(
+        f"p{i}".encode() for i in range(10))
+    assert sorted(p.decode().split("-")[1] for op, p in received if op == Opcode.TEXT) == sorted(
+        str(i) for i in range(10))
+    assert all(len(p) == len(p.decode().rsplit("-", 1)[0]) + 1 + 70000
+               for op, p in received if op == Opcode.TEXT)

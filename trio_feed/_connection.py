@@ -1,8 +1,11 @@
-"""The WebSocket connection: the only module that awaits on a socket.
+"""The WebSocket connection: with its TLS transport, the only code that awaits on a socket.
 
 Everything protocol-shaped is delegated to the sans-I/O ``wire`` package;
 this module moves bytes between it and a trio stream (TCP, or TLS over TCP)
-and owns the few decisions that need a clock or a lock.
+and owns the few decisions that need a clock or a lock.  TLS is
+``_tls_stream.TLSStream``, a trio stream of its own over ``ssl.SSLObject``
+that returns every record a 256 KiB socket read brought in one call, where
+``trio.SSLStream`` returns one 16 KiB record per call (see its docstring).
 
 Rule 5: one writer at a time.
     Pongs, Close frames and application messages all leave through
@@ -54,6 +57,7 @@ import attrs
 import trio
 
 from ._errors import ConnectionClosed, HandshakeError, ProtocolError
+from ._tls_stream import TLSStream
 from .wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     CloseCode,
@@ -504,17 +508,12 @@ async def connect(
         try:
             if secure:
                 assert ssl_context is not None
-                tls = trio.SSLStream(
-                    stream, ssl_context, server_hostname=host, https_compatible=True
-                )
+                tls = TLSStream(stream, ssl_context, server_hostname=host)
                 stream = tls
                 try:
                     await tls.do_handshake()
-                except trio.BrokenResourceError as exc:
-                    # trio wraps the ssl module's error; the caller wants the real reason.
-                    if isinstance(exc.__cause__, ssl.SSLError):
-                        exc.__cause__.add_note(f"TLS handshake with {host}:{port} for {url}")
-                        raise exc.__cause__ from None
+                except ssl.SSLError as exc:  # the ssl module's own error says why
+                    exc.add_note(f"TLS handshake with {host}:{port} for {url}")
                     raise
             key = make_key()
             await stream.send_all(
