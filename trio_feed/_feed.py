@@ -65,13 +65,13 @@ from ._backoff import AttemptLimiter
 from ._continuity import Continuity
 from ._errors import lone_exception
 from ._feed_statistics import FeedCounters, FeedStatistics
+from ._link import is_fatal
 from ._outbox import (
     DEFAULT_MAX_BACKLOG_BYTES,
     DEFAULT_MAX_QUEUED,
     Outbox,
     SlowConsumerPolicy,
 )
-from ._link import is_fatal
 from ._shard import Shard
 from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
 from .binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream

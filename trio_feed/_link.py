@@ -496,5 +496,5 @@ def _event_time_in(items: Iterable[Any]) -> int | None:
         else:
             when = getattr(item, "event_time", None)
             if when.__class__ is int:
-                return when  # type: ignore[no-any-return]
+                return when
     return None
