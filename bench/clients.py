@@ -134,9 +134,10 @@ TEACHING_BUFFER = 128
 def teaching(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcome:
     """The teaching row: trio_feed's reader, but one ``await send()`` per message.
 
-    The reader copies a chunk's messages, then sends them one at a time over
-    a ``trio.open_memory_channel(TEACHING_BUFFER)`` to a parser task: the
-    design ``run_channel`` avoids by sending one batch per chunk.
+    The reader copies a chunk's messages (``copy_messages()``, as
+    ``run_channel``'s reader does), then sends them one at a time over a
+    ``trio.open_memory_channel(TEACHING_BUFFER)`` to a parser task: the design
+    ``run_channel`` avoids by sending one batch per chunk.
     """
     from trio_feed import ConnectionClosed
 
@@ -152,13 +153,7 @@ def teaching(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcom
                 async with send:
                     try:
                         while True:
-                            owned = []
-                            for view in parser.messages():
-                                try:
-                                    owned.append(bytes(view))
-                                finally:
-                                    view.release()
-                            for payload in owned:
+                            for payload in parser.copy_messages():
                                 await send.send(payload)
                             await conn.receive_more()
                     except ConnectionClosed:

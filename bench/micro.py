@@ -12,7 +12,13 @@
 * :func:`inline_allocations` -- allocator calls and bytes per message on the
   real ``run_inline`` + ``FrameParser`` code, fed from memory by
   :class:`ReplayConnection` (no socket, so the count is exact), plus
-  tracemalloc's net growth and peak.
+  tracemalloc's net growth and peak; and the same count for the loops
+  ``FrameParser.deliver`` and ``copy_messages`` replaced.
+* :func:`frame_path` -- CPU µs per message of the frame path alone (handler
+  does nothing), fed from memory: ``run_inline`` with ``deliver()`` against
+  the ``messages()`` loop it replaced, and the channel reader's
+  ``copy_messages()`` against its ``bytes(view)`` loop.  No socket and no
+  parse, so this is the least noisy before/after comparison the run makes.
 * :func:`buffer_shrink` -- the receive buffer's allocated size before, during
   and after a 400 KB message.
 
@@ -30,6 +36,7 @@ from typing import Any
 
 import allocs
 import orjson
+import prototypes
 import trio
 import workloads
 
@@ -272,8 +279,12 @@ def _replay_inline(
     chunks: list[bytes],
     handler: Callable[[memoryview], object],
     on_chunk: Callable[[], None] | None = None,
+    *,
+    before: bool = False,
 ) -> ReplayConnection:
     conn = ReplayConnection(iter(chunks), on_chunk)
+    if before:  # the messages() loop that deliver() replaced
+        conn.parser.deliver = prototypes.messages_loop(conn.parser)  # type: ignore[method-assign,assignment]
     try:
         trio.run(run_inline, conn, handler)  # type: ignore[arg-type]
     except ConnectionClosed:
@@ -297,14 +308,16 @@ def inline_allocations(workload: str = "a", n: int = 200_000, warm: int = 4) -> 
     counter = allocs.load()
     if counter is not None:
         result["counter"] = {}
-        for label, handler in handlers.items():
+        runs = [(label, handler, False) for label, handler in handlers.items()]
+        runs.append(("before: frame only, messages() loop", handlers[FRAME_ONLY], True))
+        for label, handler, before in runs:
             marks: list[tuple[int, int]] = []
 
             def mark(marks: list[tuple[int, int]] = marks) -> None:
                 marks.append(counter.read())
 
             with counter:
-                conn = _replay_inline(chunks, handler, mark)
+                conn = _replay_inline(chunks, handler, mark, before=before)
             lent_per_chunk = conn.parser.messages_lent / len(chunks)
             first, last = marks[warm], marks[-1]
             messages = lent_per_chunk * (len(marks) - 1 - warm)
@@ -312,16 +325,36 @@ def inline_allocations(workload: str = "a", n: int = 200_000, warm: int = 4) -> 
                 "calls": (last[0] - first[0]) / messages,
                 "bytes": (last[1] - first[1]) / messages,
             }
+        # The channel reader's copy, without trio: the calls per message of each loop.
+        for label, make in (
+            ("channel reader: copy_messages()", lambda p: p.copy_messages),
+            ("before: channel reader, bytes(view) loop", prototypes.bytes_view_loop),
+        ):
+            parser = FrameParser(validate_utf8=False)
+            copy = make(parser)
+            counted = 0
+            with counter:
+                for index, chunk in enumerate(chunks):
+                    if index == warm:
+                        start, counted = counter.read(), 0
+                    parser.check_borrows()
+                    parser.receive_data(chunk)
+                    counted += len(copy())
+                end = counter.read()
+            result["counter"][label] = {
+                "calls": (end[0] - start[0]) / counted,
+                "bytes": (end[1] - start[1]) / counted,
+            }
         # The parse result alone, for comparison: loads over the same payloads as bytes.
         payloads = workloads.message_list(workload, 50_000)
         with counter:
-            before = counter.read()
+            mark_before = counter.read()
             for p in payloads:
                 loads(p)
-            after = counter.read()
+            mark_after = counter.read()
         result["counter"]["orjson.loads alone (bytes, no I/O)"] = {
-            "calls": (after[0] - before[0]) / len(payloads),
-            "bytes": (after[1] - before[1]) / len(payloads),
+            "calls": (mark_after[0] - mark_before[0]) / len(payloads),
+            "bytes": (mark_after[1] - mark_before[1]) / len(payloads),
         }
     for label, handler in handlers.items():
         samples: list[tuple[int, int]] = []
@@ -343,6 +376,54 @@ def inline_allocations(workload: str = "a", n: int = 200_000, warm: int = 4) -> 
             "peak_above_chunk_start": max(peaks),
         }
     return result
+
+
+FRAME_ONLY = "frame only (handler does nothing)"
+
+
+def frame_path(workload: str = "a", n: int = 200_000, rounds: int = 15) -> dict[str, float]:
+    """CPU µs per message of each frame path, handler doing nothing: the minimum over rounds.
+
+    The four paths run interleaved, round after round, over the same chunks
+    (256 KiB, as a socket read returns them), so a disturbance from another
+    process hits them all alike; the minimum is the cost without one.
+    """
+    chunks = frame_chunks(workload, n)
+
+    def nothing(view: object) -> None:
+        pass
+
+    def inline(before: bool) -> Callable[[], int]:
+        def run() -> int:
+            return _replay_inline(chunks, nothing, before=before).parser.messages_lent
+
+        return run
+
+    def reader(make: Callable[[FrameParser], Callable[[], list[bytes]]]) -> Callable[[], int]:
+        def run() -> int:
+            parser = FrameParser(validate_utf8=False)
+            copy = make(parser)
+            for chunk in chunks:
+                parser.check_borrows()
+                parser.receive_data(chunk)
+                copy()
+            return parser.messages_lent
+
+        return run
+
+    paths = {
+        "run_inline, deliver()": inline(False),
+        "before: run_inline, messages() loop": inline(True),
+        "channel reader, copy_messages()": reader(lambda p: p.copy_messages),
+        "before: channel reader, bytes(view) loop": reader(prototypes.bytes_view_loop),
+    }
+    best = {name: float("inf") for name in paths}
+    for _ in range(rounds):
+        for name, run in paths.items():
+            started = time.process_time()
+            count = run()
+            best[name] = min(best[name], (time.process_time() - started) / count * 1e6)
+    return best
 
 
 def buffer_shrink() -> list[tuple[str, int]]:

@@ -115,29 +115,45 @@ CLIENTS: dict[str, Client] = {
 
 #: Added by ``--prototypes``: proposed changes, measured outside the package.
 PROTOTYPES: dict[str, Client] = {
-    "proto_callback": Client(
-        "prototype P1: parser calls handler, struct header (views)",
-        prototypes.proto_callback,
-        clients.dicts_sink,
-    ),
     "proto_copies": Client(
         "prototype P2: parser calls handler with bytearray copies",
         prototypes.proto_copies,
         clients.dicts_sink,
     ),
-    "proto_channel": Client(
-        "prototype: channel with one copy loop per chunk",
-        prototypes.proto_channel,
+}
+CLIENTS.update(PROTOTYPES)
+
+#: Added by ``--before``: the hot paths issue 4 replaced, swapped back into the
+#: real pipelines, so that each change is measured against its predecessor in one run.
+BEFORE: dict[str, Client] = {
+    "before_inline": Client(
+        "before: inline, messages() generator loop",
+        prototypes.before_inline,
         clients.dicts_sink,
+        trio_feed=True,
     ),
-    "proto_tls": Client(
-        "prototype: inline, TLS read drains every record",
-        prototypes.proto_tls,
+    "before_channel": Client(
+        "before: channel, bytes(view) per message",
+        prototypes.before_channel,
         clients.dicts_sink,
+        trio_feed=True,
+    ),
+    "before_tls": Client(
+        "before: inline over trio.SSLStream",
+        prototypes.before_tls,
+        clients.dicts_sink,
+        trio_feed=True,
         workloads="e",
     ),
 }
-CLIENTS.update(PROTOTYPES)
+CLIENTS.update(BEFORE)
+
+#: (row, the row it replaced, the workloads that compare them) for the before/after table.
+CHANGES = (
+    ("inline", "before_inline", "abcd"),
+    ("channel", "before_channel", "abcd"),
+    ("inline", "before_tls", "e"),
+)
 
 #: Messages per client run, per workload, before a client's divisor.
 DEFAULT_N = {"a": 50_000, "b": 50_000, "c": 10_000, "d": 120, "e": 50_000}
@@ -530,29 +546,12 @@ def targets(
         False,
         "×",
     )
-    for key in ("proto_callback", "proto_copies"):
+    for key in ("proto_copies",):
         if ("a", key) in res.seconds:
             label = CLIENTS[key].label
             check(f"{label}: (a) ≤ 1.30× floor", res.ratio("a", key, "a", "floor"), 1.30, True, "×")
             speed = res.ratio("a", key, "a", "picows", invert=True)
             check(f"{label}: (a) ≥ 1.15× picows' throughput", speed, 1.15, False, "×")
-    if ("a", "proto_channel") in res.seconds:
-        for w in ("a", "b", "c", "d"):
-            check(
-                f"prototype channel ≤ 1.15× inline ({w})",
-                res.ratio(w, "proto_channel", w, "inline"),
-                1.15,
-                True,
-                "×",
-            )
-    if ("e", "proto_tls") in res.seconds:
-        check(
-            "prototype TLS read: (e) inline ≤ 1.5× plain floor",
-            res.ratio("e", "proto_tls", "a", "floor"),
-            1.5,
-            True,
-            "×",
-        )
     p99 = next((r["p99"] for r in lat if r["key"] == "inline" and r["rate"] == 20_000), None)
     check("inline p99 ≤ 1 ms at 20k msg/s", p99, 1000, True, " µs")
     if alloc is not None and alloc.get("counter"):
@@ -598,6 +597,28 @@ def targets(
     return [*out, ""]
 
 
+def before_after_table(res: Results) -> list[str]:
+    """Each replaced hot path against its replacement, from the same rounds."""
+    out = [
+        "| change | workload | before µs/msg | after µs/msg | after ÷ before (IQR) "
+        "| before ÷ floor | after ÷ floor |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for new, old, names in CHANGES:
+        for w in names:
+            if res.us(w, old) is None or res.us(w, new) is None:
+                continue
+            floor_w = "a" if w == "e" else w  # TLS is compared with the plain floor
+            out.append(
+                f"| {CLIENTS[old].label} → {CLIENTS[new].label} | ({w}) | "
+                f"{res.us(w, old):,.2f} | {res.us(w, new):,.2f} | "
+                f"{res.ratio_text(w, new, w, old)} | "
+                f"{fmt(res.ratio(w, old, floor_w, 'floor'), '.2f', '×')} | "
+                f"{fmt(res.ratio(w, new, floor_w, 'floor'), '.2f', '×')} |"
+            )
+    return [*out, ""]
+
+
 def latency_table(lat: list[dict[str, Any]]) -> list[str]:
     out = [
         "| client | paced rate | achieved msg/s | p50 µs | p99 µs | p99.9 µs | max µs |",
@@ -613,10 +634,23 @@ def latency_table(lat: list[dict[str, Any]]) -> list[str]:
 
 
 def micro_tables(
-    sweep: list[dict[str, float]], hop: dict[str, float], alloc: dict[str, Any], shrink: list[Any]
+    sweep: list[dict[str, float]],
+    hop: dict[str, float],
+    alloc: dict[str, Any],
+    shrink: list[Any],
+    frames: dict[str, float],
 ) -> list[str]:
     cross = micro.crossovers(sweep)
     out = [
+        "#### The frame path alone (workload a, fed from memory, handler does nothing)",
+        "",
+        "CPU µs per message, the minimum over 15 interleaved rounds of 200,000 messages in "
+        "256 KiB chunks.",
+        "",
+        "| path | µs/msg |",
+        "|---|--:|",
+        *(f"| {name} | {us:.3f} |" for name, us in frames.items()),
+        "",
         "#### Lend, copy or parse, by payload size (µs per message)",
         "",
         "*lend*: slice a view of the receive buffer and release it (`run_inline`); "
@@ -658,8 +692,8 @@ def micro_tables(
         "",
     ]
     out += [
-        "#### Allocations on the inline path (workload a, `run_inline` + `FrameParser` fed "
-        "from memory)",
+        "#### Allocations per message (workload a, `run_inline` + `FrameParser` fed "
+        "from memory; the channel reader's copy loop without trio)",
         "",
     ]
     if alloc.get("counter"):
@@ -709,7 +743,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", help="comma-separated subset of: " + ", ".join(CLIENTS))
     parser.add_argument("--workloads", default="abcde")
     parser.add_argument(
-        "--prototypes", action="store_true", help="add rows for bench/prototypes.py"
+        "--prototypes", action="store_true", help="add the proposed change in bench/prototypes.py"
+    )
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="add the hot paths issue 4 replaced (bench/prototypes.py), for a before/after table",
     )
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--no-micro", action="store_true")
@@ -724,11 +763,19 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     names = [w for w in args.workloads if w in workloads.WORKLOADS]
     if args.smoke:
-        keys = [k for k, c in CLIENTS.items() if c.trio_feed and k not in PROTOTYPES]
+        keys = [
+            k
+            for k, c in CLIENTS.items()
+            if c.trio_feed and k not in PROTOTYPES and (k not in BEFORE or args.before)
+        ]
         sizes = dict(SMOKE_N)
         rounds = 1
     else:
-        keys = [k for k in CLIENTS if k not in PROTOTYPES or args.prototypes]
+        keys = [
+            k
+            for k in CLIENTS
+            if (k not in PROTOTYPES or args.prototypes) and (k not in BEFORE or args.before)
+        ]
         sizes = {w: max(1, int(n * args.scale)) for w, n in DEFAULT_N.items()}
         rounds = args.rounds
     if args.clients:
@@ -751,7 +798,8 @@ def main(argv: list[str]) -> int:
                 server, LATENCY_CLIENTS, LATENCY_RATES, args.latency_seconds, args.latency_runs, log
             )
     if not args.smoke and not args.no_micro:
-        log("micro: copy sweep, hop, allocations, buffer")
+        log("micro: frame path, copy sweep, hop, allocations, buffer")
+        frames = micro.frame_path()
         sweep = micro.copy_sweep()
         hop = micro.hop_costs()
         alloc = micro.inline_allocations()
@@ -777,6 +825,15 @@ def main(argv: list[str]) -> int:
         ]
     if not args.smoke and (rounds or lat or alloc):
         report += ["### Targets", "", *targets(res, lat, alloc, shrink)]
+    if rounds and any(key in keys for key in BEFORE):
+        report += [
+            "### Before and after, in the same rounds",
+            "",
+            "*after ÷ before*: median (interquartile range) over rounds of the two rows' "
+            "floor-normalised times; < 1 is faster.",
+            "",
+            *before_after_table(res),
+        ]
     if lat:
         report += [
             "### Latency, server send → handler after parse (paced workload a, "
@@ -785,7 +842,7 @@ def main(argv: list[str]) -> int:
             *latency_table(lat),
         ]
     if alloc is not None and shrink is not None:
-        report += ["### Without sockets", "", *micro_tables(sweep, hop, alloc, shrink)]
+        report += ["### Without sockets", "", *micro_tables(sweep, hop, alloc, shrink, frames)]
     if soaked is not None:
         marks = ", ".join(f"{m // 1_000_000}M: {kib / 1024:.1f}" for m, kib in soaked["marks"])
         report += [

@@ -291,7 +291,9 @@ class FrameParser:
         message's opcode.  ``handler`` must not call back into this parser
         (:meth:`deliver`, :meth:`messages` and :meth:`copy_messages` raise
         ``RuntimeError`` if it does; :meth:`receive_data` raises
-        :class:`~trio_feed.BorrowError`, the buffer being lent).
+        :class:`~trio_feed.BorrowError`, the buffer being lent).  The
+        parser's position (:attr:`buffered`) is brought up to date when
+        ``deliver`` returns or raises, not after each message.
 
         The frames, control frames (queued on :attr:`pings`, :attr:`pongs` and
         :attr:`close`), limits and checks are exactly those of
@@ -336,7 +338,7 @@ class FrameParser:
                         stop = start + n
                         if stop > end:
                             break
-                        self._pos = pos = stop
+                        pos = stop  # stored in self._pos on the way out, not per message
                         view = whole[start:stop]
                         if check_utf8 is not None:
                             try:
@@ -356,7 +358,7 @@ class FrameParser:
                 stop, message = self._slow_frame(whole, pos, end)
                 if stop == pos:
                     break  # more bytes needed
-                self._pos = pos = stop
+                pos = stop
                 if message is not None:
                     lent += 1
                     target, size = message.obj, message.nbytes
@@ -371,6 +373,7 @@ class FrameParser:
             self.error = exc
             raise
         finally:
+            self._pos = pos  # past every message handed over, the one whose handler raised too
             self._delivering = False
             whole.release()
             self.messages_lent += lent
