@@ -164,6 +164,11 @@ class FrameParser:
         earlier is still alive (rule 2); the buffer is then left untouched.
         Data after the peer's Close frame is ignored.
         """
+        if self._delivering:
+            raise BorrowError(
+                "receive_data() was called from a deliver() handler: the receive buffer "
+                "is lent until deliver() returns"
+            )
         if self.close is not None:
             return
         try:
