@@ -203,3 +203,31 @@ async def test_slow_consumer_cannot_silence_the_pongs() -> None:
     assert stats.open_connections[0].pongs_sent >= 10
     assert stats.stalls >= 1 and stats.stall_seconds > 1.0
     assert stats.dropped == 0
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_receive_nowait_takes_what_is_queued_and_never_waits(mode: str) -> None:
+    with trio.fail_after(10):
+        async with open_exchange(seed=3, rate=200) as exchange:
+            async with open_feed(["btcusdt@trade"], mode=mode,
+                                 base_url=exchange.base_url) as feed:
+                first = await feed.receive()
+                await trio.sleep(0.2)  # about 40 trades arrive and queue up, untaken
+                exchange.pause_sending()
+                await trio.sleep(0.1)  # what was sent before the pause has been read
+                queued = feed.statistics().queued
+                taken = []
+                while True:
+                    try:
+                        taken.append(feed.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                assert queued > 0 and len(taken) == queued and feed.statistics().queued == 0
+                with pytest.raises(trio.WouldBlock):
+                    feed.receive_nowait()  # nothing queued: it raises, it does not wait
+                exchange.resume_sending()
+                after = await feed.receive()
+                stats = feed.statistics()
+    ids = [e.trade_id for e in [first, *taken, after]]  # type: ignore[attr-defined]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # in order, none lost
+    assert stats.events == len(ids)

@@ -279,6 +279,23 @@ class Feed:
         self._events += 1
         return pending.popleft()
 
+    async def receive(self) -> Event:
+        """The next event, waiting for one: what ``async for event in feed`` does."""
+        return await self.__anext__()
+
+    def receive_nowait(self) -> Event:
+        """The next event if one is already queued; raise ``trio.WouldBlock`` if none is.
+
+        Like :meth:`receive`, it raises the feed's failure (a fatal error,
+        :class:`SlowConsumerError`) once the events queued before it are gone.
+        """
+        pending = self._pending
+        while not pending:
+            batch, received = self.outbox.take_nowait()
+            self._accept(batch, received)
+        self._events += 1
+        return pending.popleft()
+
     def _accept(self, batch: list[Any], received: float) -> None:
         accept = self.continuity.accept
         append = self._pending.append

@@ -2,7 +2,9 @@
 
 A :class:`Samples` keeps the last ``size`` values in a ring (an
 ``array('d')``: no object per sample) and sorts a copy only when asked for
-percentiles, which ``statistics()`` does, not the data path.  Percentiles of
+percentiles, which ``statistics()`` does, not the data path.  The sorted copy
+is kept until the next value arrives, so several percentiles, or a caller
+polling ``statistics()`` in a loop, cost one sort per new data, not one per call.  Percentiles of
 the *recent* window are what an operator wants from a feed that runs for
 days; ``count`` and ``maximum`` cover the whole life.
 """
@@ -19,17 +21,19 @@ __all__ = ["Samples"]
 class Samples:
     """The last ``size`` values of a measurement."""
 
-    __slots__ = ("_next", "_ring", "count", "maximum", "size")
+    __slots__ = ("_next", "_ring", "_sorted", "count", "maximum", "size")
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._ring = array("d")
         self._next = 0
+        self._sorted: list[float] | None = None  # the window, sorted; None once stale
         #: Values recorded over the whole life, and the largest of them.
         self.count = 0
         self.maximum: float | None = None
 
     def add(self, value: float) -> None:
+        self._sorted = None
         if len(self._ring) < self.size:
             self._ring.append(value)
         else:
@@ -43,7 +47,9 @@ class Samples:
         """The ``p``-th percentile (0-100, nearest rank) of the window; ``None`` if empty."""
         if not self._ring:
             return None
-        ordered = sorted(self._ring)
+        ordered = self._sorted
+        if ordered is None:
+            ordered = self._sorted = sorted(self._ring)
         # Nearest rank: the smallest value with at least p% of the window at or
         # below it, i.e. rank ceil(p * n / 100), computed exactly (no float error).
         rank = math.ceil(Fraction(p) * len(ordered) / 100)
