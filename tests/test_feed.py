@@ -231,3 +231,39 @@ async def test_receive_nowait_takes_what_is_queued_and_never_waits(mode: str) ->
     ids = [e.trade_id for e in [first, *taken, after]]  # type: ignore[attr-defined]
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # in order, none lost
     assert stats.events == len(ids)
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+async def test_protocol_violation_arrives_after_the_events_before_it(
+    mode: str, nursery: trio.Nursery
+) -> None:
+    """A peer that breaks the protocol mid-chunk: the events before the fault are delivered,
+    then the ProtocolError arrives as itself, and the accounting still balances."""
+    from trio_feed import ProtocolError
+    from trio_feed.wire import Opcode
+
+    from .scripted_server import ServerSide, start_scripted_server
+    from .wire.server_frames import server_frame
+
+    def trade(i: int) -> bytes:
+        return (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":%d,"s":"BTCUSDT","t":%d,'
+                b'"p":"1.5","q":"2","T":%d,"m":true,"M":true}}' % (i, i, i))
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        chunk = b"".join(server_frame(Opcode.TEXT, trade(i)) for i in (1, 2, 3))
+        await peer.stream.send_all(chunk + server_frame(Opcode.TEXT, b"x", rsv=4))
+        await peer.read_frame()  # the client's Close 1002
+
+    port = await start_scripted_server(nursery, script)
+    got: list[object] = []
+    with trio.fail_after(10):
+        with pytest.raises(ProtocolError) as info:
+            async with open_feed(["btcusdt@trade"], mode=mode, reconnect=False,
+                                 base_url=f"ws://127.0.0.1:{port}") as feed:
+                async for event in feed:
+                    got.append(event)
+    assert info.value.close_code == 1002
+    assert [e.trade_id for e in got] == [1, 2, 3]  # type: ignore[attr-defined]
+    stats = feed.statistics()
+    assert stats.messages == stats.events + stats.duplicates + stats.dropped + stats.discarded == 3

@@ -10,8 +10,8 @@ the shard retires it.  Reconnecting and rotating are the shard's business
 
 Reading, per receive chunk:
 
-- **channel mode** copies each data payload into owned ``bytes`` (one
-  ``bytes(view)`` per message; the consumer decodes);
+- **channel mode** takes owned ``bytes`` copies of the chunk's payloads
+  (``parser.copy_messages()``, which lends no view; the consumer decodes);
 - **inline mode** decodes each payload straight from the lent view into a
   typed event, before the next read (no copy at all).
 
@@ -21,8 +21,8 @@ to the request that is waiting for them, and a ``serverShutdown`` notice
 asks the shard to rotate.  The invariants:
 
 Rule 1: a lent view never outlives its frame, and no await happens while one is lent.
-    Every view from ``parser.messages()`` is released in a ``finally``
-    clause before the loop moves on, and the only awaits of the read loop
+    Every view from ``parser.messages()`` (inline mode) is released in a
+    ``finally`` clause before the loop moves on, and the only awaits of the read loop
     (``receive_more``, and ``wait_space`` under the ``block`` policy) come
     after the chunk's loop has ended.  ``receive_more`` checks it.
 
@@ -362,7 +362,8 @@ class Link:
         try:
             while True:
                 # Messages first, then read: what arrived with the handshake reply,
-                # or before the connection broke, is delivered before the end is.
+                # before the connection broke, or before a protocol violation, is
+                # delivered before the end is.
                 if parser.pongs:
                     self._on_pongs(parser.pongs)
                 batch: list[Any] = []
@@ -387,16 +388,15 @@ class Link:
                                 nbytes += size
                                 count_stream(event.stream, size)
                     else:
-                        for view in parser.messages():
-                            try:
-                                payload = bytes(view)
-                            finally:
-                                view.release()
+                        # Owned copies, no view lent (rule 3).
+                        for payload in parser.copy_messages():
                             if _is_data(payload):
                                 append(payload)
                                 nbytes += len(payload)
                             else:
                                 specials.append(payload)
+                except ProtocolError:
+                    pass  # kept in parser.error: raised below, after the batch before it
                 finally:
                     n = len(batch)
                     if n:
@@ -411,6 +411,8 @@ class Link:
                         self._special(special, batch)
                 if batch:
                     await self._hand_over(batch, nbytes, received)
+                if parser.error is not None:
+                    raise parser.error
                 with trio.move_on_after(stale_after) as watch:
                     await conn.receive_more()
                 if watch.cancelled_caught:
