@@ -29,3 +29,10 @@ def test_every_error_is_a_trio_feed_error() -> None:
         assert issubclass(getattr(trio_feed, name), trio_feed.TrioFeedError)
     assert issubclass(trio_feed.MessageTooBig, trio_feed.ProtocolError)
     assert issubclass(trio_feed.InvalidStreamName, ValueError)
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    assert trio_feed.__version__ == version("trio_feed")
+    assert trio_feed.__version__[0].isdigit()

@@ -15,6 +15,8 @@ from the socket up:
 """
 
 import logging as _logging
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from ._backoff import AttemptLimiter
 from ._books import (
@@ -81,6 +83,12 @@ __all__ = [
     "run_channel",
     "run_inline",
 ]
+
+try:
+    __version__: str = _version("trio_feed")
+    """The installed distribution's version (``trio-feed --version`` prints it)."""
+except _PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # A library logs, the application decides where to: silent until configured.
 _logging.getLogger("trio_feed").addHandler(_logging.NullHandler())
