@@ -21,9 +21,10 @@ from trio_feed import TrioFeedError
 if __name__ == "__main__":
     args = parse_args(__doc__.splitlines()[0])
     try:
-        trio.run(run, args, "channel")
-    except KeyboardInterrupt:
-        pass
+        try:
+            trio.run(run, args, "channel")
+        except* KeyboardInterrupt:  # Ctrl-C, alone or with the tasks it interrupted: quietly
+            pass
     except (TrioFeedError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

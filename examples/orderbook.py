@@ -105,9 +105,10 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     arguments = parse_args()
     try:
-        trio.run(main, arguments)
-    except KeyboardInterrupt:
-        pass
+        try:
+            trio.run(main, arguments)
+        except* KeyboardInterrupt:  # Ctrl-C, alone or with the tasks it interrupted: quietly
+            pass
     except (TrioFeedError, OSError, httpx.HTTPError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -126,4 +126,7 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO if arguments.verbose else logging.ERROR,
                         format="    log: %(message)s")
-    sys.exit(trio.run(main, arguments))
+    try:
+        sys.exit(trio.run(main, arguments))
+    except* KeyboardInterrupt:  # Ctrl-C: stop quietly; the check did not finish, so not 0
+        sys.exit(130)

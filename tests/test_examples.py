@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +55,26 @@ def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
     assert out.count("(exact)") == 3  # both trade streams, and the accounting identity
     last = [line for line in out.splitlines() if "events" in line and "rotations" in line][-1]
     assert "rotations 1" in last and "'stale': 1" in last and "'server shutdown': 1" in last
+
+
+@pytest.mark.parametrize(("example", "status"), [
+    ("inline.py", 0), ("channel.py", 0), ("orderbook.py", 0), ("resilient.py", 130),
+])
+def test_ctrl_c_ends_an_example_quietly(example: str, status: int) -> None:
+    """Ctrl-C mid-run: no traceback (nor a KeyboardInterrupt group), the documented status."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / example)], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            for _ in range(3):  # running, printing: now interrupt it
+                assert proc.stdout.readline(), proc.communicate(timeout=30)[1]
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == status, stderr
+    assert stderr == ""
