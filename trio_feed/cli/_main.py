@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import logging
 import math
 import os
@@ -496,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Binance market-data streams on Trio: watch, record, replay, summarise.",
     )
+    # The distribution's metadata, as trio_feed.__version__ reads it (cli/ may not import the
+    # package's __init__).
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.metadata.version('trio_feed')}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log each connection state change (reconnects, rotations) to stderr")
