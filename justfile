@@ -30,3 +30,11 @@ fuzz *ARGS:
 # Regenerate the fuzz seed corpus in tests/wire/corpus
 corpus:
     {{python}} tools/make_corpus.py
+
+# Build the API reference and docs site offline and strictly, into site/ (or DIR)
+docs DIR="site":
+    bash tools/build_docs.sh {{DIR}}
+
+# Build the wheel and sdist, twine check them, and try the wheel in a fresh virtual environment
+release-check:
+    PYTHON={{python}} bash tools/release_check.sh
