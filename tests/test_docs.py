@@ -42,7 +42,8 @@ from sybil.evaluators.skip import Skipper
 from sybil.parsers.markdown import CodeBlockParser, SkipParser
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))]
+DOCUMENTS = [
+    "README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/**/*.md"))]
 
 #: Seconds one block may take, whatever it is: the bound on every doc test.
 BLOCK_TIMEOUT = 60.0
@@ -156,3 +157,42 @@ def evaluate_document(path: Path) -> list[str]:
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_code_blocks_run_as_pasted(document: str) -> None:
     evaluate_document(ROOT / document)
+
+
+def _documented_json_keys() -> dict[str, list[str]]:
+    """docs/api/cli-json.md: the keys listed under each ``### `Type``` heading, in order."""
+    text = (ROOT / "docs" / "api" / "cli-json.md").read_text(encoding="utf-8")
+    keys: dict[str, list[str]] = {}
+    for heading, body in re.findall(r"^### `(\w+)`\n(.*?)(?=^### |\Z)", text, re.M | re.S):
+        keys[heading] = re.findall(r"^\| `(\w+)` \|", body, re.M)
+    return keys
+
+
+def test_cli_json_page_lists_every_event_type_and_field() -> None:
+    import typing
+
+    import attrs
+
+    from trio_feed.binance import Event
+
+    expected = {cls.__name__: ["type", *(f.name for f in attrs.fields(cls))]
+                for cls in typing.get_args(Event)}
+    assert _documented_json_keys() == expected
+
+
+def test_cli_json_lines_have_the_documented_keys() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_feed", "stream", "btcusdt@trade", "btcusdt@bookTicker",
+         "btcusdt@depth@100ms", "--json", "--limit", "12"],
+        cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    documented = _documented_json_keys()
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 12
+    assert {line["type"] for line in lines} == {"Trade", "BookTicker", "DepthUpdate"}
+    for line in lines:
+        assert list(line) == documented[line["type"]]
+        assert line["stream"] in ("btcusdt@trade", "btcusdt@bookTicker", "btcusdt@depth@100ms")
+    trade = next(line for line in lines if line["type"] == "Trade")
+    assert isinstance(trade["price"], str) and isinstance(trade["trade_id"], int)
