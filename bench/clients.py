@@ -71,14 +71,18 @@ class Stopwatch:
 # -- trio_feed -------------------------------------------------------------------
 
 
-def _tf_open(url: str, ctx: ssl.SSLContext | None, validate_utf8: bool) -> Any:
+def _tf_open(url: str, ctx: ssl.SSLContext | None, validate_utf8: bool | None) -> Any:
+    """``open_connection``; ``validate_utf8=None`` leaves that option at its default."""
     from trio_feed import open_connection
 
+    if validate_utf8 is None:
+        return open_connection(url, ssl_context=ctx)
     return open_connection(url, ssl_context=ctx, validate_utf8=validate_utf8)
 
 
 def tf_inline(
-    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *, validate_utf8: bool = False
+    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *,
+    validate_utf8: bool | None = False,
 ) -> Outcome:
     """``run_inline``: the handler borrows each payload as a view of the receive buffer."""
     from trio_feed import ConnectionClosed, run_inline
@@ -103,7 +107,10 @@ def tf_inline(
     return trio.run(main)
 
 
-def tf_channel(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcome:
+def tf_channel(
+    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *,
+    validate_utf8: bool | None = False,
+) -> Outcome:
     """``run_channel``: owned copies, one batch per receive chunk, parsed in a second task."""
     from trio_feed import ConnectionClosed, run_channel
 
@@ -115,55 +122,7 @@ def tf_channel(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outc
         count += 1
 
     async def main() -> Outcome:
-        async with _tf_open(url, ctx, False) as conn:
-            clock = Stopwatch()
-            await conn.send(GO)
-            try:
-                await run_channel(conn, handler)
-            except ConnectionClosed:
-                pass
-            return clock.outcome(count)
-
-    return trio.run(main)
-
-
-def tf_inline_defaults(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcome:
-    """``run_inline(conn, handler)`` on ``open_connection(url)``: every option at its default."""
-    from trio_feed import ConnectionClosed, open_connection, run_inline
-
-    count = 0
-
-    def handler(view: memoryview) -> None:
-        nonlocal count
-        sink(view)
-        count += 1
-
-    async def main() -> Outcome:
-        async with open_connection(url, ssl_context=ctx) as conn:
-            clock = Stopwatch()
-            await conn.send(GO)
-            try:
-                await run_inline(conn, handler)
-            except ConnectionClosed:
-                pass
-            return clock.outcome(count)
-
-    return trio.run(main)
-
-
-def tf_channel_defaults(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcome:
-    """``run_channel(conn, handler)`` on ``open_connection(url)``: every option at its default."""
-    from trio_feed import ConnectionClosed, open_connection, run_channel
-
-    count = 0
-
-    def handler(payload: bytes) -> None:
-        nonlocal count
-        sink(payload)
-        count += 1
-
-    async def main() -> Outcome:
-        async with open_connection(url, ssl_context=ctx) as conn:
+        async with _tf_open(url, ctx, validate_utf8) as conn:
             clock = Stopwatch()
             await conn.send(GO)
             try:

@@ -85,14 +85,14 @@ CLIENTS: dict[str, Client] = {
     ),
     "inline_defaults": Client(
         "trio_feed run_inline, default options",
-        clients.tf_inline_defaults,
+        lambda *a: clients.tf_inline(*a, validate_utf8=None),
         clients.dicts_sink,
         trio_feed=True,
         workloads="abf",
     ),
     "channel_defaults": Client(
         "trio_feed run_channel, default options",
-        clients.tf_channel_defaults,
+        lambda *a: clients.tf_channel(*a, validate_utf8=None),
         clients.dicts_sink,
         trio_feed=True,
         workloads="abf",
