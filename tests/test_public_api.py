@@ -45,6 +45,7 @@ EXPECTED: dict[str, set[str]] = {
         "stream_of", "unwrap",
     },
     "trio_feed.cli": {"build_parser", "main"},
+    "trio_feed.bridge": {"BridgeStatistics", "FeedThread", "feed_thread"},
 }
 
 # Namespaces whose exact list is guarded by their own snapshot below, read from
