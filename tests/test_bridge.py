@@ -11,70 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trio
 
 from trio_feed import ConnectionClosed, InvalidStreamName
 from trio_feed.binance import Trade
 from trio_feed.bridge import FeedThread, feed_thread
-from trio_feed.exchange import LocalExchange, open_exchange
+from trio_feed.testing import ExchangeThread, exchange_thread
 
 BOUND = 30.0
 
 
-class ExchangeThread:
-    """The embedded exchange under trio.run in a background thread."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
-        self.ready = threading.Event()
-        self.exchange: LocalExchange | None = None
-        self.token: trio.lowlevel.TrioToken | None = None
-        self.stop: trio.Event | None = None
-        self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        self.token = trio.lowlevel.current_trio_token()
-        self.stop = trio.Event()
-        async with open_exchange(**self.options) as exchange:
-            self.exchange = exchange
-            self.ready.set()
-            await self.stop.wait()
-
-    def run(self, fn: Any, *args: Any) -> Any:
-        """Run ``await fn(*args)`` in the exchange's trio thread."""
-        return trio.from_thread.run(fn, *args, trio_token=self.token)
-
-    def run_sync(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` in the exchange's trio thread."""
-        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
-
-    def __enter__(self) -> ExchangeThread:
-        self.thread.start()
-        assert self.ready.wait(BOUND), "the exchange did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.stop is not None
-        trio.from_thread.run_sync(self.stop.set, trio_token=self.token)
-        self.thread.join(BOUND)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture
 def exchange() -> Iterator[ExchangeThread]:
-    with ExchangeThread(shared_market=True) as running:
+    with exchange_thread(shared_market=True) as running:
         yield running
 
 
 def _base_url(exchange: ExchangeThread) -> str:
-    assert exchange.exchange is not None
-    return exchange.exchange.base_url
+    return exchange.base_url
 
 
 def check_identities(feed: FeedThread, received: list[Any]) -> None:
@@ -127,6 +85,16 @@ def test_a_slow_thread_is_held_back_not_flooded(exchange: ExchangeThread) -> Non
     check_identities(feed, received)
 
 
+def test_a_for_loop_counts_only_what_it_handed_out(exchange: ExchangeThread) -> None:
+    received: list[Any] = []
+    with feed_thread(["btcusdt@trade"], base_url=_base_url(exchange)) as feed:
+        for event in feed:
+            received.append(event)
+            if len(received) == 150:
+                break
+    check_identities(feed, received)
+
+
 def test_asyncio_iterates_the_feed(exchange: ExchangeThread) -> None:
     received: list[Any] = []
 
@@ -169,7 +137,6 @@ def test_the_feeds_failure_arrives_after_the_events_before_it(exchange: Exchange
     with feed_thread(["btcusdt@trade"], base_url=_base_url(exchange), reconnect=False) as feed:
         while len(received) < 50:
             received.extend(feed.get_batch(timeout=BOUND))
-        assert exchange.exchange is not None
         exchange.run(exchange.exchange.close_connections, 1011)
         with pytest.raises(ConnectionClosed) as info:
             while True:
@@ -184,7 +151,6 @@ def test_an_error_while_opening_is_raised_by_feed_thread() -> None:
 
 
 def test_get_times_out_with_queue_empty(exchange: ExchangeThread) -> None:
-    assert exchange.exchange is not None
     exchange.run_sync(exchange.exchange.pause_sending)
     with feed_thread(["btcusdt@trade"], base_url=_base_url(exchange)) as feed:
         with pytest.raises(queue.Empty):

@@ -251,12 +251,20 @@ class FeedThread:
         raise EOFError("the feed was closed")
 
     def __iter__(self) -> Iterator[Event]:
+        """Every event until the feed ends (its failure raised) or is closed (the loop ends).
+
+        An event counts as taken when the loop hands it to you, so a ``break``
+        leaves the rest of its batch to be counted as discarded.
+        """
         while True:
             try:
-                batch = self.get_batch()
+                self._fill(None)
             except EOFError:
                 return
-            yield from batch
+            with self._lock:
+                self._taken += 1
+                event = self._current.popleft()
+            yield event
 
     def __aiter__(self) -> FeedThread:
         return self
