@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "books": {"_errors", "binance", "feed"},
     "exchange": {"_errors", "wire", "binance", "recording"},
     "broker": {"_errors", "binance", "feed", "recording"},
+    "bridge": {"_errors", "binance", "feed"},
     "testing": {"_errors", "_connection", "wire", "binance", "recording", "exchange", "feed"},
     "cli": {"_errors", "_connection", "wire", "binance", "recording", "feed", "books",
             "exchange", "broker"},
