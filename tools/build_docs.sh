@@ -24,7 +24,7 @@ for page in site.rglob("*.html"):
     anchors.update(re.findall(r'id="(trio_feed[\w.]*)"', page.read_text(encoding="utf-8")))
 missing = []
 for module in ("trio_feed", "trio_feed.binance", "trio_feed.feed", "trio_feed.books",
-               "trio_feed.wire", "trio_feed.exchange", "trio_feed.testing",
+               "trio_feed.bridge", "trio_feed.wire", "trio_feed.exchange", "trio_feed.testing",
                "trio_feed.recording"):
     for name in importlib.import_module(module).__all__:
         homes = [f"{module}.{name}"]
@@ -34,6 +34,6 @@ for module in ("trio_feed", "trio_feed.binance", "trio_feed.feed", "trio_feed.bo
             missing.append(f"{module}.{name}")
 if missing:
     sys.exit("build_docs: no API entry for: " + ", ".join(missing))
-print(f"build_docs: every public name of the 8 public modules has its entry")
+print(f"build_docs: every public name of the 9 public modules has its entry")
 PY
 echo "build_docs: built $(find "$out" -name '*.html' | wc -l) pages into $out/"
