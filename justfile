@@ -33,7 +33,7 @@ corpus:
 
 # Build the API reference and docs site offline and strictly, into site/ (or DIR)
 docs DIR="site":
-    bash tools/build_docs.sh {{DIR}}
+    PYTHON={{python}} bash tools/build_docs.sh {{DIR}}
 
 # Build the wheel and sdist, twine check them, and try the wheel in a fresh virtual environment
 release-check:
