@@ -179,7 +179,7 @@ def _lag_text(p50: float | None, p99: float | None) -> str:
     if p50 is None:
         return "lag -"
     if abs(p50) > PLAUSIBLE_LAG_MS:
-        return "lag n/a (event clock is not wall time)"
+        return "lag n/a"  # the event clock is not wall time
     return f"lag {p50:.0f} ms" + (f" (p99 {p99:.0f})" if p99 is not None else "")
 
 
@@ -199,7 +199,7 @@ def stream_status(stats: FeedStatistics, *, expected: int, events: int, limit: i
     """The status lines of ``stream``: connections, rates, lag, losses; then msg/s per stream."""
     gaps = sum(s.gaps for s in stats.streams.values())
     shown = f"{events:,}" if limit is None else f"{events:,}/{limit:,}"
-    first = "  ·  ".join([
+    first = " · ".join([
         _connections_text(stats.connections, expected),
         f"{rates('*', stats.messages, seconds):,.0f} msg/s",
         _lag_text(stats.lag_p50, stats.lag_p99),
@@ -393,12 +393,12 @@ async def run_record(args: argparse.Namespace) -> int:
     rates = Rates()
 
     def render(seconds: float) -> list[str]:
-        state = "recording from" if writer.connected else "connecting to"
-        return ["  ·  ".join([
-            f"{state} {args.target}",
-            f"{rates('*', counters.messages, seconds):,.0f} msg/s",
+        state = "recording" if writer.connected else f"connecting to {args.target}"
+        return [" · ".join([
+            state,
+            f"{size_text(writer.bytes_written)} in {path}",
             f"{counters.messages:,} messages",
-            f"{size_text(writer.bytes_written)} written to {path}",
+            f"{rates('*', counters.messages, seconds):,.0f} msg/s",
         ])]
 
     try:
@@ -482,7 +482,7 @@ async def run_replay(args: argparse.Namespace) -> int:
 
         def render(seconds: float) -> list[str]:
             stats = server.statistics()
-            return ["  ·  ".join([
+            return [" · ".join([
                 f"serving {server.base_url}",
                 f"{stats.connections_open} clients connected",
                 f"{stats.connections_finished} finished",
