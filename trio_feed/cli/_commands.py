@@ -114,8 +114,8 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="embedded exchange: the market's seed (default: %(default)s)")
     parser.add_argument("--rate", type=positive_float, default=DEFAULT_RATE,
-                        help="embedded exchange: market ticks per second, for every stream "
-                             "(default: %(default)g)")
+                        help="embedded exchange: market ticks per second (default: "
+                             "%(default)g, a pace to read by; open_exchange's own is 1000)")
     parser.add_argument("--connect-timeout", type=positive_float,
                         default=DEFAULT_CONNECT_TIMEOUT, metavar="S",
                         help="seconds allowed for TCP, TLS and the upgrade "
