@@ -9,7 +9,8 @@ import pytest
 from trio_feed import open_feed, parse_stream
 from trio_feed.binance import KINDS
 from trio_feed.cli import build_parser
-from trio_feed.cli._names import FORMS, check_streams
+from trio_feed.cli._errors import check_streams
+from trio_feed.cli._names import FORMS
 from trio_feed.exchange import open_exchange
 
 from .helpers import assert_error, run_cli

@@ -29,8 +29,8 @@ from .._errors import ConnectionClosed
 from ..binance import DEFAULT_BASE_URL, Event, combined_url, format_event, raw_url
 from ..feed import Feed, FeedStatistics, open_feed
 from ..recording import RecordCounters, RecordingWriter, compute_stats, record
-from ._errors import CliError
-from ._names import check_streams, kinds_help
+from ._errors import CliError, check_streams
+from ._names import kinds_help
 from ._status import Rates, Screen, pack, size_text, status_region
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+from collections.abc import Sequence
 
 import orjson
 import trio
@@ -24,8 +25,10 @@ from .._errors import (
     RecordingError,
     TrioFeedError,
 )
+from ..binance import parse_stream
+from ._names import explain, name_in
 
-__all__ = ["CliError", "describe", "leaves"]
+__all__ = ["CliError", "check_streams", "describe", "leaves"]
 
 #: At most this much of a refusing server's body goes into the one error line.
 MAX_BODY_TEXT = 300
@@ -37,6 +40,16 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+def check_streams(names: Sequence[str]) -> list[str]:
+    """``names`` if each is a valid stream name, else a :class:`CliError` (status 2) saying why."""
+    for name in names:
+        try:
+            parse_stream(name)
+        except InvalidStreamName as exc:
+            raise CliError(f"invalid stream name: {explain(name, exc)}", 2) from None
+    return list(names)
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -109,7 +122,8 @@ def describe(exc: BaseException, target: str) -> tuple[str, int]:
     if isinstance(exc, CliError):
         return str(exc), exc.code
     if isinstance(exc, InvalidStreamName):
-        return f"invalid stream name: {exc}", 2
+        name = name_in(exc)
+        return f"invalid stream name: {explain(name, exc) if name else exc}", 2
     if isinstance(exc, RecordingError):
         return str(exc), 1
     if isinstance(exc, ssl.SSLCertVerificationError):

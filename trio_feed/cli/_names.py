@@ -9,15 +9,16 @@ the nearest known kinds for a typo.  The kinds are those of
 
 from __future__ import annotations
 
+import ast
 import difflib
+import re
 from collections.abc import Sequence
 
 from .._errors import InvalidStreamName
-from ..binance import KINDS, parse_stream
+from ..binance import KINDS
 from ..binance._streams import DEPTH_LEVELS, DEPTH_SPEEDS, KLINE_INTERVALS, TICKER_WINDOWS
-from ._errors import CliError
 
-__all__ = ["FORMS", "check_streams", "explain", "kinds_help"]
+__all__ = ["FORMS", "explain", "kinds_help", "name_in"]
 
 
 def _ordered(values: frozenset[str]) -> list[str]:
@@ -133,11 +134,13 @@ def explain(name: str, exc: InvalidStreamName) -> str:
     return f"{message}; see '--help' for the stream kinds"
 
 
-def check_streams(names: Sequence[str]) -> list[str]:
-    """``names`` if each is a valid stream name, else a :class:`CliError` (status 2) saying why."""
-    for name in names:
-        try:
-            parse_stream(name)
-        except InvalidStreamName as exc:
-            raise CliError(f"invalid stream name: {explain(name, exc)}", 2) from None
-    return list(names)
+def name_in(exc: InvalidStreamName) -> str | None:
+    """The stream name an :class:`InvalidStreamName` message starts with (its ``repr``)."""
+    match = re.match(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", str(exc))
+    if match is None:
+        return None
+    try:
+        name = ast.literal_eval(match.group(0))
+    except (ValueError, SyntaxError):
+        return None
+    return name if isinstance(name, str) else None
