@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 60
+
+
+def example(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "examples" / name), *args]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("example", ["inline.py", "channel.py"])
@@ -19,11 +33,15 @@ def test_example_prints_limit_events_and_a_summary(example: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 201
+    assert len(lines) == 202
     assert all("@" in line for line in lines[:200]), lines[:3]
     mode = example.removesuffix(".py")
-    assert lines[-1].startswith(f"-- {mode}: 200 events")
-    assert (", 0 copies made" in lines[-1]) == (mode == "inline")
+    assert lines[200].startswith(f"-- {mode}: 200 events")
+    assert (", 0 copies made" in lines[200]) == (mode == "inline")
+    # The legend says what the figures measure.
+    legend = lines[201]
+    assert legend.startswith("   (events/s: the embedded exchange's pace, 200 ticks/s"), legend
+    assert "discarded: read but not handed out" in legend and "copies:" in legend
     assert "Traceback" not in result.stderr
 
 
@@ -53,3 +71,66 @@ def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
     assert out.count("(exact)") == 3  # both trade streams, and the accounting identity
     last = [line for line in out.splitlines() if "events" in line and "rotations" in line][-1]
     assert "rotations 1" in last and "'stale': 1" in last and "'server shutdown': 1" in last
+    legend = out.splitlines()[-1]
+    assert legend.startswith("   (missing: trade ids the exchange sent that never arrived")
+    assert "duplicates: messages that arrived twice" in legend
+
+
+@pytest.mark.parametrize("name", ["inline.py", "channel.py", "orderbook.py"])
+def test_examples_report_errors_as_the_cli_does(name: str) -> None:
+    port = closed_port()
+    args = ["--url", f"ws://127.0.0.1:{port}"] if name != "orderbook.py" else ["btc/usdt"]
+    result = subprocess.run(example(name, *args, "--limit", "1"), capture_output=True,
+                            text=True, timeout=TIMEOUT, cwd=ROOT)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    if name == "orderbook.py":
+        assert result.returncode == 2
+        assert lines[0].startswith("error: invalid stream name: 'btc/usdt@depth"), lines[0]
+        assert "forbidden character" in lines[0]
+    else:
+        assert result.returncode == 1
+        assert lines[0] == f"error: cannot connect to ws://127.0.0.1:{port}: Connection refused"
+    hint = subprocess.run(example(name, "btcusdt@aggtrade" if name != "orderbook.py"
+                                  else "btcusdt@x", "--limit", "1"),
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert hint.returncode == 2 and hint.stderr.startswith("error: invalid stream name"), hint
+    if name != "orderbook.py":
+        assert "did you mean 'btcusdt@aggTrade'?" in hint.stderr
+
+
+@pytest.mark.parametrize("name, ready", [
+    ("inline.py", "@"), ("channel.py", "@"), ("orderbook.py", "live"), ("resilient.py", "events"),
+])
+def test_ctrl_c_ends_an_example_quietly(name: str, ready: str) -> None:
+    proc = subprocess.Popen(example(name), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        while ready not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err == "", err  # no traceback, no ExceptionGroup
+    lines = out.splitlines()
+    if name in ("inline.py", "channel.py"):
+        # The summary still comes, with what Ctrl-C left unread.
+        summary = [line for line in lines if line.startswith("-- ")]
+        assert len(summary) == 1 and " discarded" in summary[0], lines[-3:]
+        assert lines[-1].startswith("   (events/s")
+    if name == "orderbook.py":
+        assert lines[-2].startswith("-- ") and "weight" in lines[-2]
+        assert lines[-1].startswith("   (weight: REST request weight")
+
+
+def test_orderbook_example_explains_its_weight() -> None:
+    result = subprocess.run(example("orderbook.py", "--limit", "20", "--quiet"),
+                            capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    summary, legend = result.stdout.splitlines()
+    assert summary.startswith("-- ") and "weight 750/min" in summary  # 3 snapshots of 250
+    assert "250 per 5000-level snapshot, of the 6000 an IP may use" in legend

@@ -131,7 +131,7 @@ def explain(name: str, exc: InvalidStreamName) -> str:
     if found:
         suffix = f"@{tail}" if tail else ""
         return f"{message}; {_did_you_mean([f'{symbol}@{w}{suffix}' for w in found])}"
-    return f"{message}; see '--help' for the stream kinds"
+    return f"{message}; 'trio-feed stream --help' lists the stream kinds"
 
 
 def name_in(exc: InvalidStreamName) -> str | None:
