@@ -73,4 +73,4 @@ def test_defaults_are_the_librarys_and_help_shows_them() -> None:
     assert f"(default: {args.mode})" in text
     assert f"(default: {args.seed})" in text
     assert f"(default: {args.connect_timeout:g})" in text
-    assert f"(default: {args.rate:g})" in text
+    assert f"(default: {args.rate:g}, a pace to read by" in text
