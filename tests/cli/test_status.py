@@ -9,6 +9,7 @@ status lines must have been shown while it ran and erased when it ended.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -94,3 +95,49 @@ async def test_a_note_is_a_line_of_its_own() -> None:
     assert len(screen) == 3, screen
     assert all(EVENT.match(line) for line in screen[:2]), screen
     assert screen[2] == "trio-feed: connection closed by peer with code 1000: bye (after 2 events)"
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while True:
+        if condition():
+            return
+        await trio.sleep(0.01)
+
+
+async def test_stream_status_follows_the_connection_through_a_reconnect() -> None:
+    from trio_feed import open_feed
+    from trio_feed.cli._commands import stream_status
+    from trio_feed.cli._status import Rates
+    from trio_feed.exchange import open_exchange
+
+    rates = Rates()
+    names = ["btcusdt@trade", "ethusdt@trade"]
+    with trio.fail_after(20):
+        async with open_exchange(rate=100) as exchange, \
+                open_feed(names, base_url=exchange.base_url, backoff_initial=0.3,
+                          backoff_cap=0.3) as feed:
+            seen: list[object] = []
+
+            async def drain() -> None:
+                async for event in feed:
+                    seen.append(event)
+
+            def status(seconds: float = 0.5) -> list[str]:
+                return stream_status(feed.statistics(), expected=1, events=len(seen),
+                                     limit=None, rates=rates, seconds=seconds, width=300)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                status()
+                await trio.sleep(0.5)
+                first, per_stream = status()
+                assert first.startswith("1/1 connection open · ") and "reconnects 0" in first
+                assert re.search(r" [1-9][\d,]* msg/s", first), first
+                assert re.search(r"btcusdt@trade [1-9]\d*/s  ethusdt@trade [1-9]\d*/s", per_stream)
+                await exchange.drop_connections(abrupt=True)
+                await until(lambda: not feed.statistics().connections)
+                assert status()[0].startswith("0/1 connection reconnecting · ")
+                await until(lambda: feed.statistics().connections == 1)
+                first = status()[0]
+                assert first.startswith("1/1 connection open · ") and "reconnects 1" in first
+                nursery.cancel_scope.cancel()

@@ -201,12 +201,12 @@ def stream_status(stats: FeedStatistics, *, expected: int, events: int, limit: i
     shown = f"{events:,}" if limit is None else f"{events:,}/{limit:,}"
     first = " · ".join([
         _connections_text(stats.connections, expected),
+        f"{shown} events",
         f"{rates('*', stats.messages, seconds):,.0f} msg/s",
         _lag_text(stats.lag_p50, stats.lag_p99),
         f"reconnects {sum(stats.reconnects.values())}",
         f"drops {stats.dropped + stats.conflated}",
         f"gaps {gaps} ({stats.missing} missing)",
-        f"{shown} events",
     ])
     per_stream = [f"{name} {rates(name, s.messages, seconds):,.0f}/s"
                   for name, s in sorted(stats.streams.items())]

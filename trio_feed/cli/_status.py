@@ -202,11 +202,9 @@ class Rates:
     def __call__(self, key: str, total: int, seconds: float) -> float:
         """The rate of ``total`` since the last call for ``key`` (the last rate if no time
         passed)."""
-        previous = self._previous.get(key)
+        previous = self._previous.get(key, 0)  # a counter first seen grew from 0
         self._previous[key] = total
-        if previous is None:
-            self._rates[key] = 0.0
-        elif seconds > 0:
+        if seconds > 0:
             self._rates[key] = (total - previous) / seconds
         return self._rates.get(key, 0.0)
 
