@@ -11,20 +11,9 @@ paid once per chunk, not once per message.
 import sys
 from pathlib import Path
 
-import trio
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import parse_args, run
-
-from trio_feed import TrioFeedError
+from _common import parse_args, run, run_example, target_of
 
 if __name__ == "__main__":
     args = parse_args(__doc__.splitlines()[0])
-    try:
-        try:
-            trio.run(run, args, "channel")
-        except* KeyboardInterrupt:  # Ctrl-C, alone or with the tasks it interrupted: quietly
-            pass
-    except (TrioFeedError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_example(run, args, "channel", target=target_of(args)))

@@ -17,15 +17,20 @@ import contextlib
 import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 
-import httpx
 import trio
 
-from trio_feed import DEFAULT_REST_URL, OrderBooks, TrioFeedError, open_order_books
+from trio_feed import DEFAULT_REST_URL, OrderBooks, open_order_books
 from trio_feed.binance import DEFAULT_BASE_URL, OrderBook, PriceLevel
 from trio_feed.exchange import Faults, open_exchange
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import EXCHANGE_RATE, run_example
+
 DEFAULT_SYMBOLS = ["btcusdt", "ethusdt", "bnbusdt"]
+#: Binance spot's REST budget per IP and minute (open_order_books' default weight_limit).
+WEIGHT_LIMIT = 6000
 
 
 def parse_args() -> argparse.Namespace:
@@ -63,7 +68,11 @@ def summary(books: OrderBooks, elapsed: float) -> str:
                      f"{stats.gaps} gaps, {stats.refetches} refetches)")
     total = books.statistics()
     return (f"-- {total.updates} updates in {elapsed:.2f} s, weight {total.weight_used}/min: "
-            + ", ".join(parts))
+            + ", ".join(parts) + "\n"
+            "   (weight: REST request weight spent on depth snapshots in the last minute, 250 "
+            f"per 5000-level snapshot, of the {WEIGHT_LIMIT} an IP may use; gaps: missing "
+            "diffs, each one a resync from a new snapshot; refetches: snapshots too old to "
+            "bridge the diffs)")
 
 
 async def drop_diffs(faults: Faults, symbols: list[str], every: float) -> None:
@@ -79,7 +88,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.live:
             base_url, rest_url = DEFAULT_BASE_URL, DEFAULT_REST_URL
         else:
-            exchange = await stack.enter_async_context(open_exchange(seed=1, rate=200.0))
+            exchange = await stack.enter_async_context(open_exchange(rate=EXCHANGE_RATE))
             base_url, rest_url = exchange.base_url, exchange.rest_url
         books = await stack.enter_async_context(
             open_order_books(args.symbols, base_url=base_url, rest_url=rest_url))
@@ -104,11 +113,5 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    try:
-        try:
-            trio.run(main, arguments)
-        except* KeyboardInterrupt:  # Ctrl-C, alone or with the tasks it interrupted: quietly
-            pass
-    except (TrioFeedError, OSError, httpx.HTTPError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_example(main, arguments,
+                         target=DEFAULT_BASE_URL if arguments.live else "the local exchange"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import trio
 
@@ -24,7 +25,13 @@ from trio_feed import open_feed
 from trio_feed.binance import Trade
 from trio_feed.exchange import open_exchange
 
-LIVE_BASE_URL = "wss://stream.binance.com:9443"
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import LIVE_BASE_URL, run_example
+
+LEGEND = ("   (missing: trade ids the exchange sent that never arrived, lost while a connection "
+          "was down: counted, not replayed; duplicates: messages that arrived twice, as both "
+          "connections of a rotation deliver for a moment: dropped; queued: read, not yet "
+          "handed out)")
 STREAMS = ["btcusdt@trade", "ethusdt@trade", "btcusdt@bookTicker", "btcusdt@depth@100ms"]
 
 
@@ -108,6 +115,7 @@ async def main(args: argparse.Namespace) -> int:
     total = stats.events + stats.duplicates + stats.dropped + stats.conflated + stats.discarded
     say(f"accounting: {stats.messages} messages read = {total} handed out or counted "
         f"({'exact' if total == stats.messages else 'MISMATCH'})")
+    print(LEGEND, flush=True)
     return 0 if ok and total == stats.messages else 1
 
 
@@ -126,7 +134,5 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO if arguments.verbose else logging.ERROR,
                         format="    log: %(message)s")
-    try:
-        sys.exit(trio.run(main, arguments))
-    except* KeyboardInterrupt:  # Ctrl-C: stop quietly; the check did not finish, so not 0
-        sys.exit(130)
+    sys.exit(run_example(main, arguments,
+                         target=LIVE_BASE_URL if arguments.live else "the local exchange"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,17 @@ import pytest
 from trio_feed.testing import exchange_thread
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 60
+
+
+def example(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "examples" / name), *args]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("example", ["inline.py", "channel.py"])
@@ -23,11 +36,15 @@ def test_example_prints_limit_events_and_a_summary(example: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 201
+    assert len(lines) == 202
     assert all("@" in line for line in lines[:200]), lines[:3]
     mode = example.removesuffix(".py")
-    assert lines[-1].startswith(f"-- {mode}: 200 events")
-    assert (", 0 copies made" in lines[-1]) == (mode == "inline")
+    assert lines[200].startswith(f"-- {mode}: 200 events")
+    assert (", 0 copies made" in lines[200]) == (mode == "inline")
+    # The legend says what the figures measure.
+    legend = lines[201]
+    assert legend.startswith("   (events/s: the embedded exchange's pace, 200 ticks/s"), legend
+    assert "discarded: read but not handed out" in legend and "copies:" in legend
     assert "Traceback" not in result.stderr
 
 
@@ -57,29 +74,69 @@ def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
     assert out.count("(exact)") == 3  # both trade streams, and the accounting identity
     last = [line for line in out.splitlines() if "events" in line and "rotations" in line][-1]
     assert "rotations 1" in last and "'stale': 1" in last and "'server shutdown': 1" in last
+    legend = out.splitlines()[-1]
+    assert legend.startswith("   (missing: trade ids the exchange sent that never arrived")
+    assert "duplicates: messages that arrived twice" in legend
 
 
-@pytest.mark.parametrize("example", ["inline.py", "channel.py"])
-def test_ctrl_c_ends_an_example_quietly(example: str) -> None:
-    """Ctrl-C mid-run: status 0, no traceback (nor a KeyboardInterrupt group).
+@pytest.mark.parametrize("name", ["inline.py", "channel.py", "orderbook.py"])
+def test_examples_report_errors_as_the_cli_does(name: str) -> None:
+    port = closed_port()
+    args = ["--url", f"ws://127.0.0.1:{port}"] if name != "orderbook.py" else ["btc/usdt"]
+    result = subprocess.run(example(name, *args, "--limit", "1"), capture_output=True,
+                            text=True, timeout=TIMEOUT, cwd=ROOT)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    if name == "orderbook.py":
+        assert result.returncode == 2
+        assert lines[0].startswith("error: invalid stream name: 'btc/usdt@depth"), lines[0]
+        assert "forbidden character" in lines[0]
+    else:
+        assert result.returncode == 1
+        assert lines[0] == f"error: cannot connect to ws://127.0.0.1:{port}: Connection refused"
+    hint = subprocess.run(example(name, "btcusdt@aggtrade" if name != "orderbook.py"
+                                  else "btcusdt@x", "--limit", "1"),
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert hint.returncode == 2 and hint.stderr.startswith("error: invalid stream name"), hint
+    if name != "orderbook.py":
+        assert "did you mean 'btcusdt@aggTrade'?" in hint.stderr
 
-    The exchange runs here, in a thread, so that the signal reaches the example's feed only.
-    (With the exchange inside the example, a Ctrl-C that lands in one of the exchange's tasks
-    can end the feed with ConnectionClosed(1000) instead: a known race, not tested here.)
+
+@pytest.mark.parametrize("name", ["inline.py", "channel.py"])
+def test_ctrl_c_ends_an_example_quietly(name: str) -> None:
+    """Ctrl-C mid-run: status 0, no traceback (nor a KeyboardInterrupt group), the summary.
+
+    The exchange runs here, in a thread, so that the signal reaches the example's feed only:
+    with the exchange inside the example, a Ctrl-C that lands in one of the exchange's own
+    tasks can end the feed with ConnectionClosed(1000) instead (a known race of the embedded
+    exchange), which would make this test flaky, not wrong.
     """
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with exchange_thread(seed=1, rate=200.0) as exchange, subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / example), "--url", exchange.base_url],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ) as proc:
-        assert proc.stdout is not None
+    with exchange_thread(seed=1, rate=200.0) as exchange:
+        proc = subprocess.Popen(example(name, "--url", exchange.base_url),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            for _ in range(3):  # running, printing: now interrupt it
-                assert proc.stdout.readline(), proc.communicate(timeout=30)[1]
+            assert proc.stdout is not None
+            deadline = time.monotonic() + TIMEOUT
+            while "@" not in proc.stdout.readline():
+                assert time.monotonic() < deadline and proc.poll() is None
             proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=TIMEOUT)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == 0, stderr
-    assert stderr == ""
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err == "", err  # no traceback, no ExceptionGroup
+    lines = out.splitlines()
+    # The summary still comes, with what Ctrl-C left unread.
+    summary = [line for line in lines if line.startswith("-- ")]
+    assert len(summary) == 1 and " discarded" in summary[0], lines[-3:]
+    assert lines[-1].startswith("   (events/s")
+
+
+def test_orderbook_example_explains_its_weight() -> None:
+    result = subprocess.run(example("orderbook.py", "--limit", "20", "--quiet"),
+                            capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    summary, legend = result.stdout.splitlines()
+    assert summary.startswith("-- ") and "weight 750/min" in summary  # 3 snapshots of 250
+    assert "250 per 5000-level snapshot, of the 6000 an IP may use" in legend

@@ -44,7 +44,7 @@ EXPECTED: dict[str, set[str]] = {
         "RecordingWriter", "compute_stats", "encode_record", "read_recording", "record",
         "stream_of", "unwrap",
     },
-    "trio_feed.cli": {"build_parser", "main"},
+    "trio_feed.cli": {"build_parser", "describe", "main"},
     "trio_feed.bridge": {"BridgeStatistics", "FeedThread", "feed_thread"},
 }
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
+import trio
 import trustme
 
+from trio_feed import HandshakeError
+from trio_feed.cli import describe
 from trio_feed.exchange import open_exchange
 from trio_feed.testing import Scenario, trade
 
-from .helpers import assert_error, run_cli, run_cli_async
+from .helpers import ROOT, TIMEOUT, assert_error, command, run_cli, run_cli_async
 
 
 def closed_port() -> int:
@@ -127,3 +131,67 @@ def test_port_in_use(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
         result = run_cli("replay", str(path), "--port", str(port))
     assert_error(result, 1, f"cannot listen on 127.0.0.1:{port}", "in use")
+
+
+async def test_a_refused_upgrade_is_said_once() -> None:
+    async with open_exchange() as exchange:
+        result = await run_cli_async("stream", "btcusdt@trade", "--url",
+                                     f"{exchange.base_url}/somewhere")
+    line = assert_error(result, 1, f"error: {exchange.base_url}/somewhere/stream?streams="
+                                   "btcusdt@trade refused the WebSocket upgrade: HTTP 404")
+    assert line.count("refused") == 1, line
+
+
+def test_describe_shows_the_refusing_servers_body() -> None:
+    # The connection layer attaches what the server sent after its status line
+    # as ``body`` (Binance explains a 451 there); describe() shows it, on one line.
+    exc = HandshakeError("the server refused the WebSocket upgrade: HTTP 451", 451)
+    exc.body = (b'{"code":0,"msg":"Service unavailable from a restricted location\\n'  # type: ignore[attr-defined]
+                b'according to b. Eligibility"}')
+    message, code = describe(exc, "wss://stream.binance.com:9443/ws/btcusdt@trade")
+    assert code == 1
+    assert message == ("wss://stream.binance.com:9443/ws/btcusdt@trade refused the WebSocket "
+                       "upgrade: HTTP 451: Service unavailable from a restricted location "
+                       "according to b. Eligibility")
+    exc.body = b"<html>\r\n<h1>Forbidden</h1></html>" + b"x" * 1000  # type: ignore[attr-defined]
+    message, _ = describe(exc, "ws://host")
+    assert message.startswith("ws://host refused the WebSocket upgrade: HTTP 451: <html> <h1>")
+    assert message.endswith("...") and len(message) < 400
+    bare = HandshakeError("the server refused the WebSocket upgrade: HTTP 503 Busy", 503)
+    assert describe(bare, "ws://h") == ("ws://h refused the WebSocket upgrade: HTTP 503 Busy", 1)
+    group = BaseExceptionGroup("one", [bare])
+    assert describe(group, "ws://h") == describe(bare, "ws://h")
+
+
+async def test_reconnect_retries_the_first_connection() -> None:
+    port = closed_port()
+    url = f"ws://127.0.0.1:{port}"
+    with trio.fail_after(TIMEOUT):
+        proc = await trio.lowlevel.open_process(
+            command("-v", "stream", "btcusdt@trade", "--url", url, "--reconnect",
+                    "--limit", "5"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        )
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            seen = b""
+            while b"connection failed" not in seen:  # nothing listens yet: it retries
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, seen
+                seen += chunk
+            assert proc.returncode is None
+            async with open_exchange(port=port):
+                out = b""
+                while out.count(b"\n") < 5:
+                    chunk = await proc.stdout.receive_some(4096)
+                    assert chunk, out
+                    out += chunk
+                assert await proc.wait() == 0
+        finally:
+            proc.kill()
+            await proc.wait()
+    lines = out.decode().splitlines()
+    assert len(lines) == 5 and all(line.startswith("btcusdt@trade  trade #") for line in lines)
+    assert b"retrying in" in seen
+    without = run_cli("stream", "btcusdt@trade", "--url", f"ws://127.0.0.1:{closed_port()}")
+    assert_error(without, 1, "cannot connect to", "Connection refused")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import orjson
 
-from .helpers import ROOT, TIMEOUT, command, run_cli
+from trio_feed.testing import Scenario
+
+from .helpers import ROOT, TIMEOUT, assert_error, command, run_cli, run_cli_async
 
 STREAMS = ["btcusdt@trade", "btcusdt@depth@100ms", "ethusdt@bookTicker", "ethusdt@aggTrade"]
 
@@ -181,3 +184,46 @@ def test_ctrl_c_ends_record_and_replay_cleanly(tmp_path: Path) -> None:
     finally:
         replay.kill()
     assert replay.returncode == 0 and "Traceback" not in err, err
+
+
+def test_an_existing_recording_is_never_lost(tmp_path: Path) -> None:
+    path = tmp_path / "precious.jsonl"
+    assert run_cli("record", "btcusdt@trade", "-o", str(path), "--limit", "50").returncode == 0
+    before = path.read_bytes()
+    assert before.count(b"\n") == 50
+    # Without --force the command refuses, before connecting anywhere.
+    refused = run_cli("record", "ethusdt@trade", "-o", str(path), "--limit", "5")
+    assert_error(refused, 1, f"{path} already holds", "--force", "--append")
+    assert path.read_bytes() == before
+    # With --force, a connection that fails (refused, or upgraded and then closed
+    # before any message) leaves the file exactly as it was.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    failed = run_cli("record", "btcusdt@trade", "-o", str(path), "--force",
+                     "--url", f"ws://127.0.0.1:{port}")
+    assert_error(failed, 1, "cannot connect to", "Connection refused")
+    assert path.read_bytes() == before
+    # Once a message arrives, --force replaces it.
+    replaced = run_cli("record", "ethusdt@trade", "-o", str(path), "--force", "--limit", "7")
+    assert replaced.returncode == 0, replaced.stderr
+    assert [r["stream"] for r in lines_of(path)] == ["ethusdt@trade"] * 7
+
+
+async def test_force_keeps_the_file_when_the_connection_brings_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "precious.jsonl"
+    path.write_bytes(b'{"t":1,"stream":"btcusdt@trade","raw":"{}"}\n')
+    before = path.read_bytes()
+    closing = Scenario().close(1011, "going away")
+    async with closing.serve() as server:
+        result = await run_cli_async("record", "btcusdt@trade", "-o", str(path), "--force",
+                                     "--url", server.base_url)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].endswith("connection closed by peer with code 1011: "
+                                                   "going away")
+    assert path.read_bytes() == before
+    # A new file that got nothing is not left behind, empty, either.
+    fresh = tmp_path / "fresh.jsonl"
+    result = run_cli("record", "btcusdt@trade", "-o", str(fresh), "--url",
+                     f"{server.base_url}/nowhere")
+    assert result.returncode == 1 and not fresh.exists()

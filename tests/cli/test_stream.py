@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import orjson
@@ -53,3 +54,15 @@ def test_a_closed_pipe_ends_quietly() -> None:
         proc.stdout.close()
         assert proc.wait(timeout=30) == 0
         assert proc.stderr.read() == b""
+
+
+def test_ctrl_c_ends_stream_quietly() -> None:
+    with subprocess.Popen(command("stream", "btcusdt@trade", "ethusdt@bookTicker"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"btcusdt@")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert err == b""  # no traceback, no ExceptionGroup
+    assert all(line.startswith((b"btcusdt@", b"ethusdt@")) for line in out.splitlines())

@@ -1,0 +1,569 @@
+"""The commands: ``stream``, ``record``, ``replay`` and ``stats``.
+
+Each ``add_<command>`` adds its subparser (see ``_main.build_parser``) and
+sets ``run`` to its coroutine, which gets the parsed arguments and returns
+the exit status.  ``args.screen`` (a :class:`~._status.Screen`) is where
+every command writes; ``args.target`` names, in error messages, where the
+command connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import stat
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import attrs
+import orjson
+import trio
+
+from .._errors import ConnectionClosed
+from ..binance import DEFAULT_BASE_URL, Event, combined_url, format_event, raw_url
+from ..feed import Feed, FeedStatistics, open_feed
+from ..recording import RecordCounters, RecordingWriter, compute_stats, record
+from ._errors import CliError, check_streams
+from ._names import kinds_help
+from ._status import Rates, Screen, pack, size_text, status_region
+
+__all__ = [
+    "DEFAULT_MODE",
+    "DEFAULT_SEED",
+    "LIVE_BASE_URL",
+    "add_record",
+    "add_replay",
+    "add_stats",
+    "add_stream",
+    "event_to_dict",
+]
+
+LIVE_BASE_URL = DEFAULT_BASE_URL
+#: The library's defaults, so that ``trio-feed stream`` and ``open_feed`` /
+#: ``open_exchange`` behave alike (tests/cli checks they agree).
+DEFAULT_MODE = "channel"
+DEFAULT_SEED = 0
+#: Slower than ``open_exchange``'s own 1000 ticks/s: lines a person can follow.
+DEFAULT_RATE = 200.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: A lag further off than this means the event clock is not wall time (a
+#: simulated market, an old recording): not worth showing.
+PLAUSIBLE_LAG_MS = 3_600_000
+
+
+# -- argument types -------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'max', got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"the speed must be positive, got {text!r}")
+    return value
+
+
+def _add_status_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-status", dest="status", action="store_false",
+                        help="no live status lines on stderr (shown only when stderr is a "
+                             "terminal)")
+
+
+# -- where the data comes from ----------------------------------------------------------
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--live", action="store_true",
+                       help=f"read real Binance spot streams ({LIVE_BASE_URL})")
+    where.add_argument("--url", help="a base URL (ws[s]://host:port) or a full stream URL "
+                                     "(.../ws/<stream> or .../stream?streams=...); default: "
+                                     "an embedded local exchange")
+    parser.add_argument("--raw", action="store_true",
+                        help="connect to /ws/<streams> (bare payloads) instead of the combined "
+                             "/stream endpoint")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="embedded exchange: the market's seed (default: %(default)s)")
+    parser.add_argument("--rate", type=positive_float, default=DEFAULT_RATE,
+                        help="embedded exchange: market ticks per second (default: "
+                             "%(default)g, a pace to read by; open_exchange's own is 1000)")
+    parser.add_argument("--connect-timeout", type=positive_float,
+                        default=DEFAULT_CONNECT_TIMEOUT, metavar="S",
+                        help="seconds allowed for TCP, TLS and the upgrade "
+                             "(default: %(default)g)")
+
+
+def _is_full_url(url: str) -> bool:
+    path = urlsplit(url).path.rstrip("/")
+    return path == "/ws" or path.startswith("/ws/") or path == "/stream"
+
+
+def _streams_in_url(url: str) -> list[str]:
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path.startswith("/ws/"):
+        return [unquote(s) for s in path[len("/ws/"):].split("/") if s]
+    if path == "/stream":
+        text = dict(parse_qsl(parts.query, keep_blank_values=True)).get("streams", "")
+        return [s for s in text.split("/") if s]
+    return []
+
+
+def _stream_url(base: str, names: list[str], raw: bool) -> str:
+    if not raw:
+        return combined_url(names, base)
+    if len(names) == 1:
+        return raw_url(names[0], base)
+    return base.rstrip("/") + "/ws/" + "/".join(quote(n, safe="@!_:") for n in names)
+
+
+@contextlib.asynccontextmanager
+async def _connect_to(args: argparse.Namespace) -> AsyncIterator[tuple[str, list[str]]]:
+    """``(full URL, stream names)`` for the command's source, starting the exchange if needed."""
+    names = check_streams(args.streams)
+    if args.url and not args.url.startswith(("ws://", "wss://")):
+        raise CliError(f"--url must start with ws:// or wss://, got {args.url!r}", 2)
+    if args.url and _is_full_url(args.url):
+        if not names:
+            names = check_streams(_streams_in_url(args.url))
+        args.target = args.url
+        yield args.url, names
+        return
+    if not names:
+        raise CliError("name at least one stream, e.g. 'btcusdt@trade'", 2)
+    if args.live or args.url:
+        base = LIVE_BASE_URL if args.live else args.url
+        args.target = _stream_url(base, names, args.raw)
+        yield args.target, names
+        return
+    from ..exchange import open_exchange  # not imported for the commands that need no server
+
+    async with open_exchange(seed=args.seed, rate=args.rate) as exchange:
+        args.target = _stream_url(exchange.base_url, names, args.raw)
+        yield args.target, names
+
+
+# -- what the status region says -----------------------------------------------------------
+
+
+def _lag_text(p50: float | None, p99: float | None) -> str:
+    if p50 is None:
+        return "lag -"
+    if abs(p50) > PLAUSIBLE_LAG_MS:
+        return "lag n/a"  # the event clock is not wall time
+    return f"lag {p50:.0f} ms" + (f" (p99 {p99:.0f})" if p99 is not None else "")
+
+
+def _connections_text(open_now: int, expected: int) -> str:
+    if open_now == expected:
+        state = "open"
+    elif open_now > expected:
+        state = "open (rotating)"
+    else:
+        state = "open, reconnecting" if open_now else "reconnecting"
+    noun = "connection" if expected == 1 else "connections"
+    return f"{open_now}/{expected} {noun} {state}"
+
+
+def stream_status(stats: FeedStatistics, *, expected: int, events: int, limit: int | None,
+                  rates: Rates, seconds: float, width: int) -> list[str]:
+    """The status lines of ``stream``: connections, rates, lag, losses; then msg/s per stream."""
+    gaps = sum(s.gaps for s in stats.streams.values())
+    shown = f"{events:,}" if limit is None else f"{events:,}/{limit:,}"
+    first = " · ".join([
+        _connections_text(stats.connections, expected),
+        f"{shown} events",
+        f"{rates('*', stats.messages, seconds):,.0f} msg/s",
+        _lag_text(stats.lag_p50, stats.lag_p99),
+        f"reconnects {sum(stats.reconnects.values())}",
+        f"drops {stats.dropped + stats.conflated}",
+        f"gaps {gaps} ({stats.missing} missing)",
+    ])
+    per_stream = [f"{name} {rates(name, s.messages, seconds):,.0f}/s"
+                  for name, s in sorted(stats.streams.items())]
+    return [first, *pack(per_stream, width=width - 1, rows=2)]
+
+
+# -- stream ------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The stable JSON form of an event: ``{"type": <class name>, <field>: <value>, ...}``.
+
+    Prices stay exact strings (``Decimal`` values are written in plain
+    notation); nested events (the all-market arrays) become dicts too.
+    """
+    out: dict[str, Any] = {"type": type(event).__name__}
+    out.update(attrs.asdict(event, recurse=True))
+    return out
+
+
+def add_stream(commands: Any, common: argparse.ArgumentParser) -> None:
+    stream = commands.add_parser(
+        "stream", help="print events, one line each", parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=kinds_help(),
+        description="Print the events of Binance streams, one line each (or JSON lines).")
+    stream.add_argument("streams", nargs="*", metavar="STREAM", help="e.g. btcusdt@trade")
+    stream.add_argument("--mode", choices=("inline", "channel"), default=DEFAULT_MODE,
+                        help="the pipeline: borrow in one task (inline) or copy across two "
+                             "(channel) (default: %(default)s)")
+    stream.add_argument("--limit", type=positive_int, metavar="N", help="stop after N events")
+    stream.add_argument("--json", action="store_true",
+                        help="JSON lines instead of text (no status lines)")
+    stream.add_argument("--reconnect", action="store_true",
+                        help="keep (re)connecting, the first connection included, when one "
+                             "fails or ends (default: exit with its error)")
+    _add_source_options(stream)
+    _add_status_option(stream)
+    stream.set_defaults(run=run_stream)
+
+
+async def run_stream(args: argparse.Namespace) -> int:
+    screen: Screen = args.screen
+    json_lines = args.json
+    limit = args.limit
+    count = 0
+    feed_ref: list[Feed] = []
+    expected = [1]
+    started = time.monotonic()
+    rates = Rates()
+
+    def render(seconds: float) -> list[str]:
+        if not feed_ref:
+            return [f"connecting to {args.target} ({time.monotonic() - started:.0f} s)"]
+        return stream_status(feed_ref[0].statistics(), expected=expected[0], events=count,
+                             limit=limit, rates=rates, seconds=seconds, width=screen.width())
+
+    async with _connect_to(args) as (url, names):
+        async with status_region(screen, render):
+            async with open_feed(names, mode=args.mode, url=url, reconnect=args.reconnect,
+                                 retry_first_connect=args.reconnect,
+                                 connect_timeout=args.connect_timeout) as feed:
+                expected[0] = max(1, feed.statistics().connections)
+                feed_ref.append(feed)
+                try:
+                    async for event in feed:
+                        count += 1
+                        if json_lines:
+                            screen.write_bytes(orjson.dumps(event_to_dict(event),
+                                                            default=_json_default) + b"\n")
+                        else:
+                            screen.write(format_event(event) + "\n")
+                        if limit is not None and count >= limit:
+                            break
+                except ConnectionClosed as exc:
+                    if exc.code != 1000:
+                        raise
+                    screen.note(f"{exc} (after {count} events)")
+    return 0
+
+
+# -- record ----------------------------------------------------------------------------------
+
+
+class _Destination(RecordingWriter):
+    """The recording file, opened when :func:`record` first writes: once the connection is up.
+
+    :func:`record` calls ``write_lines`` right after the upgrade (with what
+    arrived with it, possibly nothing), so ``connected`` says the connection
+    works.  With ``deferred=True`` the file itself is opened, replacing what
+    it held, only when the first message arrives: a connection that fails, or
+    brings nothing, leaves an existing recording as it was.
+    """
+
+    def __init__(self, path: str, *, append: bool, deferred: bool) -> None:
+        # RecordingWriter.__init__ opens the file; here that waits (see above).
+        self.path = path
+        self.bytes_written = 0
+        self.connected = False
+        self._append = append
+        self._inner: RecordingWriter | None = None
+        if not deferred:
+            self.open()
+
+    @property
+    def opened(self) -> bool:
+        return self._inner is not None
+
+    def open(self) -> None:
+        if self._inner is None:
+            self._inner = RecordingWriter(self.path, append=self._append)
+
+    def write_lines(self, lines: Iterable[bytes]) -> None:
+        self.connected = True
+        batch = list(lines)
+        if not batch:
+            return
+        self.open()
+        assert self._inner is not None
+        self._inner.write_lines(batch)
+        self.bytes_written = self._inner.bytes_written
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+
+def add_record(commands: Any, common: argparse.ArgumentParser) -> None:
+    rec = commands.add_parser(
+        "record", help="write raw frames, with receive times, to a file", parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=kinds_help(),
+        description="Record what a connection receives, frame by frame, with receive times. "
+                    "An existing recording is never replaced unless --force says so, and "
+                    "then only once the first message has arrived.")
+    rec.add_argument("streams", nargs="*", metavar="STREAM", help="e.g. btcusdt@trade")
+    rec.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="the recording (JSON lines; .zst compresses, with 'zstandard')")
+    stop = rec.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=positive_float, metavar="S",
+                      help="stop after S seconds (default: until Ctrl-C)")
+    stop.add_argument("--limit", type=positive_int, metavar="N", help="stop after N messages")
+    keep = rec.add_mutually_exclusive_group()
+    keep.add_argument("--append", action="store_true",
+                      help="add to FILE if it exists")
+    keep.add_argument("--force", action="store_true",
+                      help="replace FILE if it holds a recording (default: refuse)")
+    _add_source_options(rec)
+    _add_status_option(rec)
+    rec.set_defaults(run=run_record)
+
+
+def _existing(path: str) -> tuple[bool, int | None]:
+    """Whether ``path`` exists, and its size if it is a regular file (not a device, a pipe...)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return os.path.lexists(path), None
+    return True, info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _summary(screen: Screen, args: argparse.Namespace, counters: RecordCounters,
+             writer: _Destination, started: float) -> None:
+    screen.note(f"recorded {counters.messages:,} messages ({size_text(writer.bytes_written)}) "
+                f"from {args.target} to {args.output} in {time.monotonic() - started:.2f} s")
+
+
+async def run_record(args: argparse.Namespace) -> int:
+    screen: Screen = args.screen
+    path: str = args.output
+    check_streams(args.streams)  # before anything touches the file
+    existed, size = _existing(path)
+    if size and not args.append and not args.force:
+        raise CliError(f"{path} already holds {size_text(size)}: pass --force to replace it "
+                       f"or --append to add to it")
+    counters = RecordCounters()
+    writer = _Destination(path, append=args.append, deferred=bool(size) and not args.append)
+    started = time.monotonic()
+    closed: ConnectionClosed | None = None
+    rates = Rates()
+
+    def render(seconds: float) -> list[str]:
+        state = "recording" if writer.connected else f"connecting to {args.target}"
+        return [" · ".join([
+            state,
+            f"{size_text(writer.bytes_written)} in {path}",
+            f"{counters.messages:,} messages",
+            f"{rates('*', counters.messages, seconds):,.0f} msg/s",
+        ])]
+
+    try:
+        async with _connect_to(args) as (url, _names):
+            async with status_region(screen, render):
+                result = await record(url, writer, limit=args.limit, duration=args.duration,
+                                      counters=counters, connect_timeout=args.connect_timeout)
+            closed = result.closed
+    except Exception:
+        writer.close()
+        if counters.messages:
+            _summary(screen, args, counters, writer, started)
+        elif writer.opened and not existed:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # nothing recorded: take back the empty file this run made
+        raise
+    except BaseException:  # cancelled by Ctrl-C: the way to end an open-ended recording
+        writer.close()
+        _finished(screen, args, counters, writer, started)
+        raise
+    writer.close()
+    _finished(screen, args, counters, writer, started)
+    if closed is not None:
+        if closed.code != 1000:
+            raise closed
+        screen.note(str(closed))
+    return 0
+
+
+def _finished(screen: Screen, args: argparse.Namespace, counters: RecordCounters,
+              writer: _Destination, started: float) -> None:
+    if writer.opened:
+        _summary(screen, args, counters, writer, started)
+    else:
+        screen.note(f"nothing recorded from {args.target}; {args.output} is as it was")
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def add_replay(commands: Any, common: argparse.ArgumentParser) -> None:
+    replay = commands.add_parser("replay", help="serve a recording to any WebSocket client",
+                                 parents=[common])
+    replay.add_argument("file", metavar="FILE")
+    replay.add_argument("--speed", type=_speed, default=1.0,
+                        help="1 (recorded pacing, the default), 10, ... or max")
+    replay.add_argument("--host", default="127.0.0.1",
+                        help="listen address (default: %(default)s)")
+    replay.add_argument("--port", type=int, default=0, help="listen port (default: any free)")
+    replay.add_argument("--exit-when-done", action="store_true",
+                        help="exit once a client has connected and every client has finished")
+    _add_status_option(replay)
+    replay.set_defaults(run=run_replay)
+
+
+async def run_replay(args: argparse.Namespace) -> int:
+    from ..exchange import open_replay_server
+
+    screen: Screen = args.screen
+    args.target = args.file
+    manager = open_replay_server(args.file, speed=args.speed, host=args.host, port=args.port)
+    try:
+        server = await manager.__aenter__()
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: "
+                       f"{exc.strerror or exc}") from None
+    try:
+        screen.write(server.base_url + "\n")
+        speed = "max" if args.speed is None else f"{args.speed:g}x"
+        shown = ", ".join(server.streams[:5]) + (", ..." if len(server.streams) > 5 else "")
+        screen.note(f"replaying {_plural(server.messages, 'message')} of "
+                    f"{_plural(len(server.streams), 'stream')} "
+                    f"({shown or 'none named'}) at speed {speed}")
+        if server.streams:
+            screen.note(f"combined URL: {server.combined_url()}")
+        rates = Rates()
+
+        def render(seconds: float) -> list[str]:
+            stats = server.statistics()
+            return [" · ".join([
+                f"serving {server.base_url}",
+                f"{stats.connections_open} clients connected",
+                f"{stats.connections_finished} finished",
+                f"{rates('*', stats.messages_sent, seconds):,.0f} msg/s",
+                f"{stats.messages_sent:,} messages sent",
+            ])]
+
+        async with status_region(screen, render):
+            if args.exit_when_done:
+                await server.wait_done()
+                stats = server.statistics()
+                screen.note(f"all clients finished ({stats.connections_finished} connections, "
+                            f"{stats.messages_sent:,} messages sent)")
+            else:
+                await trio.sleep_forever()
+    except BaseException as exc:
+        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await manager.__aexit__(None, None, None)
+    return 0
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+def _utc(t: int | None) -> str:
+    if t is None:
+        return "-"
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t / 1e9))
+    return f"{whole}.{t // 1_000_000 % 1000:03d}Z"
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    rate = stats["rate"]
+    gap = stats["largest_gap"]
+    lines = [
+        f"{stats['file']}: {_plural(stats['messages'], 'message')} on "
+        f"{_plural(stats['streams_count'], 'stream')} "
+        f"over {stats['duration_s']:.3f} s ({_utc(stats['first_t'])} to {_utc(stats['last_t'])})",
+        f"rate per second: mean {rate['mean']:.1f}, min {rate['min']}, median {rate['median']:g}, "
+        f"max {rate['max']} ({rate['buckets']} one-second buckets"
+        + (f", busiest at +{rate['busiest_second']} s)" if rate["busiest_second"] is not None
+           else ")"),
+        f"largest gap between messages: {gap['seconds']:.3f} s"
+        + (f" (before message #{gap['index']}, {gap['stream'] or 'no stream'})"
+           if gap["index"] is not None else ""),
+    ]
+    if stats["torn_last_line"]:
+        lines.append("the last line is torn (the recorder was killed mid-write): skipped")
+    if stats["unparsable"]:
+        lines.append(f"{stats['unparsable']} messages are not JSON")
+    width = max([len(k) for k in stats["streams"]] + [6])
+    lines.append("")
+    lines.append(
+        f"{'stream':<{width}}  {'messages':>9}  {'share':>6}  {'largest gap':>11}  id gaps"
+    )
+    total = stats["messages"] or 1
+    for key, s in stats["streams"].items():
+        gaps = "-" if not s["id_gaps"] else f"{s['id_gaps']} ({s['missing_ids']} ids missing)"
+        lines.append(f"{key:<{width}}  {s['messages']:>9,}  {s['messages'] / total:>6.1%}  "
+                     f"{s['largest_gap_s']:>9.3f} s  {gaps if s['id_gaps'] else '0'}")
+        for example in s["gap_examples"]:
+            lines.append(f"{'':<{width}}    {example['kind']} gap at message #{example['index']}: "
+                         f"expected {example['expected']}, got {example['got']}")
+    print("\n".join(lines))
+
+
+def add_stats(commands: Any, common: argparse.ArgumentParser) -> None:
+    stats = commands.add_parser("stats", help="summarise a recording", parents=[common])
+    stats.add_argument("file", metavar="FILE")
+    stats.add_argument("--json", action="store_true", help="print the summary as JSON")
+    stats.set_defaults(run=run_stats)
+
+
+async def run_stats(args: argparse.Namespace) -> int:
+    args.target = args.file
+    stats = compute_stats(args.file)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    else:
+        _print_stats(stats)
+    return 0
