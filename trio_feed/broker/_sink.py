@@ -210,6 +210,7 @@ class RedisSink:
         self._dropped_ranges: list[DroppedRange] = []
         self._notes_dropped = 0
         self._blocked = 0.0
+        self._blocked_since: float | None = None
         self._snapshots = 0
         self._write_ms = Latencies()
 
@@ -266,12 +267,15 @@ class RedisSink:
         """
         self._check_open()
         if self.policy is SinkPolicy.BLOCK and self._full():
-            started = trio.current_time()
-            while self._full():
-                self._space = trio.Event() if self._space.is_set() else self._space
-                await self._space.wait()
-                self._check_open()
-            self._blocked += trio.current_time() - started
+            self._blocked_since = started = trio.current_time()
+            try:
+                while self._full():
+                    self._space = trio.Event() if self._space.is_set() else self._space
+                    await self._space.wait()
+                    self._check_open()
+            finally:
+                self._blocked_since = None
+                self._blocked += trio.current_time() - started
         else:
             await trio.lowlevel.checkpoint()
         self._add(event, raw)
@@ -388,6 +392,9 @@ class RedisSink:
 
     def _drop(self, batch: _Batch) -> None:
         state, count = batch.state, len(batch.items)
+        if state.dropped is None:
+            logger.warning("sink full: dropping the oldest events of %s (drop_oldest)",
+                           state.stream)
         self._pending_events -= count
         self._pending_bytes -= batch.nbytes
         self._dropped_events += count
@@ -408,7 +415,6 @@ class RedisSink:
                 state.dropped = current
             else:
                 self._gap_notes[state.stream] = current
-        logger.warning("sink dropped %d events of %s (drop_oldest)", count, state.stream)
         self._wake.set()
 
     async def flush(self) -> None:
@@ -621,7 +627,9 @@ class RedisSink:
             dropped_events=self._dropped_events,
             dropped_ranges=tuple(self._dropped_ranges),
             notes_dropped=self._notes_dropped,
-            blocked_seconds=self._blocked,
+            blocked_seconds=self._blocked + (
+                trio.current_time() - self._blocked_since if self._blocked_since is not None
+                else 0.0),
             write_p50=self._write_ms.percentile(50),
             write_p99=self._write_ms.percentile(99),
             snapshots=self._snapshots,
