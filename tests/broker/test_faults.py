@@ -2,8 +2,8 @@
 
 Each test has a server of its own (``own_server``).  The server keeps its
 data in memory only, so a kill loses what it held: before killing it, the
-tests pause its writes (``CLIENT PAUSE ... WRITE``) and wait until the reader has read everything the
-sink had been told was written, so that what the reader sees afterwards is
+tests pause its writes (``CLIENT PAUSE ... WRITE``) and wait until the reader
+has read everything the sink had been told was written, so that what the reader sees afterwards is
 exactly what the sink kept or dropped.
 """
 
@@ -45,15 +45,14 @@ class Collector:
                     assert isinstance(item, Trade)
                     self.ids.append(item.trade_id)
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> None:
-        with trio.fail_after(timeout):
-            while len(self.ids) < count:
-                await trio.sleep(0.01)
+    async def wait_for(self, count: int, seconds: float = 5.0) -> None:
+        await wait_until(lambda: len(self.ids) >= count, seconds)
 
 
-async def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
+async def wait_until(condition: Any, seconds: float = 5.0) -> None:
+    """Poll ``condition`` (statistics have no events to wait on) for at most ``seconds``."""
+    with trio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110
             await trio.sleep(0.01)
 
 
@@ -118,9 +117,9 @@ async def test_block_loses_nothing_when_the_server_is_killed_and_restarted(
                 assert sent < 8000, "block did not hold the producer"
                 assert held.pending_events <= 1000 and held.dropped_events == 0
                 own_server.start()
-                await wait_until(lambda: sent == 8000, timeout=15)
+                await wait_until(lambda: sent == 8000, 15)
                 await sink.flush()
-            await collector.wait_for(8000, timeout=15)
+            await collector.wait_for(8000, 15)
             await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
     stats = sink.statistics()
@@ -156,7 +155,7 @@ async def test_drop_oldest_reports_exactly_what_it_dropped_and_the_reader_sees_t
                     await sink.send(event)
                 await sink.flush()
             stats = sink.statistics()
-            await wait_until(lambda: (collector.ids and collector.ids[-1] == 9000), timeout=15)
+            await wait_until(lambda: (collector.ids and collector.ids[-1] == 9000), 15)
             await trio.sleep(0.2)
             notices = collector.feed.statistics().notices
             nursery.cancel_scope.cancel()
@@ -199,7 +198,7 @@ async def test_a_slow_server_holds_the_feed_through_the_sink(own_server, prefix)
                 later_sink, later_feed = sink.statistics(), feed.statistics()
                 own_server.resume()
                 await wait_until(lambda: sink.statistics().events >= later_sink.events + 2000,
-                                 timeout=15)
+                                 15)
                 stop_scope[0].cancel()
                 await done.wait()
                 await sink.flush()
@@ -208,7 +207,7 @@ async def test_a_slow_server_holds_the_feed_through_the_sink(own_server, prefix)
         collector = Collector()
         async with trio.open_nursery() as nursery:
             await nursery.start(collector.run, own_server.url, prefix)
-            await collector.wait_for(final.events, timeout=15)
+            await collector.wait_for(final.events, 15)
             nursery.cancel_scope.cancel()
     # Held: the sink is full and stays full, nothing written, and the feed waits on it.
     assert held_sink.pending_events == later_sink.pending_events == 1000

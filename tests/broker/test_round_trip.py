@@ -71,7 +71,7 @@ async def read_all(url: str, prefix: str, streams: list[str], count: int,
 
 
 async def test_every_event_type_round_trips_as_normalised_json(redis_server, prefix) -> None:
-    frames = market_frames(2000)
+    frames = market_frames(800)
     events = [event for _, event in frames]
     events.append(ServerShutdown(1_700_000_000_000, "!serverShutdown"))
     events.append(UnknownEvent({"e": "newKind", "x": [1, "2"]}, "btcusdt@trade"))

@@ -53,8 +53,8 @@ class SinkStatistics:
     ``reconnects``: failed round trips after which the writer backed off.
     ``dropped_events`` and ``dropped_ranges`` (merged per stream, written as gap
     markers) under ``drop_oldest``; ``blocked_seconds``: time ``send`` waited
-    under ``block``.  ``write_p50``/``write_p99``: milliseconds per pipelined
-    round trip.  ``snapshots``: book snapshots written.
+    under ``block``, a wait in progress included.  ``write_p50``/``write_p99``:
+    milliseconds per pipelined round trip.  ``snapshots``: book snapshots written.
     """
 
     policy: str
