@@ -56,34 +56,75 @@ async def wait_until(condition: Any, seconds: float = 5.0) -> None:
             await trio.sleep(0.01)
 
 
-async def test_a_batch_retried_after_an_ambiguous_timeout_is_not_duplicated(
-        own_server, prefix) -> None:
+class CuttingProxy:
+    """A TCP proxy to the server that can lose one reply: the request lands, its answer never comes.
+
+    That is the ambiguous failure an idempotent retry must survive: the client
+    cannot know whether its XADD was executed.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.cut_next_reply = False
+        self.cuts = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream("127.0.0.1", self.target)
+        async with client, server, trio.open_nursery() as nursery:
+            async def up() -> None:
+                async for data in client:
+                    await server.send_all(data)
+                nursery.cancel_scope.cancel()
+
+            async def down() -> None:
+                async for data in server:
+                    if self.cut_next_reply:
+                        self.cut_next_reply = False
+                        self.cuts += 1
+                        nursery.cancel_scope.cancel()  # drop the reply and the connection
+                        return
+                    await client.send_all(data)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(up)
+            nursery.start_soon(down)
+
+
+async def test_a_batch_retried_after_a_lost_reply_is_not_duplicated(
+        redis_server, prefix) -> None:
     import coredis
 
+    proxy = CuttingProxy(redis_server.port)
     with trio.fail_after(20):
-        async with open_redis_sink(own_server.url, prefix=prefix, max_batch_events=10,
-                                   write_timeout=0.3, backoff_initial=1.0,
-                                   backoff_cap=1.0) as sink:
-            for event in trades(1, 10):
-                await sink.send(event)
-            await sink.flush()
-            own_server.pause()
-            for event in trades(11, 10):  # one full entry: sent at once, into the paused server
-                await sink.send(event)
-            # The XADD sits in the server's socket; the sink times out and backs off 0.5-1 s.
-            await wait_until(lambda: sink.statistics().reconnects >= 1)
-            own_server.resume()  # the first attempt is executed now
-            await sink.flush()  # the retry, same id: refused as already written
-            stats = sink.statistics()
-        async with coredis.Redis.from_url(own_server.url) as client:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(proxy.serve)
+            async with open_redis_sink(f"redis://127.0.0.1:{port}", prefix=prefix,
+                                       max_batch_events=10, **FAST) as sink:
+                for event in trades(1, 10):
+                    await sink.send(event)
+                await sink.flush()
+                proxy.cut_next_reply = True
+                for event in trades(11, 10):  # one full entry: its XADD lands, its reply is lost
+                    await sink.send(event)
+                await sink.flush()  # the retry, with the same id: refused as already written
+                stats = sink.statistics()
+            nursery.cancel_scope.cancel()
+        async with coredis.Redis.from_url(redis_server.url) as client:
             length = await client.xlen(stream_key("btcusdt@trade", prefix=prefix))
         collector = Collector()
         async with trio.open_nursery() as nursery:
-            await nursery.start(collector.run, own_server.url, prefix)
+            await nursery.start(collector.run, redis_server.url, prefix)
             await collector.wait_for(20)
             await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
-    assert stats.retries >= 1 and stats.already_written == 1
+    assert proxy.cuts == 1
+    assert stats.retries == 1 and stats.already_written == 1
     assert stats.entries == 2 and length == 2
     assert collector.ids == list(range(1, 21)) and collector.gaps == []
 
