@@ -127,6 +127,85 @@ def tf_channel(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outc
     return trio.run(main)
 
 
+def tf_inline_defaults(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcome:
+    """``run_inline(conn, handler)`` on ``open_connection(url)``: every option at its default."""
+    from trio_feed import ConnectionClosed, open_connection, run_inline
+
+    count = 0
+
+    def handler(view: memoryview) -> None:
+        nonlocal count
+        sink(view)
+        count += 1
+
+    async def main() -> Outcome:
+        async with open_connection(url, ssl_context=ctx) as conn:
+            clock = Stopwatch()
+            await conn.send(GO)
+            try:
+                await run_inline(conn, handler)
+            except ConnectionClosed:
+                pass
+            return clock.outcome(count)
+
+    return trio.run(main)
+
+
+def tf_channel_defaults(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcome:
+    """``run_channel(conn, handler)`` on ``open_connection(url)``: every option at its default."""
+    from trio_feed import ConnectionClosed, open_connection, run_channel
+
+    count = 0
+
+    def handler(payload: bytes) -> None:
+        nonlocal count
+        sink(payload)
+        count += 1
+
+    async def main() -> Outcome:
+        async with open_connection(url, ssl_context=ctx) as conn:
+            clock = Stopwatch()
+            await conn.send(GO)
+            try:
+                await run_channel(conn, handler)
+            except ConnectionClosed:
+                pass
+            return clock.outcome(count)
+
+    return trio.run(main)
+
+
+def tf_feed(
+    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *, mode: str = "channel"
+) -> Outcome:
+    """``async for event in open_feed(...)``: the supervised feed, typed events, default options.
+
+    Everything a user gets by default stays on: continuity (duplicates and
+    gaps), per-stream statistics, lag samples, the outbox, the watchdog.  The
+    only options given are where to connect and ``reconnect=False``, so that
+    the server's Close ends the run.  ``sink`` is unused: the feed decodes.
+    """
+    from trio_feed import ConnectionClosed, open_feed
+
+    count = 0
+
+    async def main() -> Outcome:
+        nonlocal count
+        clock = Stopwatch()  # the feed cannot send "go": the server starts at once
+        try:
+            async with open_feed(
+                workloads.FEED_STREAMS, url=url + "&start=now", mode=mode,  # type: ignore[arg-type]
+                reconnect=False, ssl_context=ctx,
+            ) as feed:
+                async for _event in feed:
+                    count += 1
+        except ConnectionClosed:
+            pass
+        return clock.outcome(count)
+
+    return trio.run(main)
+
+
 #: Buffer of the teaching row's channel, in messages.
 TEACHING_BUFFER = 128
 
