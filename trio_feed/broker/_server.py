@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._errors import BrokerError
+from .._errors import BrokerError
 
 __all__ = ["LocalServer", "free_port", "local_server"]
 

@@ -71,11 +71,10 @@ import httpx
 import orjson
 import trio
 
-from .. import Feed
-from .._errors import lone_exception
+from .._errors import BrokerError, SinkClosed, lone_exception
 from ..binance import DepthUpdate, Event, OrderBook, parse_stream
+from ..feed import Feed
 from ._codec import SCHEMA_VERSION, encode_event, sequence
-from ._errors import BrokerError, SinkClosed
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
 from ._statistics import DroppedRange, Latencies, SinkStatistics
 

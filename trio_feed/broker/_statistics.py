@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from .. import StreamStatistics
+from ..feed import StreamStatistics
 
 __all__ = ["DroppedRange", "Latencies", "RedisFeedStatistics", "SinkStatistics"]
 
