@@ -6,6 +6,8 @@
     trio-feed record STREAM... -o FILE [--duration S | --limit N] [--append] [--raw]
     trio-feed replay FILE [--speed 1|10|max] [--port P] [--exit-when-done]
     trio-feed stats FILE [--json]
+    trio-feed publish STREAM... --redis URL [--limit N] [--policy block|drop_oldest]
+    trio-feed stream --from-redis URL STREAM... [--start latest|earliest|ID|TIME]
 
 ``stream`` and ``record`` use an embedded local exchange unless ``--live``
 (Binance spot) or ``--url`` (a base ``ws[s]://host:port``, or a full stream
@@ -19,6 +21,10 @@ meant to be stopped.
 Output goes to stdout (events, the replay URL, stats); progress and the
 live status line go to stderr, the status line only when stderr is a
 terminal.
+
+``publish`` and ``stream --from-redis`` are the two ends of the Redis Streams
+broker (``trio_feed.broker``, ``docs/scale-out.md``); they need the ``redis``
+extra, which the other commands never import.
 """
 
 from __future__ import annotations
@@ -249,6 +255,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 
 
 async def _cmd_stream(args: argparse.Namespace) -> int:
+    if args.from_redis:
+        return await _cmd_stream_from_redis(args)
     json_lines = args.json
     limit = args.limit
     count = 0
@@ -287,6 +295,78 @@ async def _cmd_stream(args: argparse.Namespace) -> int:
                     if exc.code != 1000:
                         raise
                     _note(f"{exc} (after {count} events)")
+    return 0
+
+
+# -- the broker: publish, and stream --from-redis ---------------------------------------
+
+
+def _start(text: str) -> str | float:
+    """``--start``: latest, earliest, an entry id (``<ms>-<seq>``) or epoch seconds."""
+    if text in ("latest", "earliest") or "-" in text:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected latest, earliest, an entry id or epoch seconds, got {text!r}") from None
+
+
+def _print_item(item: Any, json_lines: bool) -> None:
+    from ..broker import Gap
+
+    if json_lines:
+        data = ({"type": "Gap", **attrs.asdict(item)} if isinstance(item, Gap)
+                else event_to_dict(item))
+        sys.stdout.buffer.write(orjson.dumps(data, default=_json_default) + b"\n")
+        sys.stdout.buffer.flush()
+    else:
+        line = item.describe() if isinstance(item, Gap) else format_event(item)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+async def _cmd_stream_from_redis(args: argparse.Namespace) -> int:
+    from ..broker import open_redis_feed
+
+    if args.live or args.url:
+        raise CliError("--from-redis reads the broker: it cannot be combined with --live or --url",
+                       2)
+    names = _check_streams(args.streams)
+    if not names:
+        raise CliError("name at least one stream, e.g. 'btcusdt@trade'", 2)
+    args.target = args.from_redis
+    count = 0
+    async with open_redis_feed(args.from_redis, names, prefix=args.prefix, start=args.start,
+                               connect_timeout=args.connect_timeout) as feed:
+        async for item in feed:
+            count += 1
+            _print_item(item, args.json)
+            if args.limit is not None and count >= args.limit:
+                break
+        stats = feed.statistics()
+    _note(f"{count} items from {stats.messages} entries, {stats.gaps} gaps, "
+          f"{stats.missing} missing, {stats.dropped} dropped by the publisher")
+    return 0
+
+
+async def _cmd_publish(args: argparse.Namespace) -> int:
+    from ..broker import open_redis_sink, publish
+
+    if not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise CliError(f"--redis must be a redis:// URL, got {args.redis!r}", 2)
+    async with _connect_to(args) as (url, names):
+        async with open_feed(names, url=url, reconnect=True,
+                             connect_timeout=args.connect_timeout) as feed, \
+                open_redis_sink(args.redis, prefix=args.prefix, policy=args.policy,
+                                maxlen=args.maxlen, max_age=args.max_age,
+                                rest_url=args.rest_url,
+                                connect_timeout=args.connect_timeout) as sink:
+            sent = await publish(feed, sink, limit=args.limit)
+        stats = sink.statistics()
+    print(f"published {sent} events in {stats.entries} entries to {args.redis}: "
+          f"{stats.dropped_events} dropped, {stats.retries} retried, "
+          f"{stats.already_written} already written", flush=True)
     return 0
 
 
@@ -516,8 +596,31 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--json", action="store_true", help="JSON lines instead of text")
     stream.add_argument("--reconnect", action="store_true",
                         help="reconnect when the connection ends (default: exit with its error)")
+    stream.add_argument("--from-redis", metavar="URL",
+                        help="read what 'trio-feed publish' wrote to this Redis server instead")
+    stream.add_argument("--start", type=_start, default="latest",
+                        help="with --from-redis: latest (default), earliest, an entry id, or "
+                             "epoch seconds")
+    stream.add_argument("--prefix", default="md", help="with --from-redis: the key prefix")
     _add_source_options(stream)
     stream.set_defaults(run=_cmd_stream)
+
+    pub = commands.add_parser("publish", help="publish events into Redis Streams",
+                              parents=[common])
+    pub.add_argument("streams", nargs="*", metavar="STREAM", help="e.g. btcusdt@trade")
+    pub.add_argument("--redis", required=True, metavar="URL", help="redis://host:port")
+    pub.add_argument("--limit", type=_positive_int, help="stop after N events")
+    pub.add_argument("--policy", choices=("block", "drop_oldest"), default="block",
+                     help="when the server falls behind: hold the feed, or drop (counted)")
+    pub.add_argument("--maxlen", type=_positive_int, default=100_000,
+                     help="entries kept per stream (MAXLEN ~; default 100000)")
+    pub.add_argument("--max-age", type=_positive_float, metavar="S",
+                     help="keep entries S seconds instead (MINID ~)")
+    pub.add_argument("--rest-url", metavar="URL",
+                     help="REST base URL for the book snapshots of depth streams")
+    pub.add_argument("--prefix", default="md", help="the key prefix (default md)")
+    _add_source_options(pub)
+    pub.set_defaults(run=_cmd_publish)
 
     rec = commands.add_parser("record", help="write raw frames, with receive times, to a file",
                               parents=[common])
@@ -591,6 +694,8 @@ def describe(exc: BaseException, target: str) -> tuple[str, int]:
         return f"{target} sent something invalid: {exc}", 1
     if isinstance(exc, (TrioFeedError, ValueError)):
         return str(exc), 1
+    if type(exc).__module__.startswith("coredis"):
+        return f"redis: {exc}", 1
     return f"{type(exc).__name__}: {exc}", 1
 
 
