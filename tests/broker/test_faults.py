@@ -261,3 +261,42 @@ async def test_a_slow_server_holds_the_feed_through_the_sink(own_server, prefix)
     assert collector.gaps == []
     first = collector.ids[0]
     assert collector.ids == list(range(first, first + final.events))
+
+
+async def test_a_full_server_under_noeviction_holds_the_sink_until_there_is_room(
+        own_server, prefix) -> None:
+    import coredis
+
+    sent = 0
+
+    async def produce(sink: Any) -> None:
+        nonlocal sent
+        for event in trades(1, 6000):
+            await sink.send(event)
+            sent = event.trade_id
+
+    with trio.fail_after(40):
+        async with coredis.Redis.from_url(own_server.url) as admin:
+            await admin.config_set({"maxmemory-policy": "noeviction"})
+            used = int((await admin.info("memory"))["used_memory"])
+            await admin.config_set({"maxmemory": str(used + 300_000)})
+            collector = Collector()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(collector.run, own_server.url, prefix)
+                async with open_redis_sink(own_server.url, prefix=prefix,
+                                           max_pending_events=1000, max_batch_events=50,
+                                           max_entries_per_write=20, **FAST) as sink:
+                    nursery.start_soon(produce, sink)
+                    await wait_until(lambda: sink.statistics().pending_events >= 1000, 15)
+                    await trio.sleep(0.3)
+                    held = sink.statistics()
+                    assert sent < 6000 and held.pending_events == 1000
+                    assert held.reconnects >= 1 and held.events < 6000
+                    await admin.config_set({"maxmemory": "0"})
+                    await wait_until(lambda: sent == 6000, 15)
+                    await sink.flush()
+                await collector.wait_for(6000, 15)
+                nursery.cancel_scope.cancel()
+    stats = sink.statistics()
+    assert collector.ids == list(range(1, 6001)) and collector.gaps == []
+    assert stats.dropped_events == 0 and stats.events == 6000

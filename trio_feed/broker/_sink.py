@@ -89,10 +89,14 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+class _ServerBusy(Exception):
+    """The server answered but cannot take writes now (out of memory, loading)."""
+
+
 def _transient() -> tuple[type[BaseException], ...]:
     from coredis.exceptions import ConnectionError as RedisConnectionError
 
-    return (RedisConnectionError, *_TRANSIENT)
+    return (RedisConnectionError, _ServerBusy, *_TRANSIENT)
 
 
 class SinkPolicy(enum.Enum):
@@ -577,6 +581,11 @@ class RedisSink:
                     try:
                         await request
                     except ResponseError as exc:
+                        if str(exc).startswith(("OOM", "LOADING", "BUSY", "TRYAGAIN")):
+                            # Full (maxmemory with noeviction), loading, or busy: like an
+                            # outage, wait it out.  The entries that did land are refused as
+                            # already written on the retry.
+                            raise _ServerBusy(str(exc)) from exc
                         if "equal or smaller" not in str(exc):
                             raise BrokerError(f"the server refused an XADD: {exc}") from exc
                         if not retried:
