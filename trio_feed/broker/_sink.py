@@ -67,7 +67,6 @@ from typing import Any
 
 import anyio
 import attrs
-import httpx
 import orjson
 import trio
 
@@ -189,7 +188,7 @@ class RedisSink:
         self.close_timeout: float = o["close_timeout"]
         self._rng: random.Random = o["rng"] or random.Random()
         self._wall_us: Callable[[], int] = o["wall_clock_us"]
-        self._http: httpx.AsyncClient | None = None
+        self._http: Any = None  # an httpx.AsyncClient, with rest_url only
         self._control = _Key("", control_key(market=self.market, prefix=self.prefix))
         self._keys: dict[str, _Key] = {}
         self._sealed: deque[_Batch] = deque()
@@ -225,6 +224,8 @@ class RedisSink:
             await stack.enter_async_context(self._client)
             await self._client.ping()
             if self.rest_url is not None:
+                import httpx  # only for book snapshots
+
                 self._http = await stack.enter_async_context(httpx.AsyncClient())
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             self._nursery.start_soon(self._writer)
@@ -438,6 +439,8 @@ class RedisSink:
             self._nursery.start_soon(self._fetch_snapshot, state)
 
     async def _fetch_snapshot(self, state: _Key) -> None:
+        import httpx
+
         assert self._http is not None and state.book is not None
         book = state.book
         delay = self.backoff_initial
