@@ -46,7 +46,11 @@ class Collector:
                     self.ids.append(item.trade_id)
 
     async def wait_for(self, count: int, seconds: float = 5.0) -> None:
-        await wait_until(lambda: len(self.ids) >= count, seconds)
+        try:
+            await wait_until(lambda: len(self.ids) >= count, seconds)
+        except trio.TooSlowError:
+            stats = self.feed.statistics() if self.feed else None
+            raise AssertionError(f"read {len(self.ids)} of {count}; {stats}") from None
 
 
 async def wait_until(condition: Any, seconds: float = 5.0) -> None:

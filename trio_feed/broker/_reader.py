@@ -55,7 +55,7 @@ import orjson
 import trio
 
 from .._errors import SchemaError, lone_exception
-from ..binance import Decoder, Event, PartialDepth, Stream, parse_stream
+from ..binance import Decoder, DepthUpdate, Event, PartialDepth, Stream, parse_stream
 from ..feed import StreamStatistics
 from ._codec import CONSECUTIVE, SCHEMA_VERSION, decode_json_payload, sequence
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
@@ -144,6 +144,8 @@ class RedisFeed:
         self._backoff_cap: float = options["backoff_cap"]
         self._rng: random.Random = options["rng"] or random.Random()
         self._decoder = Decoder(streams, decimals=self._decimals)
+        # Diff depth chains by U = previous u + 1 on spot only (futures chain by pu).
+        self._consecutive = CONSECUTIVE if self.market == "spot" else CONSECUTIVE - {DepthUpdate}
         self._states: dict[str, _StreamState] = {}
         for stream in streams:
             key = stream_key(stream, market=self.market, prefix=self.prefix)
@@ -316,7 +318,7 @@ class RedisFeed:
                     if seq[1] <= last_seen:
                         state.duplicates += 1
                         continue
-                    if type(event) in CONSECUTIVE and seq[0] > last_seen + 1:
+                    if type(event) in self._consecutive and seq[0] > last_seen + 1:
                         hole = seq[0] - last_seen - 1
                         state.missing += hole
                         state.gaps += 1

@@ -25,7 +25,10 @@ Rule 1: ids are explicit and monotonic per key.  Each entry gets its id
     ids, and the server rejects those that landed ("equal or smaller than the
     target stream top item"): they are counted in ``already_written``, not
     duplicated.  Entries of one key are written in order, on one connection,
-    so a rejected retry always means "already there".
+    and each round trip is one ``MULTI``/``EXEC`` transaction, so a round
+    lands whole or not at all: a write refused at queueing (``OOM`` under
+    ``noeviction``) cannot let a later entry of the same stream land before an
+    earlier one, and a rejected retry always means "already there".
 
 Rule 2: nothing is dropped without a count.  Every accepted event is
     pending until the server acknowledged its entry.  Past
@@ -90,6 +93,13 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 
 class _ServerBusy(Exception):
     """The server answered but cannot take writes now (out of memory, loading)."""
+
+
+def _busy(exc: BaseException) -> bool:
+    """Full (maxmemory with noeviction), loading or busy: wait it out, like an outage."""
+    text = str(exc)
+    return any(word in text for word in ("OOM command not allowed", "LOADING", "BUSY ",
+                                         "TRYAGAIN"))
 
 
 def _transient() -> tuple[type[BaseException], ...]:
@@ -243,6 +253,9 @@ class RedisSink:
                 with trio.move_on_after(self.close_timeout):
                     await self.flush()
             self._closed = True
+            if self._pending_events:
+                logger.warning("sink closed with %d events not written (counted in "
+                               "pending_events)", self._pending_events)
             self._nursery.cancel_scope.cancel()
             await self._stack.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
@@ -551,43 +564,45 @@ class RedisSink:
                         note[b"id"] = self._control.next_id(now_ms).encode()
                 started = time.perf_counter()
                 sent_at = _text(self._wall_us())
-                async with self._client.pipeline(transaction=False,
-                                                 raise_on_error=False) as pipe:
-                    requests: list[tuple[_Batch | None, Any]] = []
-                    for note in notes:
-                        fields = {k: v for k, v in note.items() if k != b"id"}
-                        requests.append((None, pipe.xadd(
-                            self._control.key, fields, identifier=note[b"id"],
-                            trim_strategy=_maxlen(), trim_operator=_approx(),
-                            threshold=self.control_maxlen)))
-                    for batch in batches:
-                        batch.attempts += 1
-                        fields = {
-                            b"v": SCHEMA_VERSION, b"fmt": batch.fmt,
-                            b"n": b"%d" % len(batch.items), b"first": _text(batch.first),
-                            b"last": _text(batch.last), b"t0": b"%d" % batch.t0,
-                            b"t": sent_at, b"gap": batch.gap,
-                            b"p": b"[" + b",".join(batch.items) + b"]",
-                        }
-                        requests.append((batch, pipe.xadd(
-                            batch.state.key, fields, identifier=batch.entry_id,
-                            **self._retention(batch.state.key))))
-                        if batch.snapshot is not None:
+                try:
+                    async with self._client.pipeline(transaction=True,
+                                                     raise_on_error=False) as pipe:
+                        requests: list[tuple[_Batch | None, Any]] = []
+                        for note in notes:
+                            fields = {k: v for k, v in note.items() if k != b"id"}
                             requests.append((None, pipe.xadd(
-                                snapshot_key(batch.state.stream, market=self.market,
-                                             prefix=self.prefix),
-                                batch.snapshot, identifier=batch.entry_id,
+                                self._control.key, fields, identifier=note[b"id"],
                                 trim_strategy=_maxlen(), trim_operator=_approx(),
-                                threshold=self.snapshot_maxlen)))
+                                threshold=self.control_maxlen)))
+                        for batch in batches:
+                            batch.attempts += 1
+                            fields = {
+                                b"v": SCHEMA_VERSION, b"fmt": batch.fmt,
+                                b"n": b"%d" % len(batch.items), b"first": _text(batch.first),
+                                b"last": _text(batch.last), b"t0": b"%d" % batch.t0,
+                                b"t": sent_at, b"gap": batch.gap,
+                                b"p": b"[" + b",".join(batch.items) + b"]",
+                            }
+                            requests.append((batch, pipe.xadd(
+                                batch.state.key, fields, identifier=batch.entry_id,
+                                **self._retention(batch.state.key))))
+                            if batch.snapshot is not None:
+                                requests.append((None, pipe.xadd(
+                                    snapshot_key(batch.state.stream, market=self.market,
+                                                 prefix=self.prefix),
+                                    batch.snapshot, identifier=batch.entry_id,
+                                    trim_strategy=_maxlen(), trim_operator=_approx(),
+                                    threshold=self.snapshot_maxlen)))
+                except ResponseError as exc:
+                    if _busy(exc):
+                        raise _ServerBusy(str(exc)) from exc
+                    raise BrokerError(f"the server refused a write: {exc}") from exc
                 retried = failures > 0
                 for owner, request in requests:
                     try:
                         await request
                     except ResponseError as exc:
-                        if str(exc).startswith(("OOM", "LOADING", "BUSY", "TRYAGAIN")):
-                            # Full (maxmemory with noeviction), loading, or busy: like an
-                            # outage, wait it out.  The entries that did land are refused as
-                            # already written on the retry.
+                        if _busy(exc):
                             raise _ServerBusy(str(exc)) from exc
                         if "equal or smaller" not in str(exc):
                             raise BrokerError(f"the server refused an XADD: {exc}") from exc
