@@ -5,9 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import orjson
+import pytest
 import trio
 
 from trio_feed.binance import (
+    ControlResponse,
     Decoder,
     ServerShutdown,
     Trade,
@@ -127,6 +129,14 @@ async def test_entries_are_micro_batches_with_their_id_ranges(redis_server, pref
         (b"100", b"1", b"100"), (b"100", b"101", b"200"), (b"50", b"201", b"250")]
     assert all(f[b"v"] == b"1" and f[b"fmt"] == b"json" and f[b"gap"] == b"" for f in fields)
     assert sink.statistics().entries == 3
+
+
+async def test_an_event_without_a_stream_is_refused(redis_server, prefix) -> None:
+    with trio.fail_after(10):
+        async with open_redis_sink(redis_server.url, prefix=prefix) as sink:
+            with pytest.raises(ValueError, match="no stream"):
+                await sink.send(ControlResponse(1, None))
+            assert sink.statistics().pending_events == 0
 
 
 async def test_missing_ids_become_a_gap_and_are_counted(redis_server, prefix) -> None:
