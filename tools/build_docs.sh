@@ -24,8 +24,8 @@ for page in site.rglob("*.html"):
     anchors.update(re.findall(r'id="(trio_feed[\w.]*)"', page.read_text(encoding="utf-8")))
 missing = []
 for module in ("trio_feed", "trio_feed.binance", "trio_feed.feed", "trio_feed.books",
-               "trio_feed.bridge", "trio_feed.wire", "trio_feed.exchange", "trio_feed.testing",
-               "trio_feed.recording"):
+               "trio_feed.bridge", "trio_feed.broker", "trio_feed.wire", "trio_feed.exchange",
+               "trio_feed.testing", "trio_feed.recording"):
     for name in importlib.import_module(module).__all__:
         homes = [f"{module}.{name}"]
         if module == "trio_feed":

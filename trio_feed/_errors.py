@@ -16,7 +16,10 @@ what went wrong precisely enough to act on::
     ├── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
     ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
     ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
-    └── RecordingError           a recording that cannot be read or written
+    ├── RecordingError           a recording that cannot be read or written
+    └── BrokerError              the Redis Streams broker refused something (trio_feed.broker)
+        ├── SchemaError          an entry of an unknown schema version or format (also ValueError)
+        └── SinkClosed           send() on a sink that is closed or whose writer failed
 
 ``Stale`` (a :class:`ConnectionClosed` the feed's watchdog raises on a silent
 connection) never reaches the caller: the feed counts it and reconnects.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 __all__ = [
     "BorrowError",
+    "BrokerError",
     "ConnectionClosed",
     "DecodeError",
     "HandshakeError",
@@ -43,6 +47,8 @@ __all__ = [
     "ProtocolError",
     "RateLimited",
     "RecordingError",
+    "SchemaError",
+    "SinkClosed",
     "SlowConsumerError",
     "SnapshotError",
     "Stale",
@@ -202,3 +208,15 @@ def lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
     collect(group)
     return leaves[0] if len(leaves) == 1 else group
+
+
+class BrokerError(TrioFeedError):
+    """The Redis Streams broker (``trio_feed.broker``) refused something or could not do it."""
+
+
+class SchemaError(BrokerError, ValueError):
+    """An entry read from the broker has a schema version or format this reader does not know."""
+
+
+class SinkClosed(BrokerError):
+    """``send`` on a broker sink that is closed, or whose writer task failed."""

@@ -142,4 +142,6 @@ def describe(exc: BaseException, target: str) -> tuple[str, int]:
         return f"{target} sent something invalid: {exc}", 1
     if isinstance(exc, (TrioFeedError, ValueError)):
         return str(exc), 1
+    if type(exc).__module__.startswith("coredis"):
+        return f"redis: {exc}", 1
     return f"{type(exc).__name__}: {exc}", 1

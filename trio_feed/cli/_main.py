@@ -23,6 +23,10 @@ terminal (see ``_status``).
 
 Each command is added by an ``add_<command>(subparsers, common)`` function
 listed in :data:`COMMANDS`; a new command adds its function there.
+
+``publish`` and ``stream --from-redis`` are the two ends of the Redis Streams
+broker (``trio_feed.broker``, ``docs/scale-out.md``, in ``_broker``); they need
+the ``redis`` extra, which the other commands never import.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from ._broker import add_publish
 from ._commands import LIVE_BASE_URL, add_record, add_replay, add_stats, add_stream
 from ._errors import describe, leaves
 from ._status import PROG, Screen, ScreenLogHandler
@@ -47,7 +52,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: ``add_<command>(subparsers, common)`` for each command, in ``--help`` order.
 COMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
-    add_stream, add_record, add_replay, add_stats,
+    add_stream, add_record, add_replay, add_stats, add_publish,
 ]
 
 

@@ -1,0 +1,148 @@
+"""What one stream entry holds, and events to and from its payload (schema version 1).
+
+An entry is a micro-batch of the events of one stream, as Redis stream fields:
+
+=========  =================================================================
+``v``      schema version, ``1``; a reader refuses versions it does not know
+``fmt``    ``json`` (normalised events, below) or ``raw`` (Binance frames)
+``n``      how many events the payload holds
+``first``  sequence of the first event (trade id, aggTrade id, diff ``U``,
+           ``lastUpdateId``, ``u``), empty when the stream has none
+``last``   sequence of the last event (diff ``u``); empty when none
+``t0``     when the oldest event of the entry reached the sink (µs since the epoch)
+``t``      when the entry was first sent to the server (µs since the epoch)
+``gap``    ``first:last:count`` of events the sink dropped just before this
+           entry (``drop_oldest``), else empty; ``first``/``last`` may be empty
+``p``      the payload: a JSON array, one element per event
+=========  =================================================================
+
+``fmt=raw``: the elements are the frames exactly as Binance sent them (the
+combined-stream envelope ``{"stream": ..., "data": ...}``), so a reader types
+them with the same :class:`~trio_feed.binance.Decoder` as a direct feed.
+``fmt=json``: each element is an event's attrs fields by name plus
+``"type"``, the class name (``{"type": "Trade", "event_time": ..., ...}``);
+prices stay strings (``Decimal`` is written in plain notation).  Adding a
+format or a field is compatible; changing the meaning of one bumps ``v``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Final
+
+import attrs
+import orjson
+
+from .._errors import SchemaError
+from ..binance import (
+    AggTrade,
+    AvgPrice,
+    BlockTrade,
+    BookTicker,
+    ControlError,
+    ControlResponse,
+    DepthUpdate,
+    Event,
+    Kline,
+    MiniTicker,
+    MiniTickerArray,
+    PartialDepth,
+    ReferencePrice,
+    RollingWindowTicker,
+    RollingWindowTickerArray,
+    ServerShutdown,
+    Ticker,
+    TickerArray,
+    Trade,
+    UnknownEvent,
+)
+
+__all__ = [
+    "CONSECUTIVE",
+    "SCHEMA_VERSION",
+    "decode_json_payload",
+    "encode_event",
+    "sequence",
+]
+
+SCHEMA_VERSION: Final = b"1"
+
+_CLASSES: Final[tuple[type[Any], ...]] = (
+    Trade, AggTrade, BlockTrade, Kline, MiniTicker, Ticker, RollingWindowTicker, AvgPrice,
+    BookTicker, PartialDepth, DepthUpdate, ReferencePrice, ServerShutdown, MiniTickerArray,
+    TickerArray, RollingWindowTickerArray, ControlResponse, ControlError, UnknownEvent,
+)
+_BY_NAME: Final = {cls.__name__: cls for cls in _CLASSES}
+_FIELDS: Final = {cls: tuple(f.name for f in attrs.fields(cls)) for cls in _CLASSES}
+_ARRAYS: Final = (MiniTickerArray, TickerArray, RollingWindowTickerArray)
+
+#: Event types whose ids are consecutive on Binance spot: a hole is a lost event.
+CONSECUTIVE: Final = frozenset({Trade, AggTrade, DepthUpdate})
+
+
+def sequence(event: Event) -> tuple[int, int] | None:
+    """``(first, last)`` sequence numbers the event covers, or ``None`` if its stream has none."""
+    cls = type(event)
+    if cls is Trade or cls is BlockTrade:
+        return event.trade_id, event.trade_id  # type: ignore[union-attr]
+    if cls is AggTrade:
+        return event.agg_trade_id, event.agg_trade_id  # type: ignore[union-attr]
+    if cls is DepthUpdate:
+        return event.first_update_id, event.final_update_id  # type: ignore[union-attr]
+    if cls is BookTicker:
+        return event.update_id, event.update_id  # type: ignore[union-attr]
+    if cls is PartialDepth:
+        return event.last_update_id, event.last_update_id  # type: ignore[union-attr]
+    return None
+
+
+def _fields(event: Any) -> dict[str, Any]:
+    cls = type(event)
+    out: dict[str, Any] = {"type": cls.__name__}
+    for name in _FIELDS[cls]:
+        out[name] = getattr(event, name)
+    if cls in _ARRAYS:
+        out["events"] = [_fields(e) for e in event.events]
+    return out
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode_event(event: Event) -> bytes:
+    """One event as a normalised JSON object (``fmt=json``)."""
+    return orjson.dumps(_fields(event), default=_default)
+
+
+def _build(obj: dict[str, Any], decimals: bool) -> Any:
+    try:
+        cls = _BY_NAME[obj.pop("type")]
+    except KeyError as exc:
+        raise SchemaError(f"unknown event type in a json entry: {exc}") from None
+    if cls in _ARRAYS:
+        obj["events"] = [_build(e, decimals) for e in obj["events"]]
+    if decimals:
+        for name in cls._decimal_fields:
+            value = obj.get(name)
+            if value is not None:
+                obj[name] = Decimal(value)
+        for name in getattr(cls, "_level_fields", ()):
+            obj[name] = [[Decimal(p), Decimal(q)] for p, q in obj[name]]
+    try:
+        return cls(**obj)
+    except TypeError as exc:
+        raise SchemaError(f"a json entry does not fit {cls.__name__}: {exc}") from None
+
+
+def decode_json_payload(payload: bytes, *, decimals: bool = False) -> list[Event]:
+    """The events of a ``fmt=json`` payload."""
+    try:
+        items = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"an entry's payload is not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise SchemaError("an entry's payload is not a JSON array")
+    return [_build(obj, decimals) for obj in items]

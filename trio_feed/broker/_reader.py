@@ -1,0 +1,420 @@
+"""``open_redis_feed``: the events a sink published, on any process or machine.
+
+::
+
+    async with open_redis_feed("redis://host:6379", ["btcusdt@trade"]) as feed:
+        async for event in feed:
+            print(event)
+
+It yields the same typed events as :func:`~trio_feed.open_feed`, plus
+:class:`Gap` items where events are known to be missing, in order within each
+stream (streams interleave as they are read).
+
+Theory of operation
+-------------------
+
+One task reads every stream's key and the control stream with one blocking
+``XREAD`` (``count`` entries per key, ``block`` milliseconds), decodes each
+entry (``_codec``), checks continuity, and hands the events to the consumer
+through a channel of ``max_queued`` entries; when the consumer is slow the
+reader stops reading, and the data waits in Redis (until retention trims it:
+a hole that then shows up as missing ids).  A failed read is retried after a
+jittered backoff from the last id read, so nothing is skipped or repeated.
+
+Continuity.  For streams with consecutive ids (trades, aggTrades, diff depth)
+a hole between events becomes a ``Gap(reason="missing")`` and is counted in
+``missing``; an event at or below the last id seen is skipped and counted in
+``duplicates``.  A sink's gap marker (``drop_oldest``) becomes a
+``Gap(reason="dropped")`` carrying the sink's own count, and continuity
+resumes after it, so one hole is reported once.  Control-stream entries are
+counted by kind in ``notices``.
+
+Where to start: ``start="latest"`` (entries written from now on), ``"earliest"``
+(everything retained), an entry id (entries after it), or a time (a
+``datetime`` or epoch seconds: entries written from then on).  With
+``books=True`` a diff-depth stream starts from the newest book snapshot at or
+before that point, handed out first as a :class:`~trio_feed.binance.PartialDepth`;
+its entry id is that of the depth entry it follows, so the diff events after it
+chain onto it: feed both to an :class:`~trio_feed.binance.OrderBook`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from .._errors import SchemaError, lone_exception
+from ..binance import Decoder, DepthUpdate, Event, PartialDepth, Stream, parse_stream
+from ..feed import StreamStatistics
+from ._codec import CONSECUTIVE, SCHEMA_VERSION, decode_json_payload, sequence
+from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
+from ._sink import _transient, redis_client
+from ._statistics import Latencies, RedisFeedStatistics
+
+__all__ = ["Gap", "RedisFeed", "open_redis_feed"]
+
+logger = logging.getLogger("trio_feed.broker")
+
+_MAX_SEQ = 18446744073709551615
+
+
+@attrs.frozen
+class Gap:
+    """Events of ``stream`` known to be missing just before the next event of that stream.
+
+    ``reason`` is ``"dropped"`` (the sink dropped them under ``drop_oldest``;
+    ``count`` is its count) or ``"missing"`` (ids absent from the stream).
+    ``first``/``last`` are the missing ids, ``None`` where unknown.
+    """
+
+    stream: str
+    first: int | None
+    last: int | None
+    count: int
+    reason: str
+
+    def describe(self) -> str:
+        """One readable line, e.g. ``btcusdt@trade  gap: 120 events dropped (ids 5-124)``."""
+        ids = f" (ids {self.first}-{self.last})" if self.first is not None else ""
+        return f"{self.stream}  gap: {self.count} events {self.reason}{ids}"
+
+
+@attrs.define(slots=True, eq=False)
+class _StreamState:
+    stream: Stream
+    key: str
+    last: int | None = None
+    events: int = 0
+    bytes: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    missing: int = 0
+
+
+def _start_id(start: str | float | datetime.datetime) -> str | None:
+    """The id to read after, or ``None`` for "latest"."""
+    if isinstance(start, datetime.datetime):
+        start = start.timestamp()
+    if isinstance(start, (int, float)):
+        ms = int(start * 1000)
+        return f"{ms - 1}-{_MAX_SEQ}" if ms > 0 else "0-0"
+    if start == "latest":
+        return None
+    if start == "earliest":
+        return "0-0"
+    head, _, seq = start.partition("-")
+    if not head.isdigit() or (seq and not seq.isdigit()):
+        raise ValueError(
+            f"start must be 'latest', 'earliest', an entry id or a time, not {start!r}")
+    return start if seq else f"{start}-0"
+
+
+def _levels(raw: bytes, decimals: bool) -> list[list[Any]]:
+    levels: list[list[Any]] = orjson.loads(raw)
+    if decimals:
+        return [[Decimal(p), Decimal(q)] for p, q in levels]
+    return levels
+
+
+class RedisFeed:
+    """A running broker feed: iterate it with ``async for``.  Made by :func:`open_redis_feed`."""
+
+    def __init__(self, client: Any, streams: list[Stream], options: dict[str, Any]) -> None:
+        self._client = client
+        self.market: str = options["market"]
+        self.prefix: str = options["prefix"]
+        self._start = options["start"]
+        self._books: bool = options["books"]
+        self._decimals: bool = options["decimals"]
+        self._count: int = options["count"]
+        self._block: int = options["block_ms"]
+        self._max_queued: int = options["max_queued"]
+        self._backoff_initial: float = options["backoff_initial"]
+        self._backoff_cap: float = options["backoff_cap"]
+        self._rng: random.Random = options["rng"] or random.Random()
+        self._decoder = Decoder(streams, decimals=self._decimals)
+        # Diff depth chains by U = previous u + 1 on spot only (futures chain by pu).
+        self._consecutive = CONSECUTIVE if self.market == "spot" else CONSECUTIVE - {DepthUpdate}
+        self._states: dict[str, _StreamState] = {}
+        for stream in streams:
+            key = stream_key(stream, market=self.market, prefix=self.prefix)
+            self._states[key] = _StreamState(stream, key)
+        self._control = control_key(market=self.market, prefix=self.prefix)
+        self._ids: dict[str, str] = {}
+        self._pending: deque[Any] = deque()
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+        self._receive: trio.MemoryReceiveChannel[Any] | None = None
+        self._entries = self._bytes = self._events = 0
+        self._dropped = self._gaps = self._reconnects = self._snapshots = 0
+        self._queued = 0
+        self._notices: Counter[str] = Counter()
+        self._lag = Latencies()
+
+    @property
+    def streams(self) -> list[str]:
+        """The names of the streams read."""
+        return [s.stream.name for s in self._states.values()]
+
+    # -- lifetime ---------------------------------------------------------------
+
+    async def __aenter__(self) -> RedisFeed:
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(self._client)
+            await self._position()
+            send, self._receive = trio.open_memory_channel[Any](self._max_queued)
+            self._nursery = await stack.enter_async_context(trio.open_nursery())
+            self._nursery.start_soon(self._read, send)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: Any) -> None:
+        assert self._stack is not None and self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        try:
+            await self._stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            leaf = lone_exception(group)
+            raise leaf from leaf.__cause__
+
+    async def _position(self) -> None:
+        """Resolve the start into one id per key; load the book snapshots to hand out first."""
+        after = _start_id(self._start)
+        keys = [*self._states, self._control]
+        if after is None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                requests = [(key, pipe.xrevrange(key, count=1)) for key in keys]
+            for key, request in requests:
+                entries = await request
+                self._ids[key] = entries[0].identifier.decode() if entries else "0-0"
+        else:
+            for key in keys:
+                self._ids[key] = after
+        if not self._books:
+            return
+        depth = [s for s in self._states.values() if s.stream.kind == "depth"]
+        if not depth:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            requests2 = [
+                (state, pipe.xrevrange(
+                    snapshot_key(state.stream, market=self.market, prefix=self.prefix),
+                    end=self._ids[state.key] if after is not None else "+", count=1))
+                for state in depth
+            ]
+        for state, request in requests2:
+            entries = await request
+            if not entries:
+                continue
+            entry = entries[0]
+            fields = entry.field_values
+            if fields.get(b"v") != SCHEMA_VERSION:
+                raise SchemaError(f"book snapshot of version {fields.get(b'v')!r}")
+            last_update_id = int(fields[b"L"])
+            symbol = state.stream.symbol.upper() if state.stream.symbol else None
+            self._pending.append(PartialDepth(
+                last_update_id, _levels(fields[b"bids"], self._decimals),
+                _levels(fields[b"asks"], self._decimals), symbol, state.stream.name,
+            ))
+            self._snapshots += 1
+            self._ids[state.key] = entry.identifier.decode()
+            state.last = last_update_id
+
+    # -- reading ----------------------------------------------------------------
+
+    async def _read(self, send: trio.MemorySendChannel[Any]) -> None:
+        transient = _transient()
+        failures = 0
+        async with send:
+            while True:
+                try:
+                    result = await self._client.xread(self._ids, count=self._count,
+                                                      block=self._block)
+                    failures = 0
+                except transient as exc:
+                    failures += 1
+                    self._reconnects += 1
+                    delay = min(self._backoff_cap, self._backoff_initial * 2 ** (failures - 1))
+                    logger.warning("redis read failed (%s: %s); retrying in %.2f s",
+                                   type(exc).__name__, exc, delay)
+                    await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                    continue
+                if not result:
+                    continue
+                for raw_key, entries in result.items():
+                    key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                    for entry in entries:
+                        self._ids[key] = entry.identifier.decode()
+                        try:
+                            items = self._entry(key, entry.field_values)
+                        except Exception as exc:
+                            await send.send(exc)
+                            return
+                        if items:
+                            self._queued += len(items)
+                            await send.send(items)
+
+    def _entry(self, key: str, fields: dict[bytes, bytes]) -> list[Any]:
+        if fields.get(b"v") != SCHEMA_VERSION:
+            raise SchemaError(f"an entry of {key} has schema version {fields.get(b'v')!r}; "
+                              f"this reader knows {SCHEMA_VERSION.decode()}")
+        if key == self._control:
+            self._notices[fields.get(b"kind", b"?").decode()] += 1
+            return []
+        state = self._states[key]
+        name = state.stream.name
+        payload = fields[b"p"]
+        self._entries += 1
+        self._bytes += len(payload)
+        state.bytes += len(payload)
+        t0 = fields.get(b"t0")
+        if t0:
+            self._lag.add((time.time_ns() // 1000 - int(t0)) / 1000.0)
+        out: list[Any] = []
+        gap = fields.get(b"gap")
+        if gap:
+            first_s, last_s, count_s = gap.split(b":")
+            first = int(first_s) if first_s else None
+            last = int(last_s) if last_s else None
+            out.append(Gap(name, first, last, int(count_s), "dropped"))
+            self._dropped += int(count_s)
+            self._gaps += 1
+            state.gaps += 1
+            if last is not None:
+                state.last = last
+        fmt = fields.get(b"fmt")
+        if fmt == b"json":
+            events: list[Event] = decode_json_payload(payload, decimals=self._decimals)
+        elif fmt == b"raw":
+            try:
+                frames = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise SchemaError(f"an entry's payload is not JSON: {exc}") from None
+            decode = self._decoder.decode_object
+            events = [decode(frame, name) for frame in frames]
+        else:
+            raise SchemaError(f"an entry of {key} has the unknown format {fmt!r}")
+        for event in events:
+            seq = sequence(event)
+            if seq is not None:
+                last_seen = state.last
+                if last_seen is not None:
+                    if seq[1] <= last_seen:
+                        state.duplicates += 1
+                        continue
+                    if type(event) in self._consecutive and seq[0] > last_seen + 1:
+                        hole = seq[0] - last_seen - 1
+                        state.missing += hole
+                        state.gaps += 1
+                        self._gaps += 1
+                        out.append(Gap(name, last_seen + 1, seq[0] - 1, hole, "missing"))
+                state.last = seq[1]
+            state.events += 1
+            out.append(event)
+        return out
+
+    # -- iteration --------------------------------------------------------------
+
+    def __aiter__(self) -> RedisFeed:
+        return self
+
+    async def __anext__(self) -> Event | Gap:
+        pending = self._pending
+        while not pending:
+            assert self._receive is not None
+            try:
+                item = await self._receive.receive()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
+            if isinstance(item, BaseException):
+                raise item
+            self._queued -= len(item)
+            pending.extend(item)
+        self._events += 1
+        out: Event | Gap = pending.popleft()
+        return out
+
+    async def receive(self) -> Event | Gap:
+        """The next event or gap, waiting for one: what ``async for`` does."""
+        return await self.__anext__()
+
+    # -- statistics -------------------------------------------------------------
+
+    def statistics(self) -> RedisFeedStatistics:
+        """A frozen snapshot of the counters; see :class:`RedisFeedStatistics`."""
+        states = self._states.values()
+        return RedisFeedStatistics(
+            messages=self._entries,
+            bytes=self._bytes,
+            streams={s.stream.name: StreamStatistics(s.events, s.bytes, s.duplicates, s.gaps,
+                                                     s.missing) for s in states},
+            events=self._events,
+            duplicates=sum(s.duplicates for s in states),
+            missing=sum(s.missing for s in states),
+            dropped=self._dropped,
+            gaps=self._gaps,
+            notices=dict(self._notices),
+            queued=self._queued + len(self._pending),
+            reconnects=self._reconnects,
+            snapshots=self._snapshots,
+            lag_p50=self._lag.percentile(50),
+            lag_p99=self._lag.percentile(99),
+        )
+
+
+def open_redis_feed(
+    url: str,
+    streams: Iterable[str | Stream],
+    *,
+    market: str = "spot",
+    prefix: str = DEFAULT_PREFIX,
+    start: str | float | datetime.datetime = "latest",
+    books: bool = True,
+    decimals: bool = False,
+    count: int = 64,
+    block_ms: int = 1000,
+    max_queued: int = 64,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 5.0,
+    backoff_initial: float = 0.05,
+    backoff_cap: float = 5.0,
+    rng: random.Random | None = None,
+) -> RedisFeed:
+    """Read what a sink published: ``async with open_redis_feed(url, streams) as feed``.
+
+    ``streams`` are Binance stream names, as given to the publishing feed;
+    ``market`` and ``prefix`` must match the sink's.  ``start``, ``books``:
+    see the module docstring.  ``decimals=True`` turns prices into ``Decimal``.
+    Each ``XREAD`` asks for ``count`` entries per stream and blocks up to
+    ``block_ms``; ``max_queued`` entries wait for the consumer before reading
+    pauses.  A read waits at most ``read_timeout`` seconds beyond ``block_ms``;
+    failed reads are retried with a jittered backoff (``backoff_initial``
+    doubling up to ``backoff_cap``).  Entering resolves the start (and raises
+    if the server cannot be reached within ``connect_timeout``).
+    """
+    parsed = [parse_stream(s) for s in streams]
+    if not parsed:
+        raise ValueError("open_redis_feed needs at least one stream")
+    _start_id(start)  # a bad start fails here, not on entering
+    client = redis_client(url, connect_timeout=connect_timeout,
+                          read_timeout=read_timeout + block_ms / 1000.0)
+    options = dict(market=market, prefix=prefix, start=start, books=books, decimals=decimals,
+                   count=count, block_ms=block_ms, max_queued=max_queued,
+                   backoff_initial=backoff_initial, backoff_cap=backoff_cap, rng=rng)
+    return RedisFeed(client, parsed, options)
