@@ -25,7 +25,7 @@ from ._commands import (
 from ._errors import CliError, check_streams
 from ._status import Screen
 
-__all__ = ["add_from_redis_options", "add_publish", "run_stream_from_redis"]
+__all__ = ["add_from_redis", "add_publish", "run_stream_from_redis"]
 
 
 def _start(text: str) -> str | float:
@@ -39,8 +39,17 @@ def _start(text: str) -> str | float:
             f"expected latest, earliest, an entry id or epoch seconds, got {text!r}") from None
 
 
-def add_from_redis_options(stream: argparse.ArgumentParser) -> None:
-    """``stream``'s options for reading the broker instead of an exchange."""
+def add_from_redis(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Give the ``stream`` command (added before) the options to read the broker instead."""
+    stream = commands.choices["stream"]
+    plain = stream.get_default("run")
+
+    async def run(args: argparse.Namespace) -> int:
+        if args.from_redis:
+            return await run_stream_from_redis(args)
+        return int(await plain(args))
+
+    stream.set_defaults(run=run)
     stream.add_argument("--from-redis", metavar="URL",
                         help="read what 'trio-feed publish' wrote to this Redis server instead")
     stream.add_argument("--start", type=_start, default="latest",

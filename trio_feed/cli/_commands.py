@@ -250,17 +250,10 @@ def add_stream(commands: Any, common: argparse.ArgumentParser) -> None:
                              "fails or ends (default: exit with its error)")
     _add_source_options(stream)
     _add_status_option(stream)
-    from ._broker import add_from_redis_options  # the broker's options; it imports no redis
-
-    add_from_redis_options(stream)
     stream.set_defaults(run=run_stream)
 
 
 async def run_stream(args: argparse.Namespace) -> int:
-    if args.from_redis:
-        from ._broker import run_stream_from_redis
-
-        return await run_stream_from_redis(args)
     screen: Screen = args.screen
     json_lines = args.json
     limit = args.limit

@@ -43,7 +43,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from ._broker import add_publish
+from ._broker import add_from_redis, add_publish
 from ._commands import LIVE_BASE_URL, add_record, add_replay, add_stats, add_stream
 from ._errors import describe, leaves
 from ._status import PROG, Screen, ScreenLogHandler
@@ -52,7 +52,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: ``add_<command>(subparsers, common)`` for each command, in ``--help`` order.
 COMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
-    add_stream, add_record, add_replay, add_stats, add_publish,
+    add_stream, add_from_redis, add_record, add_replay, add_stats, add_publish,
 ]
 
 
