@@ -166,8 +166,9 @@ class FrameParser:
         """
         if self._delivering:
             raise BorrowError(
-                "receive_data() was called from a deliver() handler: the receive buffer "
-                "is lent until deliver() returns"
+                "receive_data() was called while deliver() or messages() is lending the "
+                "receive buffer: it is lent until deliver() returns or the messages() "
+                "iterator ends"
             )
         if self.close is not None:
             return
@@ -235,6 +236,9 @@ class FrameParser:
         check_utf8 = self._utf8
         whole = memoryview(buf).toreadonly()
         lent = 0
+        # Until this generator ends, the walk owns the buffer: refuse re-entry
+        # (deliver, messages, copy_messages) and receive_data, as deliver() does.
+        self._delivering = True
         try:
             while end - pos >= 2:
                 if not self._frag_opcode:
@@ -284,6 +288,7 @@ class FrameParser:
             self.error = exc
             raise
         finally:
+            self._delivering = False
             whole.release()
             self.messages_lent += lent
 
@@ -357,10 +362,17 @@ class FrameParser:
                         lent += 1
                         try:
                             handler(view)
-                        finally:
-                            view.release()
+                        except BaseException as exc:
+                            self._release_after(exc, view, pos, whole)
                             if poison:
                                 buf[start:stop] = _POISON_BYTE * (stop - start)
+                            raise
+                        try:
+                            view.release()
+                        except BufferError:
+                            raise BorrowError(self._describe_escape(pos, whole)) from None
+                        if poison:
+                            buf[start:stop] = _POISON_BYTE * (stop - start)
                     if lent == before:
                         self.opcode = previous
                 stop, message = self._slow_frame(whole, pos, end)
@@ -372,10 +384,17 @@ class FrameParser:
                     target, size = message.obj, message.nbytes
                     try:
                         handler(message)
-                    finally:
-                        message.release()
+                    except BaseException as exc:
+                        self._release_after(exc, message, pos, whole)
                         if poison:
                             self._poison_message(target, size, stop)
+                        raise
+                    try:
+                        message.release()
+                    except BufferError:
+                        raise BorrowError(self._describe_escape(pos, whole)) from None
+                    if poison:
+                        self._poison_message(target, size, stop)
             return lent
         except ProtocolError as exc:
             self.error = exc
@@ -563,9 +582,27 @@ class FrameParser:
     def _refuse_reentry(self) -> None:
         if self._delivering:
             raise RuntimeError(
-                "a deliver() handler called back into its FrameParser; handle the view "
-                "and return instead (the walk in progress owns the buffer)"
+                "a deliver() handler (or the body of a messages() loop) called back into "
+                "its FrameParser; handle the view and return (or end the iteration) "
+                "instead: the walk in progress owns the buffer"
             )
+
+    def _release_after(
+        self, exc: BaseException, view: memoryview, pos: int, whole: memoryview
+    ) -> None:
+        """Release the view whose handler raised ``exc``; never replace ``exc``.
+
+        If the handler left an export of ``view`` itself alive (a
+        ``pickle.PickleBuffer``, a ``struct.iter_unpack`` or ``re.finditer``
+        over it), the release fails: the borrow problem is then attached to
+        ``exc`` as a note, and the unreleased view keeps the buffer pinned, so
+        the next :meth:`receive_data` or :meth:`check_borrows` raises
+        :class:`~trio_feed.BorrowError` as usual.
+        """
+        try:
+            view.release()
+        except BufferError:
+            exc.add_note(f"BorrowError: {self._describe_escape(pos, whole)}")
 
     def _poison_message(self, target: object, size: int, stop: int) -> None:
         """Poison mode: overwrite a message :meth:`deliver` lent from :meth:`_slow_frame`."""
@@ -699,11 +736,20 @@ class FrameParser:
             yield view
             target[start:stop] = bytes([POISON]) * (stop - start)
 
-    def _describe_escape(self) -> str:
-        """Name the message whose view escaped (an error path: slow is fine)."""
+    def _describe_escape(
+        self, pos: int | None = None, whole: memoryview | None = None
+    ) -> str:
+        """Name the message whose view escaped (an error path: slow is fine).
+
+        ``pos`` and ``whole`` are the walk's position and its own view of the
+        buffer when called from inside :meth:`deliver`, which stores the
+        position in ``_pos`` only on the way out.
+        """
+        if pos is not None:
+            self._pos = pos
         escaped: list[tuple[str, bytes]] = []
         for obj in gc.get_objects():
-            if type(obj) is memoryview:
+            if type(obj) is memoryview and obj is not whole:
                 try:
                     owner = obj.obj
                 except ValueError:  # released
