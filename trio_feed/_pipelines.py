@@ -146,6 +146,19 @@ async def run_inline(
     _require_sync(handler)
     if counters is None:
         counters = PipelineCounters()
+    try:
+        async with trio.open_nursery() as nursery:
+            if not conn.answering_pings:
+                nursery.start_soon(conn.answer_pings)  # rule 6: reads never wait for a pong
+            await _deliver_inline(conn, handler, counters)
+    except BaseExceptionGroup as group:
+        raise lone_exception(group) from None
+    raise AssertionError("unreachable: _deliver_inline only ends by raising")
+
+
+async def _deliver_inline(
+    conn: Connection, handler: Callable[[memoryview], object], counters: PipelineCounters
+) -> NoReturn:
     parser = conn.parser
     deliver = parser.deliver
     try:
@@ -188,6 +201,9 @@ async def run_channel(
     ended: list[Exception] = []
     try:
         async with trio.open_nursery() as nursery:
+            if not conn.answering_pings:
+                # Rule 6: reads never wait for a pong; returns once the connection closed.
+                nursery.start_soon(conn.answer_pings)
             nursery.start_soon(read_batches, conn, send_channel, counters, ended)
             nursery.start_soon(_parse_batches, receive_channel, handler, counters)
     except BaseExceptionGroup as group:
@@ -229,6 +245,11 @@ async def read_batches(
                     try:
                         send_channel.send_nowait(batch)
                         counters.batches += 1
+                    except trio.BrokenResourceError:
+                        # The parser task has ended (its handler raised) and the nursery
+                        # is about to cancel this task: the batch will never be handled.
+                        counters.discarded += len(batch)
+                        return
                     except trio.WouldBlock:
                         failure = await _send_while_reading(
                             conn, send_channel, batch, counters, max_backlog_bytes
@@ -267,30 +288,32 @@ async def _send_while_reading(
     failures: list[Exception] = []
     counters.stalls += 1
     started = trio.current_time()
+    batch_sent = backlog_sent = False
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                _keep_reading, conn, backlog, max_backlog_bytes, failures, counters
-            )
-            try:
-                await send_channel.send(batch)
-            except BaseException:
-                # Neither the batch nor what was read meanwhile will be delivered.
-                counters.discarded += len(batch) + len(backlog)
-                raise
-            counters.batches += 1
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise lone_exception(group) from None
-    finally:
-        counters.stall_seconds += trio.current_time() - started
-    if backlog:
         try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    _keep_reading, conn, backlog, max_backlog_bytes, failures, counters
+                )
+                await send_channel.send(batch)
+                batch_sent = True
+                counters.batches += 1
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise lone_exception(group) from None
+        finally:
+            counters.stall_seconds += trio.current_time() - started
+        if backlog:
             await send_channel.send(backlog)
-        except BaseException:
+            counters.batches += 1
+        backlog_sent = True
+    finally:
+        # Counted only here, once the helper task has ended: it may still have
+        # added to the backlog after the send failed, until it was cancelled.
+        if not batch_sent:
+            counters.discarded += len(batch)
+        if not backlog_sent:
             counters.discarded += len(backlog)
-            raise
-        counters.batches += 1
     return failures[0] if failures else None
 
 
