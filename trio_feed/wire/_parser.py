@@ -363,14 +363,14 @@ class FrameParser:
                         try:
                             handler(view)
                         except BaseException as exc:
-                            self._release_after(exc, view, pos, whole)
+                            self._release_after(exc, view, pos, whole, lent)
                             if poison:
                                 buf[start:stop] = _POISON_BYTE * (stop - start)
                             raise
                         try:
                             view.release()
                         except BufferError:
-                            raise BorrowError(self._describe_escape(pos, whole)) from None
+                            raise BorrowError(self._describe_escape(pos, whole, lent)) from None
                         if poison:
                             buf[start:stop] = _POISON_BYTE * (stop - start)
                     if lent == before:
@@ -385,14 +385,14 @@ class FrameParser:
                     try:
                         handler(message)
                     except BaseException as exc:
-                        self._release_after(exc, message, pos, whole)
+                        self._release_after(exc, message, pos, whole, lent)
                         if poison:
                             self._poison_message(target, size, stop)
                         raise
                     try:
                         message.release()
                     except BufferError:
-                        raise BorrowError(self._describe_escape(pos, whole)) from None
+                        raise BorrowError(self._describe_escape(pos, whole, lent)) from None
                     if poison:
                         self._poison_message(target, size, stop)
             return lent
@@ -588,7 +588,7 @@ class FrameParser:
             )
 
     def _release_after(
-        self, exc: BaseException, view: memoryview, pos: int, whole: memoryview
+        self, exc: BaseException, view: memoryview, pos: int, whole: memoryview, lent: int
     ) -> None:
         """Release the view whose handler raised ``exc``; never replace ``exc``.
 
@@ -602,7 +602,7 @@ class FrameParser:
         try:
             view.release()
         except BufferError:
-            exc.add_note(f"BorrowError: {self._describe_escape(pos, whole)}")
+            exc.add_note(f"BorrowError: {self._describe_escape(pos, whole, lent)}")
 
     def _poison_message(self, target: object, size: int, stop: int) -> None:
         """Poison mode: overwrite a message :meth:`deliver` lent from :meth:`_slow_frame`."""
@@ -737,13 +737,13 @@ class FrameParser:
             target[start:stop] = bytes([POISON]) * (stop - start)
 
     def _describe_escape(
-        self, pos: int | None = None, whole: memoryview | None = None
+        self, pos: int | None = None, whole: memoryview | None = None, lent: int = 0
     ) -> str:
         """Name the message whose view escaped (an error path: slow is fine).
 
-        ``pos`` and ``whole`` are the walk's position and its own view of the
-        buffer when called from inside :meth:`deliver`, which stores the
-        position in ``_pos`` only on the way out.
+        ``pos``, ``whole`` and ``lent`` are the walk's position, its own view
+        of the buffer and its count so far when called from inside
+        :meth:`deliver`, which stores the first and last only on the way out.
         """
         if pos is not None:
             self._pos = pos
@@ -760,7 +760,7 @@ class FrameParser:
                     escaped.append(("reassembly", bytes(obj)))
         lines = []
         for which, data in escaped:
-            lines.append(self._name_message(which, data))
+            lines.append(self._name_message(which, data, lent))
         if not lines:
             lines.append("an export of the buffer that is not a memoryview (e.g. a numpy array)")
         return (
@@ -769,12 +769,12 @@ class FrameParser:
             "bytes(view) inside the handler instead of keeping the view or a slice of it."
         )
 
-    def _name_message(self, which: str, data: bytes) -> str:
+    def _name_message(self, which: str, data: bytes, lent: int = 0) -> str:
         excerpt = data[:40]
         if which == "reassembly":
             return (
                 f"a {len(data)}-byte view into the reassembled fragmented message "
-                f"#{self.messages_lent} (starts {excerpt!r})"
+                f"#{self.messages_lent + lent} (starts {excerpt!r})"
             )
         buf, pos, seq = self._buf, 0, self._generation_first
         while pos < self._pos:
