@@ -152,7 +152,7 @@ async def run_inline(
                 nursery.start_soon(conn.answer_pings)  # rule 6: reads never wait for a pong
             await _deliver_inline(conn, handler, counters)
     except BaseExceptionGroup as group:
-        raise lone_exception(group) from None
+        raise _single_failure(group) from None
     raise AssertionError("unreachable: _deliver_inline only ends by raising")
 
 
@@ -207,7 +207,7 @@ async def run_channel(
             nursery.start_soon(read_batches, conn, send_channel, counters, ended)
             nursery.start_soon(_parse_batches, receive_channel, handler, counters)
     except BaseExceptionGroup as group:
-        raise lone_exception(group) from None
+        raise _single_failure(group) from None
     assert ended, "the reader task only returns once the connection has ended"
     raise ended[0]
 
@@ -300,7 +300,7 @@ async def _send_while_reading(
                 counters.batches += 1
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise lone_exception(group) from None
+            raise _single_failure(group) from None
         finally:
             counters.stall_seconds += trio.current_time() - started
         if backlog:
@@ -364,6 +364,25 @@ async def _parse_batches(
         finally:
             counters.delivered += handed
             counters.discarded += len(batch) - handed + drain(receive_channel)
+
+
+def _single_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one failure in ``group``, as itself, even if a cancellation came with it.
+
+    When the handler (or the connection) fails at the moment an outer scope
+    is cancelled, the nursery raises both.  The ``Cancelled`` can be
+    dropped: trio cancellation is level-triggered, so the caller's next
+    checkpoint raises it again, while the failure would otherwise reach the
+    caller inside an ``ExceptionGroup``.  Otherwise as ``lone_exception``.
+    """
+    failures = [leaf for leaf in _leaves(group) if not isinstance(leaf, trio.Cancelled)]
+    return failures[0] if len(failures) == 1 else lone_exception(group)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def _require_sync(handler: Callable[..., object]) -> None:

@@ -692,7 +692,7 @@ def test_a_chunk_of_exactly_the_consumed_size_does_not_overwrite_a_kept_slice() 
         parser.receive_data(first)
         stash: list[memoryview] = []
         if walk == "deliver":
-            parser.deliver(lambda view: stash.append(view[:]))
+            parser.deliver(lambda view, stash=stash: stash.append(view[:]))
         else:
             for view in parser.messages():
                 stash.append(view[:])
@@ -742,7 +742,7 @@ def test_view_obj_is_the_writable_receive_buffer() -> None:
         parser = FrameParser(poison=poison)
         parser.receive_data(server_frame(Opcode.TEXT, b"first"))
         owners: list[object] = []
-        parser.deliver(lambda view: owners.append(view.obj))
+        parser.deliver(lambda view, owners=owners: owners.append(view.obj))
         buffer = owners[0]
         assert type(buffer) is bytearray
         parser.receive_data(server_frame(Opcode.TEXT, b"later"))  # no BorrowError
