@@ -445,12 +445,21 @@ class Connection:
         try:
             if self._close_sent and self.parser.close is not None:
                 return
+            try:
+                self.parser.check_borrows()
+            except BorrowError:
+                pinned = True  # the buffer cannot take the peer's answer: do not wait for it
+            else:
+                pinned = False
             with trio.move_on_after(self._close_timeout) as scope:
                 scope.shield = True
                 await self._send_close(code, reason)
-                await self._await_peer_close()
+                if not pinned:
+                    await self._await_peer_close()
         finally:
             await trio.aclose_forcefully(self._stream)
+        if pinned:
+            self.parser.check_borrows()  # raises BorrowError, now that the transport is closed
 
     async def _await_peer_close(self) -> None:
         parser = self.parser
