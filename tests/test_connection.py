@@ -557,6 +557,7 @@ async def test_reads_go_on_while_the_gate_holds_the_pong_which_leaves_once_it_op
     nursery: trio.Nursery,
 ) -> None:
     pongs: list[tuple[float, tuple[int, bytes] | None]] = []
+    ponged = trio.Event()
     gate = HeldGate()
 
     async def script(peer: ServerSide) -> None:
@@ -567,6 +568,7 @@ async def test_reads_go_on_while_the_gate_holds_the_pong_which_leaves_once_it_op
             await trio.sleep(0.02)
         frame = await peer.read_frame()
         pongs.append((trio.current_time(), frame))
+        ponged.set()
         await trio.sleep_forever()
 
     port = await start_scripted_server(nursery, script)
@@ -587,8 +589,7 @@ async def test_reads_go_on_while_the_gate_holds_the_pong_which_leaves_once_it_op
                 assert conn.statistics().pongs_sent == 0
                 opened = trio.current_time()
                 gate.open.set()
-                while not pongs:
-                    await trio.sleep(0.01)
+                await ponged.wait()
                 inner.cancel_scope.cancel()
             stats = conn.statistics()
     assert got == [b"data-%d" % i for i in range(5)]
