@@ -12,10 +12,19 @@ refilled by the next :meth:`FrameParser.receive_data`.
 
 Rule 1: a lent view never outlives its frame.
     The code that takes a view from :meth:`next_message` releases it
-    (``view.release()``) when its frame scope ends, whatever the exit.  The
-    pipelines do this in a ``finally`` clause.  A released view raises
-    ``ValueError`` on any use, so a stale reference cannot read bytes that
-    belong to a later frame.
+    (``view.release()``) when its frame scope ends, whatever the exit.
+    :meth:`FrameParser.deliver` does it for its handler, on the normal path
+    and, before the handler's exception propagates, on the failing one.  A
+    released view raises ``ValueError`` on any use, so a stale reference
+    cannot read bytes that belong to a later frame.
+
+    A release fails (``BufferError``) while something holds an export *of
+    the view itself*: a ``pickle.PickleBuffer``, a ``struct.iter_unpack`` or
+    ``re.finditer`` iterator over it.  ``deliver`` turns that into
+    :class:`~trio_feed.BorrowError` naming the message; if the handler had
+    raised, its own exception propagates instead, with the BorrowError's
+    text attached as a note (``add_note``), and the unreleased view keeps
+    the buffer pinned, so rule 2 stops the next refill.
 
 Rule 2: the buffer is never reused while anything still points into it.
     Releasing the lent view is not enough on its own: a slice of a lent view
@@ -31,6 +40,14 @@ Rule 2: the buffer is never reused while anything still points into it.
     The reassembly buffer for fragmented messages follows the same rule: it
     is emptied with ``del frag[:]`` before it is reused.
 
+    While a walk lends the buffer (a :meth:`FrameParser.deliver` call, or a
+    :meth:`FrameParser.messages` iterator from its first message until it
+    ends or is closed), the parser refuses to be re-entered: ``deliver``,
+    ``messages`` and ``copy_messages`` raise ``RuntimeError`` and
+    ``receive_data`` raises :class:`~trio_feed.BorrowError`.  Without that, a
+    ``copy_messages()`` inside a ``messages()`` loop would hand the same
+    messages out twice.
+
 Rule 3: control frames never borrow.
     Ping, pong and close payloads (at most 125 bytes) are copied into owned
     ``bytes`` as they are parsed and queued on :attr:`FrameParser.pings`,
@@ -45,6 +62,18 @@ with ``poison=True`` the bytes of each message are overwritten with
 escaped then reads obvious garbage instead of plausible data, which makes a
 misuse visible inside the same receive chunk, before rule 2 catches it at
 the next refill.  Poisoning is a debugging aid and costs a copy per message.
+
+What no rule here can catch: ``view.obj``.  The ``obj`` of every lent view
+(and of its slices) is the receive ``bytearray`` itself (or the reassembly
+``bytearray``), writable.  Keeping a reference to it is not a buffer export,
+so a handler that keeps ``view.obj`` pins nothing, trips no check, and can
+later read any frame received after its own and write into it, poison mode
+or not.  CPython 3.11 offers no cheap way to lend a view whose ``obj`` is
+not the buffer (``memoryview.toreadonly()``, slices and ``PickleBuffer``
+all keep or forward the original exporter; a custom exporter needs the
+buffer protocol from Python, 3.12's ``__buffer__``); a ``bytes`` snapshot
+per chunk would close it but give up the borrow checks above.  The test
+``test_view_obj_is_the_writable_receive_buffer`` pins this behaviour.
 
 Validation
 ----------
@@ -136,7 +165,7 @@ class FrameParser:
         self._validate_utf8 = validate_utf8
         self._generation_first = 0
         self._poison = poison
-        self._delivering = False  # deliver() is calling a handler: refuse re-entry
+        self._delivering = False  # deliver() or messages() is lending: refuse re-entry
         #: Opcode of the message most recently lent (``Opcode.TEXT`` or ``Opcode.BINARY``).
         self.opcode: int = Opcode.TEXT
         #: Number of messages lent so far; message ``#n`` in errors is the n-th (from 1).
@@ -217,7 +246,10 @@ class FrameParser:
 
         Run the iteration to its end (or break out of the ``for`` loop) before
         calling :meth:`receive_data`: a suspended iterator still holds the
-        buffer.  Raises :class:`~trio_feed.ProtocolError` (or its subclass
+        buffer, and until it ends the parser refuses re-entry
+        (:meth:`deliver`, :meth:`messages`, :meth:`copy_messages` raise
+        ``RuntimeError``, :meth:`receive_data` raises
+        :class:`~trio_feed.BorrowError`).  Raises :class:`~trio_feed.ProtocolError` (or its subclass
         :class:`~trio_feed.MessageTooBig`) if the peer broke the protocol.
 
         :meth:`deliver` (lend each message to a callback) and
@@ -313,9 +345,14 @@ class FrameParser:
         :meth:`messages`; this is the same walk without a generator in
         between, so it costs one Python call per message less.
 
-        If ``handler`` raises, the exception propagates at once: that message
-        counts as delivered (in :attr:`messages_lent`), and the messages after
-        it stay buffered for the next call.  If the peer broke the protocol,
+        If ``handler`` raises, the exception propagates at once, its view
+        released first: that message counts as delivered (in
+        :attr:`messages_lent`), and the messages after it stay buffered for
+        the next call.  A view that cannot be released because the handler
+        kept an export of it (``pickle.PickleBuffer(view)``,
+        ``struct.iter_unpack``, ``re.finditer``) raises
+        :class:`~trio_feed.BorrowError` naming the message, or, if the handler
+        raised, is noted on the handler's own exception (rule 1).  If the peer broke the protocol,
         every message before the violation is delivered first, then
         :class:`~trio_feed.ProtocolError` is raised; it is kept in
         :attr:`error`, and every later call raises it again.
