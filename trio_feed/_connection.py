@@ -18,17 +18,30 @@ Rule 5: one writer at a time.
     per second (Binance allows 5, pongs included) covers all of them and
     keeps their order.  Close frames skip the gate: they end the connection.
 
-Rule 6: pongs never wait on a lent view.
+Rule 6: pongs never wait on a lent view, and reading never waits for a pong.
     The parser copies each ping's payload into owned ``bytes`` as it parses
-    the frame (``wire`` rule 3).  Pongs are sent from
-    :meth:`Connection.receive_more`, which the pipelines only call between
-    receive chunks, when no view of the receive buffer is lent.  So the
-    ``await`` that sends a pong never holds borrowed memory, and a pong is
-    never later than one receive chunk's worth of messages.
-    :meth:`Connection.receive` goes further: it answers the pings that
-    preceded a message after copying that message and releasing its view,
-    before returning it, so a pong always leaves before the caller's reply
-    to the message that followed its ping.
+    the frame (``wire`` rule 3), so no pong ever holds borrowed memory.
+
+    Only the most recent ping is answered (RFC 6455 section 5.5.3 allows
+    it): :meth:`Connection.receive_more` moves the parser's pings into one
+    *pending* ping, and every older unanswered one is counted in
+    ``pings_coalesced``.  ``pings_received == pongs_sent + pings_coalesced +
+    pings_unanswered`` always holds.  A pong takes its payload only once the
+    send gate has let it through, so a ping that arrived during the wait is
+    the one answered.
+
+    The pong is sent by :meth:`Connection.answer_pings`, a task of its own
+    that ``run_inline`` and ``run_channel`` start beside their reader:
+    ``receive_more`` only wakes it and reads at once.  If the gate has no
+    token, the ping stays pending while the reads go on, and its pong leaves
+    as soon as the gate grants one (the task waits in the gate, under the
+    send lock, so rules 5 and 7 hold for pongs too).  Without that task (a
+    caller that drives ``receive_more`` itself and starts none),
+    ``receive_more`` sends the pending pong itself before reading, waiting
+    for the gate: at most one pong per chunk, however many pings came.
+    :meth:`Connection.receive` answers the pending ping after copying a
+    message and releasing its view, before returning it, so a pong always
+    leaves before the caller's reply to the message that followed its ping.
 
 Closing
 -------
@@ -38,9 +51,15 @@ code, wait (at most ``close_timeout`` seconds) for the peer to end the TCP
 connection, and raise :class:`~trio_feed.ConnectionClosed` with the peer's
 code and reason.  :meth:`Connection.aclose` sends our Close, reads and
 discards until the peer's Close arrives (again bounded by ``close_timeout``),
-then closes the transport.  A protocol violation by the peer closes with the
-code carried by the :class:`~trio_feed.ProtocolError` and re-raises it.  A
-transport that ends without a Close frame raises ``ConnectionClosed(1006)``.
+then closes the transport.  The transport is closed whatever happens: with a
+view of the receive buffer still lent, ``aclose`` sends its Close, does not
+wait for the answer (the buffer cannot take it), closes the transport and
+then raises :class:`~trio_feed.BorrowError`.  ``async with
+open_connection(...)`` attaches that error as a note to the exception that
+ended its body, if any, so the caller sees the handler's own exception.
+A protocol violation by the peer closes with the code carried by the
+:class:`~trio_feed.ProtocolError` and re-raises it.  A transport that ends
+without a Close frame raises ``ConnectionClosed(1006)``.
 
 Timeouts are the caller's, except the two that bound the handshakes, which
 are named parameters (``connect_timeout``, ``close_timeout``).
@@ -107,9 +126,10 @@ class Connection:
 
     Receiving comes in two shapes.  :meth:`receive` returns each message as
     owned ``str`` (text) or ``bytes`` (binary): simple, one copy per message.
-    The pipelines in ``trio_feed._pipelines`` instead iterate
-    ``connection.parser.messages()`` to borrow each payload in place, and call
-    :meth:`receive_more` between chunks.
+    The pipelines in ``trio_feed._pipelines`` instead walk
+    ``connection.parser`` to borrow each payload in place, call
+    :meth:`receive_more` between chunks, and run :meth:`answer_pings` beside
+    it so that pongs never hold up the reads.
     """
 
     def __init__(

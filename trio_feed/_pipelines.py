@@ -47,15 +47,27 @@ Rule 4: no task outlives its pipeline.
     When the connection ends, the reader closes the send side
     (``async with send_channel``) so the parser first delivers every batch
     already read, then sees the end of the channel; the reader's exception is
-    raised after that.  Batches still queued when the pipeline is cancelled or
-    the handler fails are counted in ``discarded``, never dropped silently.
-    A single failure reaches the caller as itself, not as an ExceptionGroup.
+    raised after that.  Nothing copied is dropped silently: batches still
+    queued when the pipeline is cancelled or the handler fails, the batch in
+    hand while the reader waits for space (and the backlog read meanwhile),
+    and a batch whose ``send_nowait`` finds the channel already closed by a
+    failed handler are all counted in ``discarded``, so
+    ``delivered + discarded == copies`` whatever way the pipeline ended.
+    A single failure reaches the caller as itself, not as an ExceptionGroup,
+    even when it coincides with a cancellation of the caller's scope (the
+    ``Cancelled`` is dropped: trio raises it again at the caller's next
+    checkpoint).
 
-Rule 6: a slow consumer cannot silence the pongs.
-    When the channel is full, the reader keeps reading while its batch waits
-    (``_send_while_reading``): ``receive_more`` answers pings before every
-    read.  The backlog this builds is bounded by ``max_backlog_bytes``; past
-    it, the reader stops and TCP flow control slows the server instead.
+Rule 6: neither pongs nor a slow consumer can stop the reads.
+    Both pipelines run ``conn.answer_pings()`` in their nursery (unless such a
+    task already runs): pongs leave from that task, through the connection's
+    send gate, answering only the most recent ping, and ``receive_more``
+    never waits for one.  When the channel is full, the reader keeps reading
+    while its batch waits (``_send_while_reading``), so pings keep arriving
+    and being answered.  The backlog this builds is bounded by
+    ``max_backlog_bytes``; past it, the reader stops and TCP flow control
+    slows the server instead.  Each wait is counted in ``stalls`` and
+    ``stall_seconds``.
 """
 
 from __future__ import annotations
@@ -141,7 +153,8 @@ async def run_inline(
 
     Runs until the connection ends, raising
     :class:`~trio_feed.ConnectionClosed`; until the caller cancels it; or until
-    ``handler`` raises, which propagates unchanged.
+    ``handler`` raises, which propagates unchanged.  Pongs are sent by an
+    ``answer_pings`` task beside the reads (rule 6).
     """
     _require_sync(handler)
     if counters is None:
