@@ -539,3 +539,24 @@ async def test_a_callable_with_an_async_call_method_is_refused() -> None:
             await run_inline(conn, Handler())  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="must be synchronous"):
             await run_channel(conn, Handler())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_reader_that_ends_without_closing_the_connection_ends_the_pipeline(
+    mode: str,
+) -> None:
+    """The pong task never outlives the pipeline, even when the connection stays open."""
+    conn, server = socket_connection(receive_size=65536)
+    tasks_before = trio.lowlevel.current_statistics().tasks_living
+    with trio.fail_after(5):
+        await server.send_all(server_frame(Opcode.TEXT, b"lent") + server_frame(Opcode.PING))
+        await conn.receive_more()
+        view = conn.parser.next_message()  # the caller itself keeps a view lent
+        assert view is not None
+        with pytest.raises(BorrowError, match="message #1"):
+            await run_pipeline(mode, conn, lambda payload: None, PipelineCounters())
+        assert conn.closed is None and not conn.answering_pings
+        view.release()
+        await server.aclose()
+        await conn.aclose()
+    assert trio.lowlevel.current_statistics().tasks_living == tasks_before

@@ -215,10 +215,13 @@ async def run_channel(
     try:
         async with trio.open_nursery() as nursery:
             if not conn.answering_pings:
-                # Rule 6: reads never wait for a pong; returns once the connection closed.
-                nursery.start_soon(conn.answer_pings)
-            nursery.start_soon(read_batches, conn, send_channel, counters, ended)
-            nursery.start_soon(_parse_batches, receive_channel, handler, counters)
+                nursery.start_soon(conn.answer_pings)  # rule 6: reads never wait for a pong
+            async with trio.open_nursery() as pair:
+                pair.start_soon(read_batches, conn, send_channel, counters, ended)
+                pair.start_soon(_parse_batches, receive_channel, handler, counters)
+            # answer_pings returns once the connection has closed, but the reader may
+            # also end with it open (a BorrowError): the pong task ends with the pair.
+            nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise _single_failure(group) from None
     assert ended, "the reader task only returns once the connection has ended"
