@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import traceback
 
 import pytest
 import trio
@@ -10,7 +11,15 @@ import trio.testing
 import trustme
 from trio_websocket import serve_websocket
 
-from trio_feed import ConnectionClosed, HandshakeError, ProtocolError, open_connection, run_inline
+from trio_feed import (
+    BorrowError,
+    ConnectionClosed,
+    HandshakeError,
+    ProtocolError,
+    open_connection,
+    run_inline,
+)
+from trio_feed._connection import connect
 from trio_feed._tls_stream import TLSStream
 from trio_feed.wire import Opcode
 
@@ -495,3 +504,162 @@ async def test_concurrent_senders_never_interleave_over_tls(
         str(i) for i in range(10))
     assert all(len(p) == len(p.decode().rsplit("-", 1)[0]) + 1 + 70000
                for op, p in received if op == Opcode.TEXT)
+
+
+# -- pongs: only the latest ping, never holding up the reads --------------------------------
+
+
+async def test_only_the_latest_of_several_pending_pings_is_answered(nursery: trio.Nursery) -> None:
+    frames: list[tuple[int, bytes]] = []
+    more = trio.Event()
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(b"".join(server_frame(Opcode.PING, b"ping-%d" % i)
+                                            for i in range(3)) + server_frame(Opcode.TEXT, b"x"))
+        frame = await peer.read_frame()
+        assert frame is not None
+        frames.append(frame)
+        await more.wait()
+        await peer.stream.send_all(server_frame(Opcode.TEXT, b"y"))
+        while (frame := await peer.read_frame()) is not None:
+            frames.append(frame)
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=1) as conn:
+            assert await conn.receive() == "x"
+            more.set()
+            assert await conn.receive() == "y"
+            stats = conn.statistics()
+    assert frames[0] == (Opcode.PONG, b"ping-2")  # RFC 6455 5.5.3: the most recent one
+    assert [f for f in frames if f[0] == Opcode.PONG] == [(Opcode.PONG, b"ping-2")]
+    assert stats.pings_received == 3 and stats.pongs_sent == 1
+    assert stats.pings_coalesced == 2 and stats.pings_unanswered == 0
+
+
+class HeldGate:
+    """A send gate that grants nothing until ``open`` is set, then everything."""
+
+    def __init__(self) -> None:
+        self.open = trio.Event()
+        self.waiting = 0
+        self.granted = 0
+
+    async def __call__(self) -> None:
+        self.waiting += 1
+        await self.open.wait()
+        self.waiting -= 1
+        self.granted += 1
+
+
+async def test_reads_go_on_while_the_gate_holds_the_pong_which_leaves_once_it_opens(
+    nursery: trio.Nursery,
+) -> None:
+    pongs: list[tuple[float, tuple[int, bytes] | None]] = []
+    ponged = trio.Event()
+    gate = HeldGate()
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        for i in range(5):
+            await peer.stream.send_all(server_frame(Opcode.PING, b"ping-%d" % i)
+                                       + server_frame(Opcode.TEXT, b"data-%d" % i))
+            await trio.sleep(0.02)
+        frame = await peer.read_frame()
+        pongs.append((trio.current_time(), frame))
+        ponged.set()
+        await trio.sleep_forever()
+
+    port = await start_scripted_server(nursery, script)
+    got: list[bytes] = []
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/", send_gate=gate,
+                                   close_timeout=0.5) as conn:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(conn.answer_pings)
+                await trio.testing.wait_all_tasks_blocked()
+                assert conn.answering_pings
+                with pytest.raises(trio.BusyResourceError):
+                    await conn.answer_pings()  # one pong task per connection
+                while len(got) < 5:  # no pong can leave, yet every message is read
+                    await conn.receive_more()
+                    got += conn.parser.copy_messages()
+                assert gate.waiting == 1 and gate.granted == 0
+                assert conn.statistics().pongs_sent == 0
+                opened = trio.current_time()
+                gate.open.set()
+                await ponged.wait()
+                inner.cancel_scope.cancel()
+            stats = conn.statistics()
+    assert got == [b"data-%d" % i for i in range(5)]
+    assert pongs[0][1] == (Opcode.PONG, b"ping-4")  # the latest when the token came
+    assert pongs[0][0] - opened < 0.5  # promptly once the gate let it through
+    assert stats.pongs_sent == 1 and gate.granted == 1
+    assert stats.pings_received == stats.pongs_sent + stats.pings_coalesced + stats.pings_unanswered
+
+
+# -- closing with a view still lent ---------------------------------------------------------
+
+
+async def test_aclose_closes_the_transport_even_with_a_view_pinned(nursery: trio.Nursery) -> None:
+    ended = trio.Event()
+    frames: list[tuple[int, bytes]] = []
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(server_frame(Opcode.TEXT, b"pinned"))
+        while (frame := await peer.read_frame()) is not None:
+            frames.append(frame)
+        ended.set()  # EOF: the client closed its end
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        conn = await connect(f"ws://127.0.0.1:{port}/", close_timeout=3)
+        while conn.parser.buffered == 0:
+            await conn.receive_more()
+        kept: list[memoryview] = []
+        conn.parser.deliver(lambda view: kept.append(view[:]))
+        started = trio.current_time()
+        with pytest.raises(BorrowError, match="message #1"):
+            await conn.aclose()
+        # Long before close_timeout: no wait for an answer the buffer cannot take.
+        assert trio.current_time() - started < 1
+        with trio.fail_after(1):  # and the transport is closed: the server sees EOF
+            await ended.wait()
+    assert frames == [(Opcode.CLOSE, b"\x03\xe8")]
+    assert bytes(kept[0]) == b"pinned"
+
+
+async def test_a_handler_failure_with_a_pinned_view_reaches_the_caller_as_itself(
+    nursery: trio.Nursery,
+) -> None:
+    ended = trio.Event()
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(server_frame(Opcode.TEXT, b"first"))
+        while await peer.read_frame() is not None:
+            pass
+        ended.set()
+
+    port = await start_scripted_server(nursery, script)
+    failure = ValueError("the handler's own")
+    kept: list[memoryview] = []
+
+    def handler(view: memoryview) -> None:
+        kept.append(view[1:])  # a slice survives the view's release...
+        raise failure  # ...and then the handler fails
+
+    with trio.fail_after(5):
+        with pytest.raises(ValueError) as info:
+            async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=30) as conn:
+                await run_inline(conn, handler)
+        with trio.fail_after(1):
+            await ended.wait()  # the socket was closed all the same
+    assert info.value is failure
+    shown = "".join(traceback.format_exception(info.value))
+    assert "ValueError: the handler's own" in shown
+    assert "BorrowError: a view lent for one message outlived it" in shown
+    assert "message #1" in shown
+    assert bytes(kept[0]) == b"irst"

@@ -48,7 +48,7 @@ from .scripted_server import ServerSide, start_scripted_server
 from .wire.server_frames import server_frame
 
 TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
-PING, CLOSE = Opcode.PING, Opcode.CLOSE
+PING, PONG, CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
 
 #: What the server sends before each fault, and what the client must deliver of it.
 BEFORE = server_frame(TEXT, b"first") + server_frame(BINARY, b"\x00second")
@@ -450,3 +450,140 @@ async def test_frame_fault_over_tls_closes_with_its_code(
     assert got == DELIVERED
     assert type(exc) is ProtocolError and exc.close_code == 1007
     assert client_close_code(frames) == 1007
+
+
+# -- a ping flood: reads never wait for a pong, pongs never exceed the gate ------------------
+
+
+class TokenGate:
+    """A send gate like the feed's: ``rate`` tokens a second, ``burst`` stored, awaited per frame.
+
+    Records the moment each token is granted, so a test can check that every
+    pong went through it.
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._stamp: float | None = None
+        self.granted: list[float] = []
+
+    async def __call__(self) -> None:
+        now = trio.current_time()
+        if self._stamp is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            await trio.sleep(-self._tokens / self.rate)
+        self.granted.append(trio.current_time())
+
+
+#: Long enough at 5 pings a second for pongs answered oldest first, one per token (4 a
+#: second), to fall a second behind; 50 a second overwhelms them at once.
+FLOOD_SECONDS = {5: 4.0, 50: 2.0}
+TAIL_SECONDS = 1.0  # data goes on, pings stopped: the last ping must be answered meanwhile
+DATA_RATE = 200  # messages a second
+GATE_RATE = 4.0  # what the feed allows itself: 4 a second, burst 1
+#: How late the pong for the latest ping may be: one token interval, plus scheduling slack
+#: on a loaded machine.
+PONG_BOUND = 1 / GATE_RATE + 0.5
+
+
+@pytest.mark.parametrize("mode", ["inline", "channel"])
+@pytest.mark.parametrize("ping_rate", [5, 50])
+async def test_a_ping_flood_never_slows_the_reads_and_pongs_stay_within_the_gate(
+    nursery: trio.Nursery, ping_rate: int, mode: str
+) -> None:
+    flood_seconds = FLOOD_SECONDS[ping_rate]
+    n_data = int(DATA_RATE * (flood_seconds + TAIL_SECONDS))
+    n_pings = int(ping_rate * flood_seconds)
+    ping_times: list[float] = []
+    client_frames: list[tuple[float, int, bytes]] = []
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        lock = trio.Lock()
+
+        async def send(frame: bytes) -> None:
+            async with lock:
+                await peer.stream.send_all(frame)
+
+        async def data() -> None:
+            start = trio.current_time()
+            for i in range(n_data):
+                await send(server_frame(TEXT, b"%d %.6f" % (i, trio.current_time())))
+                await trio.sleep_until(start + (i + 1) / DATA_RATE)
+
+        async def pings() -> None:
+            start = trio.current_time()
+            for j in range(n_pings):
+                ping_times.append(trio.current_time())
+                await send(server_frame(PING, b"%d" % j))
+                await trio.sleep_until(start + (j + 1) / ping_rate)
+
+        async def read() -> None:
+            while (frame := await peer.read_frame()) is not None:
+                client_frames.append((trio.current_time(), *frame))
+                if frame[0] == CLOSE:
+                    return
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(read)
+            async with trio.open_nursery() as senders:
+                senders.start_soon(data)
+                senders.start_soon(pings)
+            await send(server_frame(CLOSE, close_payload(1000)))
+
+    port = await start_scripted_server(nursery, script)
+    gate = TokenGate(GATE_RATE)
+    got: list[tuple[float, int, float]] = []  # (received, index, sent)
+
+    def handler(payload: bytes | memoryview) -> None:
+        index, sent = bytes(payload).split()
+        got.append((trio.current_time(), int(index), float(sent)))
+
+    with trio.fail_after(flood_seconds + TAIL_SECONDS + 10):
+        async with open_connection(f"ws://127.0.0.1:{port}/", send_gate=gate,
+                                   close_timeout=2) as conn:
+            with pytest.raises(ConnectionClosed) as info:
+                if mode == "inline":
+                    await run_inline(conn, handler)
+                else:
+                    await run_channel(conn, handler)
+    assert info.value.code == 1000
+
+    # Data flowed at full rate: every message, in order, none of them held up.
+    assert [index for _, index, _ in got] == list(range(n_data))
+    lags = sorted(received - sent for received, _, sent in got)
+    assert lags[-1] < 0.5, f"a message waited {lags[-1]:.3f} s to be read"
+    # A reader that waited for a token before reading would hold up most messages
+    # by a good part of a token interval (0.25 s); one that never waits, by nothing.
+    assert lags[len(lags) // 2] < 0.05, f"median lag {lags[len(lags) // 2]:.3f} s"
+
+    pongs = [(at, int(payload)) for at, opcode, payload in client_frames if opcode == PONG]
+    # Never more than the gate allows: every pong took a token...
+    stats = conn.statistics()
+    assert stats.pongs_sent == len(pongs) <= len(gate.granted)
+    # ...so, as the server saw them, at most burst + rate * T in any T (one frame of
+    # slack for the network bunching two of them).
+    for i, (first, _) in enumerate(pongs):
+        for k in range(i + 1, len(pongs)):
+            assert k - i + 1 <= 1 + GATE_RATE * (pongs[k][0] - first) + 1
+    # Always the most recent ping: the answers only move forward.
+    answered = [j for _, j in pongs]
+    assert answered == sorted(set(answered)) and set(answered) <= set(range(n_pings))
+    # The latest ping is answered within a bound: each ping is covered by a pong for
+    # it or a later one, soon after it was sent.
+    for j, sent_at in enumerate(ping_times):
+        covered = [at for at, k in pongs if k >= j]
+        assert covered and covered[0] - sent_at <= PONG_BOUND, (j, covered[:1], sent_at)
+    assert answered[-1] == n_pings - 1
+    # Every ping is accounted for: answered, coalesced into a later one, or (at the
+    # end) not answered.
+    assert stats.pings_received == n_pings
+    assert stats.pings_received == stats.pongs_sent + stats.pings_coalesced + stats.pings_unanswered
+    assert stats.pings_unanswered == 0
+    if ping_rate > GATE_RATE:
+        assert stats.pings_coalesced > 0

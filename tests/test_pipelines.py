@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import pytest
 import trio
@@ -257,3 +260,303 @@ async def test_receive_more_refuses_to_await_while_a_view_is_lent() -> None:
         await server.send_all(server_frame(Opcode.TEXT, b"next"))
         await conn.receive_more()
         assert bytes(conn.parser.next_message() or b"") == b"next"
+
+
+# -- every message delivered or counted, over a real socket pair ---------------------------
+
+MODES = ["inline", "channel"]
+MANY = [b"message-%02d" % i for i in range(30)]
+MANY_DATA = b"".join(server_frame(Opcode.TEXT, m) for m in MANY) + CLOSE_1000
+
+
+def socket_connection(receive_size: int, **parser_options: object
+                      ) -> tuple[Connection, trio.SocketStream]:
+    """A Connection over one end of a real socket pair; the other end plays the server."""
+    client, server = trio.socket.socketpair()
+    conn = Connection(
+        trio.SocketStream(client), "socketpair://",
+        FrameParser(**parser_options),  # type: ignore[arg-type]
+        receive_size=receive_size, close_timeout=1.0,
+    )
+    return conn, trio.SocketStream(server)
+
+
+async def run_pipeline(mode: str, conn: Connection, handler: Callable[[Any], object],
+                       counters: PipelineCounters, max_batches: int = 1) -> NoReturn:
+    if mode == "inline":
+        await run_inline(conn, handler, counters=counters)
+    await run_channel(conn, handler, max_batches=max_batches, counters=counters)
+
+
+def assert_every_message_accounted_for(mode: str, counters: PipelineCounters) -> None:
+    """delivered + discarded == copies: nothing the reader copied is lost uncounted."""
+    if mode == "channel":
+        assert counters.delivered + counters.discarded == counters.copies, counters
+    else:
+        assert counters.copies == counters.discarded == 0
+
+
+@pytest.mark.parametrize("max_batches", [0, 1, 4])
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_handler_failure_at_every_message_reaches_the_caller_and_loses_nothing(
+    mode: str, max_batches: int
+) -> None:
+    """The handler raises at message k, for every k; chunks of ~3 messages keep arriving."""
+    tasks_before = trio.lowlevel.current_statistics().tasks_living
+    stalls = 0
+    for index in range(len(MANY)):
+        conn, server = socket_connection(receive_size=40)
+        got: list[bytes] = []
+        failure = LookupError(f"the handler's own, at {index}")
+
+        def handler(payload: bytes | memoryview, got: list[bytes] = got,
+                    index: int = index, failure: Exception = failure) -> None:
+            got.append(bytes(payload))
+            if len(got) == index + 1:
+                raise failure
+
+        counters = PipelineCounters()
+        with trio.fail_after(5):
+            await server.send_all(MANY_DATA)  # all of it is waiting: the reader never blocks
+            with pytest.raises(LookupError) as info:
+                await run_pipeline(mode, conn, handler, counters, max_batches)
+            assert info.value is failure  # itself, not an ExceptionGroup, not BrokenResourceError
+            assert got == MANY[: index + 1]
+            assert counters.delivered == index + 1
+            assert_every_message_accounted_for(mode, counters)
+            conn.parser.check_borrows()
+            await server.aclose()  # so that the closing handshake ends at once
+            await conn.aclose()
+        assert trio.lowlevel.current_statistics().tasks_living == tasks_before
+        stalls += counters.stalls
+    if mode == "channel" and max_batches == 0:
+        assert stalls > 0  # the batch in hand during a stall was among those counted
+
+
+class CancelAtStep(trio.abc.Instrument):
+    """Cancel ``scope`` just before the ``step``-th task step of the run from now on."""
+
+    def __init__(self, step: int, scope: trio.CancelScope) -> None:
+        self.step = step
+        self.scope = scope
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+        if self.steps == self.step:
+            self.scope.cancel()
+
+
+# Payloads of the copy pipeline are owned bytes: there is no view to keep, so no "stashing".
+@pytest.mark.parametrize(("mode", "stash"), [("inline", False), ("channel", False),
+                                             ("inline", True)],
+                         ids=["inline-clean", "channel-clean", "inline-stashing"])
+async def test_cancellation_at_every_task_step_leaves_no_view_no_task_and_counts_all(
+    mode: str, stash: bool
+) -> None:
+    """Cancel before each successive task step until the pipeline runs to its end.
+
+    Every time: nothing is lost uncounted, nothing delivered twice, no task is
+    left, and ``check_borrows()`` tells the truth both ways: it passes when the
+    handler kept nothing, and raises ``BorrowError`` when it kept a slice,
+    whatever moment the pipeline ended at.
+    """
+    tasks_before = trio.lowlevel.current_statistics().tasks_living
+    for step in itertools.count(1):
+        conn, server = socket_connection(receive_size=40)
+        got: list[bytes] = []
+        kept: list[memoryview] = []
+
+        def handler(payload: Any, got: list[bytes] = got, kept: list[memoryview] = kept
+                    ) -> None:
+            got.append(bytes(payload))
+            if stash:
+                kept.append(payload[1:])
+
+        counters = PipelineCounters()
+        scope = trio.CancelScope()
+        instrument = CancelAtStep(step, scope)
+        with trio.fail_after(5):
+            await server.send_all(MANY_DATA)
+            await server.aclose()  # the client reads everything, then EOF
+            trio.lowlevel.add_instrument(instrument)
+            try:
+                with scope:
+                    try:
+                        await run_pipeline(mode, conn, handler, counters)
+                    except (ConnectionClosed, BorrowError):
+                        pass
+            finally:
+                trio.lowlevel.remove_instrument(instrument)
+            assert got == MANY[: len(got)]  # an in-order prefix, nothing twice
+            assert counters.delivered == len(got)
+            assert_every_message_accounted_for(mode, counters)
+            if kept:
+                with pytest.raises(BorrowError, match="message #"):
+                    conn.parser.check_borrows()
+                kept.clear()
+            conn.parser.check_borrows()
+            await conn.aclose()
+        assert trio.lowlevel.current_statistics().tasks_living == tasks_before
+        if instrument.steps < step:  # it ran to its end before the cancellation came
+            assert stash or got == MANY
+            break
+    assert stash or step > 10  # the run had many task steps to cancel at
+
+
+# -- invalid UTF-8: close 1007 after the messages before it ---------------------------------
+
+UTF8_FAULTS = {
+    "one frame": server_frame(Opcode.TEXT, b"ok \xff"),
+    "across fragments": server_frame(Opcode.TEXT, b"ok \xf4", fin=False)
+    + server_frame(Opcode.CONTINUATION, b"\x90\x80\x80"),
+    "64-bit length": server_frame(Opcode.TEXT, b"a" * 70000 + b"\xc3("),
+}
+
+
+@pytest.mark.parametrize("fault", UTF8_FAULTS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_invalid_utf8_closes_1007_after_delivering_and_counting_what_preceded_it(
+    mode: str, fault: str
+) -> None:
+    conn, server = socket_connection(receive_size=256 * 1024)
+    before = [b"m%d" % i for i in range(5)]
+    data = (b"".join(server_frame(Opcode.TEXT, m) for m in before) + UTF8_FAULTS[fault]
+            + server_frame(Opcode.TEXT, b"never"))
+    got: list[bytes] = []
+    counters = PipelineCounters()
+    frames: list[tuple[int, bytes]] = []
+
+    async def serve() -> None:
+        await server.send_all(data)
+        peer = ServerSide(server)
+        while (frame := await peer.read_frame()) is not None:
+            frames.append(frame)
+            if frame[0] == Opcode.CLOSE:
+                break
+        await server.aclose()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            with pytest.raises(ProtocolError) as info:
+                await run_pipeline(mode, conn, lambda p: got.append(bytes(p)), counters)
+    assert type(info.value) is ProtocolError and info.value.close_code == 1007
+    assert got == before
+    assert counters.delivered == len(before) and counters.discarded == 0
+    assert_every_message_accounted_for(mode, counters)
+    assert conn.statistics().messages_received == len(before)
+    assert frames[-1][0] == Opcode.CLOSE and frames[-1][1][:2] == (1007).to_bytes(2, "big")
+    assert conn.closed is not None and conn.closed.code == 1007
+
+
+# -- a slow consumer: the reader keeps reading, within bounds, and says so -----------------
+
+
+def full_channel() -> tuple[trio.MemorySendChannel[list[bytes]],
+                            trio.MemoryReceiveChannel[list[bytes]]]:
+    send_channel, receive_channel = trio.open_memory_channel[list[bytes]](1)
+    send_channel.send_nowait([b"queued"])  # full before the reader starts
+    return send_channel, receive_channel
+
+
+async def test_a_full_channel_does_not_stop_the_reader_answering_pings() -> None:
+    conn, server = socket_connection(receive_size=65536)
+    peer = ServerSide(server)
+    send_channel, receive_channel = full_channel()
+    counters = PipelineCounters()
+    ended: list[Exception] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_batches, conn, send_channel, counters, ended)
+            await server.send_all(server_frame(Opcode.TEXT, b"m0"))
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert counters.stalls == 1  # m0 waits for space in the channel
+            for i in range(5):
+                await server.send_all(server_frame(Opcode.PING, b"ping-%d" % i)
+                                      + server_frame(Opcode.TEXT, b"more-%d" % i))
+                assert await peer.read_frame() == (Opcode.PONG, b"ping-%d" % i)
+            # Every pong came while the consumer had not taken a single batch.
+            assert receive_channel.statistics().current_buffer_used == 1
+            assert counters.stalls == 1
+            await trio.sleep(0.1)
+            batches = [receive_channel.receive_nowait()]
+            await server.send_all(CLOSE_1000)
+            await server.aclose()
+            async for batch in receive_channel:
+                batches.append(batch)
+    assert batches[:2] == [[b"queued"], [b"m0"]]  # m0 was the batch that waited
+    assert [m for batch in batches[2:] for m in batch] == [b"more-%d" % i for i in range(5)]
+    assert counters.stalls == 1 and counters.stall_seconds >= 0.1
+    assert counters.copies == 6 and counters.discarded == 0
+    assert len(ended) == 1 and isinstance(ended[0], ConnectionClosed)
+    assert conn.statistics().pongs_sent == 5
+
+
+async def test_the_backlog_during_a_stall_is_bounded_by_max_backlog_bytes() -> None:
+    receive_size = 512
+    conn, server = socket_connection(receive_size=receive_size)
+    send_channel, receive_channel = full_channel()
+    counters = PipelineCounters()
+    ended: list[Exception] = []
+    first = server_frame(Opcode.TEXT, b"first")
+    messages = [b"%03d" % i + b"x" * 97 for i in range(200)]  # 20 KB of payload
+    rest = b"".join(server_frame(Opcode.TEXT, m) for m in messages)
+    limit = 2000
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(read_batches, conn, send_channel, counters,
+                                                 ended, max_backlog_bytes=limit))
+            await server.send_all(first)
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert counters.stalls == 1
+            await server.send_all(rest)
+            await trio.testing.wait_all_tasks_blocked(0.2)
+            read = conn.statistics().bytes_received
+            # The helper stopped once the backlog held `limit` payload bytes: at most
+            # one more read's worth came in, and the rest stays with TCP.
+            assert read <= len(first) + limit + receive_size
+            assert read < len(first) + len(rest)
+            got: list[bytes] = []
+            await server.send_all(CLOSE_1000)
+            await server.aclose()
+            async for batch in receive_channel:
+                got += batch
+    assert got == [b"queued", b"first", *messages]  # nothing lost once the consumer caught up
+    assert counters.copies == 1 + len(messages) and counters.discarded == 0
+    assert counters.stalls >= 1 and counters.stall_seconds > 0
+    assert len(ended) == 1 and isinstance(ended[0], ConnectionClosed)
+
+
+async def test_a_callable_with_an_async_call_method_is_refused() -> None:
+    class Handler:
+        async def __call__(self, view: memoryview) -> None:
+            pass
+
+    conn, _server = memory_connection()
+    with trio.fail_after(5):
+        with pytest.raises(TypeError, match="must be synchronous"):
+            await run_inline(conn, Handler())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="must be synchronous"):
+            await run_channel(conn, Handler())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_reader_that_ends_without_closing_the_connection_ends_the_pipeline(
+    mode: str,
+) -> None:
+    """The pong task never outlives the pipeline, even when the connection stays open."""
+    conn, server = socket_connection(receive_size=65536)
+    tasks_before = trio.lowlevel.current_statistics().tasks_living
+    with trio.fail_after(5):
+        await server.send_all(server_frame(Opcode.TEXT, b"lent") + server_frame(Opcode.PING))
+        await conn.receive_more()
+        view = conn.parser.next_message()  # the caller itself keeps a view lent
+        assert view is not None
+        with pytest.raises(BorrowError, match="message #1"):
+            await run_pipeline(mode, conn, lambda payload: None, PipelineCounters())
+        assert conn.closed is None and not conn.answering_pings
+        view.release()
+        await server.aclose()
+        await conn.aclose()
+    assert trio.lowlevel.current_statistics().tasks_living == tasks_before

@@ -18,17 +18,30 @@ Rule 5: one writer at a time.
     per second (Binance allows 5, pongs included) covers all of them and
     keeps their order.  Close frames skip the gate: they end the connection.
 
-Rule 6: pongs never wait on a lent view.
+Rule 6: pongs never wait on a lent view, and reading never waits for a pong.
     The parser copies each ping's payload into owned ``bytes`` as it parses
-    the frame (``wire`` rule 3).  Pongs are sent from
-    :meth:`Connection.receive_more`, which the pipelines only call between
-    receive chunks, when no view of the receive buffer is lent.  So the
-    ``await`` that sends a pong never holds borrowed memory, and a pong is
-    never later than one receive chunk's worth of messages.
-    :meth:`Connection.receive` goes further: it answers the pings that
-    preceded a message after copying that message and releasing its view,
-    before returning it, so a pong always leaves before the caller's reply
-    to the message that followed its ping.
+    the frame (``wire`` rule 3), so no pong ever holds borrowed memory.
+
+    Only the most recent ping is answered (RFC 6455 section 5.5.3 allows
+    it): :meth:`Connection.receive_more` moves the parser's pings into one
+    *pending* ping, and every older unanswered one is counted in
+    ``pings_coalesced``.  ``pings_received == pongs_sent + pings_coalesced +
+    pings_unanswered`` always holds.  A pong takes its payload only once the
+    send gate has let it through, so a ping that arrived during the wait is
+    the one answered.
+
+    The pong is sent by :meth:`Connection.answer_pings`, a task of its own
+    that ``run_inline`` and ``run_channel`` start beside their reader:
+    ``receive_more`` only wakes it and reads at once.  If the gate has no
+    token, the ping stays pending while the reads go on, and its pong leaves
+    as soon as the gate grants one (the task waits in the gate, under the
+    send lock, so rules 5 and 7 hold for pongs too).  Without that task (a
+    caller that drives ``receive_more`` itself and starts none),
+    ``receive_more`` sends the pending pong itself before reading, waiting
+    for the gate: at most one pong per chunk, however many pings came.
+    :meth:`Connection.receive` answers the pending ping after copying a
+    message and releasing its view, before returning it, so a pong always
+    leaves before the caller's reply to the message that followed its ping.
 
 Closing
 -------
@@ -38,9 +51,15 @@ code, wait (at most ``close_timeout`` seconds) for the peer to end the TCP
 connection, and raise :class:`~trio_feed.ConnectionClosed` with the peer's
 code and reason.  :meth:`Connection.aclose` sends our Close, reads and
 discards until the peer's Close arrives (again bounded by ``close_timeout``),
-then closes the transport.  A protocol violation by the peer closes with the
-code carried by the :class:`~trio_feed.ProtocolError` and re-raises it.  A
-transport that ends without a Close frame raises ``ConnectionClosed(1006)``.
+then closes the transport.  The transport is closed whatever happens: with a
+view of the receive buffer still lent, ``aclose`` sends its Close, does not
+wait for the answer (the buffer cannot take it), closes the transport and
+then raises :class:`~trio_feed.BorrowError`.  ``async with
+open_connection(...)`` attaches that error as a note to the exception that
+ended its body, if any, so the caller sees the handler's own exception.
+A protocol violation by the peer closes with the code carried by the
+:class:`~trio_feed.ProtocolError` and re-raises it.  A transport that ends
+without a Close frame raises ``ConnectionClosed(1006)``.
 
 Timeouts are the caller's, except the two that bound the handshakes, which
 are named parameters (``connect_timeout``, ``close_timeout``).
@@ -56,7 +75,7 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from ._errors import ConnectionClosed, HandshakeError, ProtocolError
+from ._errors import BorrowError, ConnectionClosed, HandshakeError, ProtocolError
 from ._tls_stream import TLSStream
 from .wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -92,6 +111,12 @@ class ConnectionStatistics:
     messages_sent: int
     pings_received: int
     pongs_sent: int
+    #: Pings never answered because a later ping arrived before their pong could leave
+    #: (RFC 6455 section 5.5.3 lets an endpoint answer only the most recent one).
+    pings_coalesced: int
+    #: Pings received and not answered (yet): 0 or 1 while open, plus any left at close.
+    #: ``pings_received == pongs_sent + pings_coalesced + pings_unanswered`` always.
+    pings_unanswered: int
     discarded_at_close: int
     close_code: int | None
 
@@ -101,9 +126,10 @@ class Connection:
 
     Receiving comes in two shapes.  :meth:`receive` returns each message as
     owned ``str`` (text) or ``bytes`` (binary): simple, one copy per message.
-    The pipelines in ``trio_feed._pipelines`` instead iterate
-    ``connection.parser.messages()`` to borrow each payload in place, and call
-    :meth:`receive_more` between chunks.
+    The pipelines in ``trio_feed._pipelines`` instead walk
+    ``connection.parser`` to borrow each payload in place, call
+    :meth:`receive_more` between chunks, and run :meth:`answer_pings` beside
+    it so that pongs never hold up the reads.
     """
 
     def __init__(
@@ -132,6 +158,12 @@ class Connection:
         self._chunks_received = 0
         self._messages_sent = 0
         self._pongs_sent = 0
+        self._pings_coalesced = 0
+        #: Payload of the latest ping not answered yet (older ones are coalesced into it).
+        self._ping_pending: bytes | None = None
+        #: Set by receive_more when a ping is pending, and on close: wakes answer_pings.
+        self._ping_wakeup = trio.Event()
+        self._answering = False  # an answer_pings() task is running
         self._discarded_at_close = 0
         #: A message :meth:`receive` parsed but could not return yet (see there).
         self._undelivered: str | bytes | None = None
@@ -152,27 +184,75 @@ class Connection:
             messages_sent=self._messages_sent,
             pings_received=self.parser.pings_received,
             pongs_sent=self._pongs_sent,
+            pings_coalesced=self._pings_coalesced,
+            pings_unanswered=int(self._ping_pending is not None) + len(self.parser.pings),
             discarded_at_close=self._discarded_at_close,
             close_code=None if self._closed is None else self._closed.code,
         )
 
     # -- receiving -----------------------------------------------------------
 
+    @property
+    def answering_pings(self) -> bool:
+        """Whether an :meth:`answer_pings` task is running for this connection."""
+        return self._answering
+
+    async def answer_pings(self) -> None:
+        """Send the pongs, from a task of their own, so that reading never waits for one.
+
+        Run it in a nursery beside the task that calls :meth:`receive_more`
+        (``run_inline`` and ``run_channel`` do).  Each time a ping is pending
+        it sends one pong, through the send gate and the send lock, echoing
+        the most recent ping at the moment the gate lets it through; older
+        unanswered pings are coalesced into it.  Returns once the connection
+        has closed (or our Close is sent).  Raises ``trio.BusyResourceError``
+        if another ``answer_pings`` task is already running.
+        """
+        if self._answering:
+            raise trio.BusyResourceError("another task already answers this connection's pings")
+        self._answering = True
+        try:
+            while self._closed is None and not self._close_sent:
+                self._take_pings()
+                if self._ping_pending is None:
+                    self._ping_wakeup = trio.Event()
+                    await self._ping_wakeup.wait()
+                    continue
+                try:
+                    await self._send_pong()
+                except ConnectionClosed:
+                    return  # the reader reports the end
+        finally:
+            self._answering = False
+
     async def receive_more(self) -> None:
-        """Answer queued pings, handle a received Close, then read one chunk into the parser.
+        """Have the latest ping answered, handle a received Close, then read one chunk.
 
         Call it only when no view of the receive buffer is lent (rules 2 and
         6): it checks, and raises :class:`~trio_feed.BorrowError` before
         awaiting anything if one is.  Raises
         :class:`~trio_feed.ConnectionClosed` once the connection has ended,
         whichever side ended it.
+
+        Pings are answered most recent first (rule 6): with an
+        :meth:`answer_pings` task running, a pending ping only wakes it and
+        the read goes ahead at once; without one, this call sends the pong
+        itself before reading, waiting for the send gate if it has no token.
         """
         parser = self.parser
         # Rule 2, checked: this is the one await on the data path, so no view
         # may be lent here.  One resize per chunk, not per message.
         parser.check_borrows()
         if parser.pings:
-            await self._answer_pings()
+            self._take_pings()
+        if self._ping_pending is not None:
+            if self._answering:
+                self._ping_wakeup.set()
+            else:
+                try:
+                    await self._send_pong()
+                except ConnectionClosed:
+                    pass  # reported just below
         if parser.close is not None:
             await self._on_peer_close()
         if self._closed is not None:
@@ -250,19 +330,67 @@ class Connection:
             raise
 
     async def _answer_pings(self) -> None:
+        """Send the pong for the latest pending ping, if any (waiting for the gate)."""
+        self._take_pings()
+        if self._ping_pending is not None:
+            await self._send_pong()
+
+    def _take_pings(self) -> None:
+        """Move the parser's pings into the one pending ping; count the ones passed over."""
         pings = self.parser.pings
-        while pings and not self._close_sent:
-            # Dequeue only once sent, so a cancelled send leaves the ping queued.
-            await self._send_frame(encode_pong(pings[0]))
-            pings.pop(0)
-            self._pongs_sent += 1
-        pings.clear()  # after our Close, pongs may no longer be sent
+        if pings:
+            self._pings_coalesced += len(pings) - 1 + (self._ping_pending is not None)
+            self._ping_pending = pings[-1]
+            pings.clear()
+
+    async def _send_pong(self) -> None:
+        """Answer the most recent pending ping: one pong, through the gate (rule 7).
+
+        The payload is taken after the gate let the pong through, so a ping
+        that arrived during the wait is the one answered.  A pong that did not
+        leave (cancelled, or the transport failed) leaves its ping pending,
+        unless a newer one arrived meanwhile.
+        """
+        async with self._send_lock:
+            self._take_pings()
+            if self._ping_pending is None or self._close_sent:
+                return  # answered by another task meanwhile, or no pong is allowed any more
+            if self._send_gate is not None:
+                await self._send_gate()
+                self._take_pings()
+                if self._close_sent:
+                    return
+            payload, self._ping_pending = self._ping_pending, None
+            assert payload is not None
+            sent = False
+            try:
+                await self._stream.send_all(encode_pong(payload))
+                sent = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise self._transport_failed(exc) from exc
+            finally:
+                if sent:
+                    self._pongs_sent += 1
+                elif self._ping_pending is None:
+                    self._ping_pending = payload  # not sent: still to answer
+                else:
+                    self._pings_coalesced += 1  # not sent, and a newer ping is pending
+
+    def _transport_failed(self, exc: BaseException) -> ConnectionClosed:
+        if self._closed is None:
+            self._set_closed(ConnectionClosed(1006, f"transport failed: {exc!r}"))
+        assert self._closed is not None
+        return self._closed
+
+    def _set_closed(self, closed: ConnectionClosed) -> None:
+        self._closed = closed
+        self._ping_wakeup.set()  # answer_pings() returns once the connection has closed
 
     async def _on_peer_close(self) -> None:
         assert self.parser.close is not None
         code, reason = self.parser.close
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason, initiated_by_peer=not self._close_sent)
+            self._set_closed(ConnectionClosed(code, reason, initiated_by_peer=not self._close_sent))
         if not self._close_sent:
             echo = code if code != CloseCode.NO_STATUS else None
             await self._send_close(echo)
@@ -289,14 +417,13 @@ class Connection:
             try:
                 await self._stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                if self._closed is None:
-                    self._closed = ConnectionClosed(1006, f"transport failed: {exc!r}")
-                raise self._closed from exc
+                raise self._transport_failed(exc) from exc
 
     async def _send_close(self, code: int | None, reason: str = "") -> None:
         if self._close_sent:
             return
         self._close_sent = True
+        self._ping_wakeup.set()  # no pong may follow our Close
         try:
             async with self._send_lock:
                 await self._stream.send_all(encode_close(code, reason))
@@ -312,7 +439,9 @@ class Connection:
         reaches the user as the exception that describes the fault.
         """
         if self._closed is None:
-            self._closed = ConnectionClosed(error.close_code, str(error), initiated_by_peer=False)
+            self._set_closed(
+                ConnectionClosed(error.close_code, str(error), initiated_by_peer=False)
+            )
         with trio.move_on_after(self._close_timeout) as scope:
             scope.shield = True
             await self._send_close(error.close_code, _short_reason(str(error)))
@@ -324,17 +453,33 @@ class Connection:
 
         Waits at most ``close_timeout`` seconds for the peer's answering Close;
         after that, or on cancellation, the transport is closed forcefully.
+        The transport is closed whatever happens: if a view lent from the
+        receive buffer is still alive, the buffer cannot take the peer's
+        answer, so the wait stops, the transport is closed, and *then*
+        :class:`~trio_feed.BorrowError` is raised (``async with
+        open_connection(...)`` attaches it as a note to the exception that
+        ended the body instead, if there is one).
         """
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason, initiated_by_peer=False)
-        if self._close_sent and self.parser.close is not None:
+            self._set_closed(ConnectionClosed(code, reason, initiated_by_peer=False))
+        try:
+            if self._close_sent and self.parser.close is not None:
+                return
+            try:
+                self.parser.check_borrows()
+            except BorrowError:
+                pinned = True  # the buffer cannot take the peer's answer: do not wait for it
+            else:
+                pinned = False
+            with trio.move_on_after(self._close_timeout) as scope:
+                scope.shield = True
+                await self._send_close(code, reason)
+                if not pinned:
+                    await self._await_peer_close()
+        finally:
             await trio.aclose_forcefully(self._stream)
-            return
-        with trio.move_on_after(self._close_timeout) as scope:
-            scope.shield = True
-            await self._send_close(code, reason)
-            await self._await_peer_close()
-        await trio.aclose_forcefully(self._stream)
+        if pinned:
+            self.parser.check_borrows()  # raises BorrowError, now that the transport is closed
 
     async def _await_peer_close(self) -> None:
         parser = self.parser
@@ -373,7 +518,7 @@ class Connection:
 
     async def _abort(self, code: int, reason: str) -> None:
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason)
+            self._set_closed(ConnectionClosed(code, reason))
         await trio.aclose_forcefully(self._stream)
 
 
@@ -403,7 +548,14 @@ class ConnectionContext:
     ) -> None:
         assert self._connection is not None
         code = CloseCode.NORMAL if exc is None else CloseCode.GOING_AWAY
-        await self._connection.aclose(code)
+        try:
+            await self._connection.aclose(code)
+        except BorrowError as borrow:
+            if exc is None:
+                raise
+            # The body's own exception (often the handler's) reaches the caller; the
+            # view it left pinned is attached to it, not put in its place.
+            exc.add_note(f"while closing the connection: BorrowError: {borrow}")
 
 
 def open_connection(

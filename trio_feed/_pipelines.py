@@ -47,15 +47,27 @@ Rule 4: no task outlives its pipeline.
     When the connection ends, the reader closes the send side
     (``async with send_channel``) so the parser first delivers every batch
     already read, then sees the end of the channel; the reader's exception is
-    raised after that.  Batches still queued when the pipeline is cancelled or
-    the handler fails are counted in ``discarded``, never dropped silently.
-    A single failure reaches the caller as itself, not as an ExceptionGroup.
+    raised after that.  Nothing copied is dropped silently: batches still
+    queued when the pipeline is cancelled or the handler fails, the batch in
+    hand while the reader waits for space (and the backlog read meanwhile),
+    and a batch whose ``send_nowait`` finds the channel already closed by a
+    failed handler are all counted in ``discarded``, so
+    ``delivered + discarded == copies`` whatever way the pipeline ended.
+    A single failure reaches the caller as itself, not as an ExceptionGroup,
+    even when it coincides with a cancellation of the caller's scope (the
+    ``Cancelled`` is dropped: trio raises it again at the caller's next
+    checkpoint).
 
-Rule 6: a slow consumer cannot silence the pongs.
-    When the channel is full, the reader keeps reading while its batch waits
-    (``_send_while_reading``): ``receive_more`` answers pings before every
-    read.  The backlog this builds is bounded by ``max_backlog_bytes``; past
-    it, the reader stops and TCP flow control slows the server instead.
+Rule 6: neither pongs nor a slow consumer can stop the reads.
+    Both pipelines run ``conn.answer_pings()`` in their nursery (unless such a
+    task already runs): pongs leave from that task, through the connection's
+    send gate, answering only the most recent ping, and ``receive_more``
+    never waits for one.  When the channel is full, the reader keeps reading
+    while its batch waits (``_send_while_reading``), so pings keep arriving
+    and being answered.  The backlog this builds is bounded by
+    ``max_backlog_bytes``; past it, the reader stops and TCP flow control
+    slows the server instead.  Each wait is counted in ``stalls`` and
+    ``stall_seconds``.
 """
 
 from __future__ import annotations
@@ -141,11 +153,25 @@ async def run_inline(
 
     Runs until the connection ends, raising
     :class:`~trio_feed.ConnectionClosed`; until the caller cancels it; or until
-    ``handler`` raises, which propagates unchanged.
+    ``handler`` raises, which propagates unchanged.  Pongs are sent by an
+    ``answer_pings`` task beside the reads (rule 6).
     """
     _require_sync(handler)
     if counters is None:
         counters = PipelineCounters()
+    try:
+        async with trio.open_nursery() as nursery:
+            if not conn.answering_pings:
+                nursery.start_soon(conn.answer_pings)  # rule 6: reads never wait for a pong
+            await _deliver_inline(conn, handler, counters)
+    except BaseExceptionGroup as group:
+        raise _single_failure(group) from None
+    raise AssertionError("unreachable: _deliver_inline only ends by raising")
+
+
+async def _deliver_inline(
+    conn: Connection, handler: Callable[[memoryview], object], counters: PipelineCounters
+) -> NoReturn:
     parser = conn.parser
     deliver = parser.deliver
     try:
@@ -188,10 +214,16 @@ async def run_channel(
     ended: list[Exception] = []
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_batches, conn, send_channel, counters, ended)
-            nursery.start_soon(_parse_batches, receive_channel, handler, counters)
+            if not conn.answering_pings:
+                nursery.start_soon(conn.answer_pings)  # rule 6: reads never wait for a pong
+            async with trio.open_nursery() as pair:
+                pair.start_soon(read_batches, conn, send_channel, counters, ended)
+                pair.start_soon(_parse_batches, receive_channel, handler, counters)
+            # answer_pings returns once the connection has closed, but the reader may
+            # also end with it open (a BorrowError): the pong task ends with the pair.
+            nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise lone_exception(group) from None
+        raise _single_failure(group) from None
     assert ended, "the reader task only returns once the connection has ended"
     raise ended[0]
 
@@ -229,6 +261,11 @@ async def read_batches(
                     try:
                         send_channel.send_nowait(batch)
                         counters.batches += 1
+                    except trio.BrokenResourceError:
+                        # The parser task has ended (its handler raised) and the nursery
+                        # is about to cancel this task: the batch will never be handled.
+                        counters.discarded += len(batch)
+                        return
                     except trio.WouldBlock:
                         failure = await _send_while_reading(
                             conn, send_channel, batch, counters, max_backlog_bytes
@@ -267,30 +304,32 @@ async def _send_while_reading(
     failures: list[Exception] = []
     counters.stalls += 1
     started = trio.current_time()
+    batch_sent = backlog_sent = False
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                _keep_reading, conn, backlog, max_backlog_bytes, failures, counters
-            )
-            try:
-                await send_channel.send(batch)
-            except BaseException:
-                # Neither the batch nor what was read meanwhile will be delivered.
-                counters.discarded += len(batch) + len(backlog)
-                raise
-            counters.batches += 1
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise lone_exception(group) from None
-    finally:
-        counters.stall_seconds += trio.current_time() - started
-    if backlog:
         try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    _keep_reading, conn, backlog, max_backlog_bytes, failures, counters
+                )
+                await send_channel.send(batch)
+                batch_sent = True
+                counters.batches += 1
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _single_failure(group) from None
+        finally:
+            counters.stall_seconds += trio.current_time() - started
+        if backlog:
             await send_channel.send(backlog)
-        except BaseException:
+            counters.batches += 1
+        backlog_sent = True
+    finally:
+        # Counted only here, once the helper task has ended: it may still have
+        # added to the backlog after the send failed, until it was cancelled.
+        if not batch_sent:
+            counters.discarded += len(batch)
+        if not backlog_sent:
             counters.discarded += len(backlog)
-            raise
-        counters.batches += 1
     return failures[0] if failures else None
 
 
@@ -341,6 +380,25 @@ async def _parse_batches(
         finally:
             counters.delivered += handed
             counters.discarded += len(batch) - handed + drain(receive_channel)
+
+
+def _single_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one failure in ``group``, as itself, even if a cancellation came with it.
+
+    When the handler (or the connection) fails at the moment an outer scope
+    is cancelled, the nursery raises both.  The ``Cancelled`` can be
+    dropped: trio cancellation is level-triggered, so the caller's next
+    checkpoint raises it again, while the failure would otherwise reach the
+    caller inside an ``ExceptionGroup``.  Otherwise as ``lone_exception``.
+    """
+    failures = [leaf for leaf in _leaves(group) if not isinstance(leaf, trio.Cancelled)]
+    return failures[0] if len(failures) == 1 else lone_exception(group)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def _require_sync(handler: Callable[..., object]) -> None:

@@ -12,10 +12,19 @@ refilled by the next :meth:`FrameParser.receive_data`.
 
 Rule 1: a lent view never outlives its frame.
     The code that takes a view from :meth:`next_message` releases it
-    (``view.release()``) when its frame scope ends, whatever the exit.  The
-    pipelines do this in a ``finally`` clause.  A released view raises
-    ``ValueError`` on any use, so a stale reference cannot read bytes that
-    belong to a later frame.
+    (``view.release()``) when its frame scope ends, whatever the exit.
+    :meth:`FrameParser.deliver` does it for its handler, on the normal path
+    and, before the handler's exception propagates, on the failing one.  A
+    released view raises ``ValueError`` on any use, so a stale reference
+    cannot read bytes that belong to a later frame.
+
+    A release fails (``BufferError``) while something holds an export *of
+    the view itself*: a ``pickle.PickleBuffer``, a ``struct.iter_unpack`` or
+    ``re.finditer`` iterator over it.  ``deliver`` turns that into
+    :class:`~trio_feed.BorrowError` naming the message; if the handler had
+    raised, its own exception propagates instead, with the BorrowError's
+    text attached as a note (``add_note``), and the unreleased view keeps
+    the buffer pinned, so rule 2 stops the next refill.
 
 Rule 2: the buffer is never reused while anything still points into it.
     Releasing the lent view is not enough on its own: a slice of a lent view
@@ -31,6 +40,14 @@ Rule 2: the buffer is never reused while anything still points into it.
     The reassembly buffer for fragmented messages follows the same rule: it
     is emptied with ``del frag[:]`` before it is reused.
 
+    While a walk lends the buffer (a :meth:`FrameParser.deliver` call, or a
+    :meth:`FrameParser.messages` iterator from its first message until it
+    ends or is closed), the parser refuses to be re-entered: ``deliver``,
+    ``messages`` and ``copy_messages`` raise ``RuntimeError`` and
+    ``receive_data`` raises :class:`~trio_feed.BorrowError`.  Without that, a
+    ``copy_messages()`` inside a ``messages()`` loop would hand the same
+    messages out twice.
+
 Rule 3: control frames never borrow.
     Ping, pong and close payloads (at most 125 bytes) are copied into owned
     ``bytes`` as they are parsed and queued on :attr:`FrameParser.pings`,
@@ -45,6 +62,18 @@ with ``poison=True`` the bytes of each message are overwritten with
 escaped then reads obvious garbage instead of plausible data, which makes a
 misuse visible inside the same receive chunk, before rule 2 catches it at
 the next refill.  Poisoning is a debugging aid and costs a copy per message.
+
+What no rule here can catch: ``view.obj``.  The ``obj`` of every lent view
+(and of its slices) is the receive ``bytearray`` itself (or the reassembly
+``bytearray``), writable.  Keeping a reference to it is not a buffer export,
+so a handler that keeps ``view.obj`` pins nothing, trips no check, and can
+later read any frame received after its own and write into it, poison mode
+or not.  CPython 3.11 offers no cheap way to lend a view whose ``obj`` is
+not the buffer (``memoryview.toreadonly()``, slices and ``PickleBuffer``
+all keep or forward the original exporter; a custom exporter needs the
+buffer protocol from Python, 3.12's ``__buffer__``); a ``bytes`` snapshot
+per chunk would close it but give up the borrow checks above.  The test
+``test_view_obj_is_the_writable_receive_buffer`` pins this behaviour.
 
 Validation
 ----------
@@ -136,7 +165,7 @@ class FrameParser:
         self._validate_utf8 = validate_utf8
         self._generation_first = 0
         self._poison = poison
-        self._delivering = False  # deliver() is calling a handler: refuse re-entry
+        self._delivering = False  # deliver() or messages() is lending: refuse re-entry
         #: Opcode of the message most recently lent (``Opcode.TEXT`` or ``Opcode.BINARY``).
         self.opcode: int = Opcode.TEXT
         #: Number of messages lent so far; message ``#n`` in errors is the n-th (from 1).
@@ -166,8 +195,9 @@ class FrameParser:
         """
         if self._delivering:
             raise BorrowError(
-                "receive_data() was called from a deliver() handler: the receive buffer "
-                "is lent until deliver() returns"
+                "receive_data() was called while deliver() or messages() is lending the "
+                "receive buffer: it is lent until deliver() returns or the messages() "
+                "iterator ends"
             )
         if self.close is not None:
             return
@@ -216,7 +246,10 @@ class FrameParser:
 
         Run the iteration to its end (or break out of the ``for`` loop) before
         calling :meth:`receive_data`: a suspended iterator still holds the
-        buffer.  Raises :class:`~trio_feed.ProtocolError` (or its subclass
+        buffer, and until it ends the parser refuses re-entry
+        (:meth:`deliver`, :meth:`messages`, :meth:`copy_messages` raise
+        ``RuntimeError``, :meth:`receive_data` raises
+        :class:`~trio_feed.BorrowError`).  Raises :class:`~trio_feed.ProtocolError` (or its subclass
         :class:`~trio_feed.MessageTooBig`) if the peer broke the protocol.
 
         :meth:`deliver` (lend each message to a callback) and
@@ -235,6 +268,9 @@ class FrameParser:
         check_utf8 = self._utf8
         whole = memoryview(buf).toreadonly()
         lent = 0
+        # Until this generator ends, the walk owns the buffer: refuse re-entry
+        # (deliver, messages, copy_messages) and receive_data, as deliver() does.
+        self._delivering = True
         try:
             while end - pos >= 2:
                 if not self._frag_opcode:
@@ -284,6 +320,7 @@ class FrameParser:
             self.error = exc
             raise
         finally:
+            self._delivering = False
             whole.release()
             self.messages_lent += lent
 
@@ -308,9 +345,14 @@ class FrameParser:
         :meth:`messages`; this is the same walk without a generator in
         between, so it costs one Python call per message less.
 
-        If ``handler`` raises, the exception propagates at once: that message
-        counts as delivered (in :attr:`messages_lent`), and the messages after
-        it stay buffered for the next call.  If the peer broke the protocol,
+        If ``handler`` raises, the exception propagates at once, its view
+        released first: that message counts as delivered (in
+        :attr:`messages_lent`), and the messages after it stay buffered for
+        the next call.  A view that cannot be released because the handler
+        kept an export of it (``pickle.PickleBuffer(view)``,
+        ``struct.iter_unpack``, ``re.finditer``) raises
+        :class:`~trio_feed.BorrowError` naming the message, or, if the handler
+        raised, is noted on the handler's own exception (rule 1).  If the peer broke the protocol,
         every message before the violation is delivered first, then
         :class:`~trio_feed.ProtocolError` is raised; it is kept in
         :attr:`error`, and every later call raises it again.
@@ -357,10 +399,17 @@ class FrameParser:
                         lent += 1
                         try:
                             handler(view)
-                        finally:
-                            view.release()
+                        except BaseException as exc:
+                            self._release_after(exc, view, pos, whole, lent)
                             if poison:
                                 buf[start:stop] = _POISON_BYTE * (stop - start)
+                            raise
+                        try:
+                            view.release()
+                        except BufferError:
+                            raise BorrowError(self._describe_escape(pos, whole, lent)) from None
+                        if poison:
+                            buf[start:stop] = _POISON_BYTE * (stop - start)
                     if lent == before:
                         self.opcode = previous
                 stop, message = self._slow_frame(whole, pos, end)
@@ -372,10 +421,17 @@ class FrameParser:
                     target, size = message.obj, message.nbytes
                     try:
                         handler(message)
-                    finally:
-                        message.release()
+                    except BaseException as exc:
+                        self._release_after(exc, message, pos, whole, lent)
                         if poison:
                             self._poison_message(target, size, stop)
+                        raise
+                    try:
+                        message.release()
+                    except BufferError:
+                        raise BorrowError(self._describe_escape(pos, whole, lent)) from None
+                    if poison:
+                        self._poison_message(target, size, stop)
             return lent
         except ProtocolError as exc:
             self.error = exc
@@ -563,9 +619,27 @@ class FrameParser:
     def _refuse_reentry(self) -> None:
         if self._delivering:
             raise RuntimeError(
-                "a deliver() handler called back into its FrameParser; handle the view "
-                "and return instead (the walk in progress owns the buffer)"
+                "a deliver() handler (or the body of a messages() loop) called back into "
+                "its FrameParser; handle the view and return (or end the iteration) "
+                "instead: the walk in progress owns the buffer"
             )
+
+    def _release_after(
+        self, exc: BaseException, view: memoryview, pos: int, whole: memoryview, lent: int
+    ) -> None:
+        """Release the view whose handler raised ``exc``; never replace ``exc``.
+
+        If the handler left an export of ``view`` itself alive (a
+        ``pickle.PickleBuffer``, a ``struct.iter_unpack`` or ``re.finditer``
+        over it), the release fails: the borrow problem is then attached to
+        ``exc`` as a note, and the unreleased view keeps the buffer pinned, so
+        the next :meth:`receive_data` or :meth:`check_borrows` raises
+        :class:`~trio_feed.BorrowError` as usual.
+        """
+        try:
+            view.release()
+        except BufferError:
+            exc.add_note(f"BorrowError: {self._describe_escape(pos, whole, lent)}")
 
     def _poison_message(self, target: object, size: int, stop: int) -> None:
         """Poison mode: overwrite a message :meth:`deliver` lent from :meth:`_slow_frame`."""
@@ -699,11 +773,20 @@ class FrameParser:
             yield view
             target[start:stop] = bytes([POISON]) * (stop - start)
 
-    def _describe_escape(self) -> str:
-        """Name the message whose view escaped (an error path: slow is fine)."""
+    def _describe_escape(
+        self, pos: int | None = None, whole: memoryview | None = None, lent: int = 0
+    ) -> str:
+        """Name the message whose view escaped (an error path: slow is fine).
+
+        ``pos``, ``whole`` and ``lent`` are the walk's position, its own view
+        of the buffer and its count so far when called from inside
+        :meth:`deliver`, which stores the first and last only on the way out.
+        """
+        if pos is not None:
+            self._pos = pos
         escaped: list[tuple[str, bytes]] = []
         for obj in gc.get_objects():
-            if type(obj) is memoryview:
+            if type(obj) is memoryview and obj is not whole:
                 try:
                     owner = obj.obj
                 except ValueError:  # released
@@ -714,7 +797,7 @@ class FrameParser:
                     escaped.append(("reassembly", bytes(obj)))
         lines = []
         for which, data in escaped:
-            lines.append(self._name_message(which, data))
+            lines.append(self._name_message(which, data, lent))
         if not lines:
             lines.append("an export of the buffer that is not a memoryview (e.g. a numpy array)")
         return (
@@ -723,12 +806,12 @@ class FrameParser:
             "bytes(view) inside the handler instead of keeping the view or a slice of it."
         )
 
-    def _name_message(self, which: str, data: bytes) -> str:
+    def _name_message(self, which: str, data: bytes, lent: int = 0) -> str:
         excerpt = data[:40]
         if which == "reassembly":
             return (
                 f"a {len(data)}-byte view into the reassembled fragmented message "
-                f"#{self.messages_lent} (starts {excerpt!r})"
+                f"#{self.messages_lent + lent} (starts {excerpt!r})"
             )
         buf, pos, seq = self._buf, 0, self._generation_first
         while pos < self._pos:
