@@ -57,6 +57,19 @@ import json, os, pathlib, sys
 _OUT = os.environ["SAFETY_OUTCOMES"]
 
 
+def pytest_configure(config):
+    # A killed mutant needs one failing example, not the smallest: no shrinking,
+    # and no example database shared between mutants.
+    try:
+        from hypothesis import Phase, settings
+    except ImportError:
+        return
+    settings.register_profile(
+        "safety", database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+    )
+    settings.load_profile("safety")
+
+
 def pytest_sessionstart(session):
     import trio_feed
     where = pathlib.Path(trio_feed.__file__).resolve()
@@ -262,17 +275,25 @@ def cmd_check(args: argparse.Namespace) -> int:
 # -- mutate -----------------------------------------------------------------
 
 
-def _scratch(base: Path) -> Path:
-    """A copy of what the tests need, with ``../shared`` beside it as in the repo."""
+def _scratch(base: Path, template: Path | None = None) -> Path:
+    """A copy of what the tests need, with ``../shared`` beside it as in the repo.
+
+    From ``template`` (the baseline's copy) if given: its ``__pycache__``
+    comes along, so only the mutated module is compiled again (its new mtime
+    invalidates its cached bytecode).
+    """
     repo = base / "repo"
-    repo.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
-    for name in COPIED:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=ignore)
-        elif src.is_file():
-            shutil.copy2(src, repo / name)
+    if template is not None:
+        shutil.copytree(template, repo, symlinks=True)
+    else:
+        repo.mkdir()
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
+        for name in COPIED:
+            src = ROOT / name
+            if src.is_dir():
+                shutil.copytree(src, repo / name, ignore=ignore)
+            elif src.is_file():
+                shutil.copy2(src, repo / name)
     shared = ROOT.parent / "shared"
     if shared.exists():
         (base / "shared").symlink_to(shared)
@@ -296,7 +317,6 @@ def _pytest(repo: Path, tests: list[str], timeout: float, extra: tuple[str, ...]
         PYTHONPATH=os.pathsep.join([str(repo), str(repo.parent)]),
         SAFETY_OUTCOMES=str(out),
         SAFETY_ROOT=str(repo),
-        PYTHONDONTWRITEBYTECODE="1",
     )
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "safety_plugin", *extra, *tests]
     began = time.monotonic()
@@ -330,9 +350,11 @@ def _failed(node: str, run: Run) -> bool:
     return any(run.outcomes[i] & {"failed", "error"} for i in _matches(node, set(run.outcomes)))
 
 
-def _mutate_one(row: Row, timeout: float, verbose: bool) -> tuple[Row, str, float, str]:
+def _mutate_one(
+    row: Row, template: Path, timeout: float, verbose: bool
+) -> tuple[Row, str, float, str]:
     with tempfile.TemporaryDirectory(prefix=f"safety-{row.id}-") as tmp:
-        repo = _scratch(Path(tmp))
+        repo = _scratch(Path(tmp), template)
         target = repo / row.file
         source = target.read_text()
         assert source.count(row.fragment) == 1
@@ -372,8 +394,9 @@ def cmd_mutate(args: argparse.Namespace) -> int:
 
     # Baseline: every named test passes unmutated, in one batched run.
     tests = sorted({t for r in runnable for t in r.tests})
-    with tempfile.TemporaryDirectory(prefix="safety-baseline-") as tmp:
-        base = _pytest(_scratch(Path(tmp)), tests, args.timeout * 4)
+    baseline_dir = tempfile.TemporaryDirectory(prefix="safety-baseline-")
+    template = _scratch(Path(baseline_dir.name))
+    base = _pytest(template, tests, args.timeout * 4)
     broken = {t for t in tests if not _passed(t, base)}
     for r in runnable:
         names = [t for t in r.tests if t in broken]
@@ -387,7 +410,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     survived = 0
     todo = [r for r in runnable if r.id not in bad]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_mutate_one, r, args.timeout, args.verbose) for r in todo]
+        futures = [pool.submit(_mutate_one, r, template, args.timeout, args.verbose) for r in todo]
         for fut in concurrent.futures.as_completed(futures):
             row, verdict, seconds, detail = fut.result()
             if verdict.startswith("SURVIVED"):
@@ -397,6 +420,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
                 print(f"{row.id} {verdict}  {' '.join(row.tests)}  {seconds:.1f}s", flush=True)
             if detail:
                 print(detail.rstrip(), flush=True)
+    baseline_dir.cleanup()
     wall = time.monotonic() - began
     print(
         f"{len(todo) - survived} killed, {survived} survived, {len(bad)} not run"

@@ -7,7 +7,7 @@ and owns the few decisions that need a clock or a lock.  TLS is
 that returns every record a 256 KiB socket read brought in one call, where
 ``trio.SSLStream`` returns one 16 KiB record per call (see its docstring).
 
-Rule 5: one writer at a time.
+S5: one writer at a time.
     Pongs, Close frames and application messages all leave through
     :meth:`Connection._send_frame`, which holds a ``trio.StrictFIFOLock``
     around ``send_all``.  Two tasks can therefore send concurrently (say a
@@ -18,9 +18,9 @@ Rule 5: one writer at a time.
     per second (Binance allows 5, pongs included) covers all of them and
     keeps their order.  Close frames skip the gate: they end the connection.
 
-Rule 6: pongs never wait on a lent view.
+S6: pongs never wait on a lent view.
     The parser copies each ping's payload into owned ``bytes`` as it parses
-    the frame (``wire`` rule 3).  Pongs are sent from
+    the frame (S6 in ``wire``).  Pongs are sent from
     :meth:`Connection.receive_more`, which the pipelines only call between
     receive chunks, when no view of the receive buffer is lent.  So the
     ``await`` that sends a pong never holds borrowed memory, and a pong is
@@ -161,14 +161,14 @@ class Connection:
     async def receive_more(self) -> None:
         """Answer queued pings, handle a received Close, then read one chunk into the parser.
 
-        Call it only when no view of the receive buffer is lent (rules 2 and
+        Call it only when no view of the receive buffer is lent (S2 and
         6): it checks, and raises :class:`~trio_feed.BorrowError` before
         awaiting anything if one is.  Raises
         :class:`~trio_feed.ConnectionClosed` once the connection has ended,
         whichever side ended it.
         """
         parser = self.parser
-        # Rule 2, checked: this is the one await on the data path, so no view
+        # S2, checked: this is the one await on the data path, so no view
         # may be lent here.  One resize per chunk, not per message.
         parser.check_borrows()
         if parser.pings:
@@ -236,7 +236,7 @@ class Connection:
         caller sees that message, so the pong also precedes anything the
         caller sends in reply to it (Autobahn cases 5.6, 5.19 and 5.20).  The
         message is already an owned copy and its view released, so this await
-        holds no borrowed memory (rule 6).  If the await is cancelled, the
+        holds no borrowed memory (S6).  If the await is cancelled, the
         next :meth:`receive` returns ``message``, which the parser has already
         consumed; if the transport fails, the message is still returned and
         the next call reports the end.
@@ -441,7 +441,7 @@ def open_connection(
     ``validate_utf8`` and ``poison`` configure the frame parser (see
     :class:`~trio_feed.wire.FrameParser`).  ``receive_size`` is the number of
     bytes asked of the transport per read.  ``send_gate``, if given, is
-    awaited before every data, ping and pong frame (rule 5): pass a token
+    awaited before every data, ping and pong frame (S7): pass a token
     bucket's ``acquire`` to respect a server's message budget.
 
     Errors: :class:`~trio_feed.HandshakeError` if the upgrade is refused or
