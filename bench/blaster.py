@@ -5,6 +5,7 @@ completes the upgrade by hand (RFC 6455 section 4.2.2, no extensions
 accepted), then sends what the request path asks for::
 
     GET /blast?w=<workload>&n=<messages>              as fast as the socket takes it
+    GET /blast?w=<workload>&n=<messages>&start=now    the same, without waiting for "go"
     GET /pace?n=<messages>&rate=<msg/s>               paced, each frame stamped
 
 Blasting sends one cycle of frames, repeated into a chunk of at least
@@ -69,7 +70,24 @@ def _cycle(workload: str) -> _Cycle:
         return _cycles[payload_set]
 
 
+_runs: dict[int, memoryview] = {}
+
+
+def _blast_run(sock: socket.socket, n: int) -> None:
+    """Workload ``f``: one run of ``n`` distinct frames (ids never repeat), cached per ``n``."""
+    with _cycles_lock:
+        if n not in _runs:
+            payloads = workloads.feed_payloads(n)
+            _runs[n] = memoryview(b"".join(workloads.encode_frame(p) for p in payloads))
+        run = _runs[n]
+    for at in range(0, len(run), _CHUNK):
+        sock.sendall(run[at : at + _CHUNK])
+
+
 def _blast(sock: socket.socket, workload: str, n: int) -> None:
+    if workload == "f":
+        _blast_run(sock, n)
+        return
     cycle = _cycle(workload)
     full, rest = divmod(n, cycle.per_chunk)
     for _ in range(full):
@@ -153,9 +171,12 @@ def _handle(sock: socket.socket, tls: ssl.SSLContext | None) -> None:
         n = int(query["n"])
         # The client starts its clock, then sends one message ("go"): nothing is
         # sent before, so no library can parse ahead of its clock in a background task.
-        opcode, rest = _read_frame(sock, rest)
-        if opcode not in (0x1, 0x2):
-            return
+        # A client that cannot send first (the supervised feed) asks for start=now.
+        if query.get("start") != "now":
+            opcode, rest = _read_frame(sock, rest)
+            if opcode not in (0x1, 0x2):
+                return
+        opcode = 0
         if url.path == "/pace":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _pace(sock, n, float(query["rate"]))
@@ -182,7 +203,8 @@ def serve(control: Connection, certfile: str, keyfile: str) -> None:
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(certfile, keyfile)
     for name in workloads.WORKLOADS:  # build every cycle before the first client connects
-        _cycle(name)
+        if name != "f":  # workload f is built per run length, on first use
+            _cycle(name)
     workloads.stamped_frames()
     ports = []
     for context in (None, tls):

@@ -71,14 +71,18 @@ class Stopwatch:
 # -- trio_feed -------------------------------------------------------------------
 
 
-def _tf_open(url: str, ctx: ssl.SSLContext | None, validate_utf8: bool) -> Any:
+def _tf_open(url: str, ctx: ssl.SSLContext | None, validate_utf8: bool | None) -> Any:
+    """``open_connection``; ``validate_utf8=None`` leaves that option at its default."""
     from trio_feed import open_connection
 
+    if validate_utf8 is None:
+        return open_connection(url, ssl_context=ctx)
     return open_connection(url, ssl_context=ctx, validate_utf8=validate_utf8)
 
 
 def tf_inline(
-    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *, validate_utf8: bool = False
+    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *,
+    validate_utf8: bool | None = False,
 ) -> Outcome:
     """``run_inline``: the handler borrows each payload as a view of the receive buffer."""
     from trio_feed import ConnectionClosed, run_inline
@@ -103,7 +107,10 @@ def tf_inline(
     return trio.run(main)
 
 
-def tf_channel(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outcome:
+def tf_channel(
+    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *,
+    validate_utf8: bool | None = False,
+) -> Outcome:
     """``run_channel``: owned copies, one batch per receive chunk, parsed in a second task."""
     from trio_feed import ConnectionClosed, run_channel
 
@@ -115,7 +122,7 @@ def tf_channel(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outc
         count += 1
 
     async def main() -> Outcome:
-        async with _tf_open(url, ctx, False) as conn:
+        async with _tf_open(url, ctx, validate_utf8) as conn:
             clock = Stopwatch()
             await conn.send(GO)
             try:
@@ -123,6 +130,37 @@ def tf_channel(url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink) -> Outc
             except ConnectionClosed:
                 pass
             return clock.outcome(count)
+
+    return trio.run(main)
+
+
+def tf_feed(
+    url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *, mode: str = "channel"
+) -> Outcome:
+    """``async for event in open_feed(...)``: the supervised feed, typed events, default options.
+
+    Everything a user gets by default stays on: continuity (duplicates and
+    gaps), per-stream statistics, lag samples, the outbox, the watchdog.  The
+    only options given are where to connect and ``reconnect=False``, so that
+    the server's Close ends the run.  ``sink`` is unused: the feed decodes.
+    """
+    from trio_feed import ConnectionClosed, open_feed
+
+    count = 0
+
+    async def main() -> Outcome:
+        nonlocal count
+        clock = Stopwatch()  # the feed cannot send "go": the server starts at once
+        try:
+            async with open_feed(
+                workloads.FEED_STREAMS, url=url + "&start=now", mode=mode,  # type: ignore[arg-type]
+                reconnect=False, ssl_context=ctx,
+            ) as feed:
+                async for _event in feed:
+                    count += 1
+        except ConnectionClosed:
+            pass
+        return clock.outcome(count)
 
     return trio.run(main)
 

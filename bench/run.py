@@ -67,16 +67,49 @@ class Client:
 
 
 CLIENTS: dict[str, Client] = {
-    "floor": Client("orjson.loads floor (no I/O)", None, clients.dicts_sink, trio_feed=True),
+    "floor": Client(
+        "orjson.loads floor (no I/O)", None, clients.dicts_sink, trio_feed=True,
+        workloads="abcdef",
+    ),
     "floor_typed": Client(
-        "Decoder.decode floor (no I/O)", None, clients.typed_sink, trio_feed=True
+        "Decoder.decode floor (no I/O)", None, clients.typed_sink, trio_feed=True,
+        workloads="abcdef",
     ),
     "null": Client("blaster check: read and discard", clients.null_client, clients.dicts_sink),
     "raw": Client(
         "no framework: blocking socket + frame loop", clients.raw_client, clients.dicts_sink
     ),
     "inline": Client(
-        "trio_feed inline, dicts", clients.tf_inline, clients.dicts_sink, trio_feed=True
+        "trio_feed inline, dicts", clients.tf_inline, clients.dicts_sink, trio_feed=True,
+        workloads="abcdef",
+    ),
+    "inline_defaults": Client(
+        "trio_feed run_inline, default options",
+        lambda *a: clients.tf_inline(*a, validate_utf8=None),
+        clients.dicts_sink,
+        trio_feed=True,
+        workloads="abf",
+    ),
+    "channel_defaults": Client(
+        "trio_feed run_channel, default options",
+        lambda *a: clients.tf_channel(*a, validate_utf8=None),
+        clients.dicts_sink,
+        trio_feed=True,
+        workloads="abf",
+    ),
+    "feed_inline": Client(
+        "open_feed typed events, mode=inline, defaults",
+        lambda *a: clients.tf_feed(*a, mode="inline"),
+        clients.typed_sink,
+        trio_feed=True,
+        workloads="f",
+    ),
+    "feed_channel": Client(
+        "open_feed typed events, mode=channel (default)",
+        lambda *a: clients.tf_feed(*a, mode="channel"),
+        clients.typed_sink,
+        trio_feed=True,
+        workloads="f",
     ),
     "inline_utf8": Client(
         "trio_feed inline, dicts, UTF-8 checked",
@@ -110,7 +143,9 @@ CLIENTS: dict[str, Client] = {
         "websockets (asyncio)", clients.websockets_asyncio, clients.dicts_sink, divisor=4
     ),
     "aiohttp": Client("aiohttp", clients.aiohttp_client, clients.dicts_sink),
-    "picows": Client("picows (lent memoryview)", clients.picows_client, clients.dicts_sink),
+    "picows": Client(
+        "picows (lent memoryview)", clients.picows_client, clients.dicts_sink, workloads="abcdef"
+    ),
 }
 
 #: Added by ``--prototypes``: proposed changes, measured outside the package.
@@ -156,8 +191,8 @@ CHANGES = (
 )
 
 #: Messages per client run, per workload, before a client's divisor.
-DEFAULT_N = {"a": 50_000, "b": 50_000, "c": 10_000, "d": 120, "e": 50_000}
-SMOKE_N = {"a": 3000, "b": 3000, "c": 1000, "d": 10, "e": 3000}
+DEFAULT_N = {"a": 50_000, "b": 50_000, "c": 10_000, "d": 120, "e": 50_000, "f": 50_000}
+SMOKE_N = {"a": 3000, "b": 3000, "c": 1000, "d": 10, "e": 3000, "f": 3000}
 
 #: Rows that are references, not clients.
 _NOT_CLIENTS = ("floor", "floor_typed", "null")
@@ -532,6 +567,36 @@ def targets(
     check(
         "TLS (e) inline ≤ 1.5× plain floor", res.ratio("e", "inline", "a", "floor"), 1.5, True, "×"
     )
+    for key in ("feed_channel", "feed_inline"):
+        check(f"{key} typed (f) ≤ 2.5× floor", res.ratio("f", key, "f", "floor"), 2.5, True, "×")
+        check(
+            f"{key} typed (f) ≤ 1.25× Decoder floor",
+            res.ratio("f", key, "f", "floor_typed"),
+            1.25,
+            True,
+            "×",
+        )
+    check(
+        "run_inline defaults (a) ≥ 1.0× picows' throughput",
+        res.ratio("a", "inline_defaults", "a", "picows", invert=True),
+        1.0,
+        False,
+        "×",
+    )
+    check(
+        "run_inline defaults (a) ≤ 1.5× floor",
+        res.ratio("a", "inline_defaults", "a", "floor"),
+        1.5,
+        True,
+        "×",
+    )
+    check(
+        "run_channel defaults ≤ 1.1× run_inline defaults (a)",
+        res.ratio("a", "channel_defaults", "a", "inline_defaults"),
+        1.1,
+        True,
+        "×",
+    )
     check(
         "inline (a) ≥ 15× trio-websocket's throughput",
         res.ratio("a", "inline", "a", "trio_websocket", invert=True),
@@ -741,7 +806,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="0 skips the throughput table")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every N")
     parser.add_argument("--clients", help="comma-separated subset of: " + ", ".join(CLIENTS))
-    parser.add_argument("--workloads", default="abcde")
+    parser.add_argument("--workloads", default="abcdef")
     parser.add_argument(
         "--prototypes", action="store_true", help="add the proposed change in bench/prototypes.py"
     )

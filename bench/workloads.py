@@ -15,7 +15,12 @@ Workloads (one *cycle* of distinct payloads each, repeated as needed):
 ``b``  the same messages inside combined envelopes ``{"stream":…,"data":…}``;
 ``c``  diff-depth updates of 1–2 KB;
 ``d``  ``!miniTicker@arr``-shaped arrays of about 400 KB;
-``e``  workload ``a`` sent over TLS (same payloads; the transport differs).
+``e``  workload ``a`` sent over TLS (same payloads; the transport differs);
+``f``  combined envelopes like ``b``, but every trade id, depth update id and
+       bookTicker update id continues from the last one of its symbol for the
+       whole run (no repeated cycle), so the supervised feed's continuity
+       check sees a clean stream and hands out every message
+       (:func:`feed_payloads`, :data:`FEED_STREAMS`).
 
 :func:`stamped_frames` builds the latency workload: workload ``a`` with a
 fixed-width ``"ts"`` field that the server overwrites with its send time
@@ -40,12 +45,9 @@ def _samples_folder() -> Path:
     """``$BINANCE_SAMPLES``, else ``shared/`` beside the repository (as CI lays it out)."""
     if "BINANCE_SAMPLES" in os.environ:
         return Path(os.environ["BINANCE_SAMPLES"])
-    for candidate in (
-        Path(__file__).resolve().parents[2] / "shared" / "binance" / "samples",
-        Path("/work/shared/binance/samples"),
-    ):
-        if candidate.is_dir():
-            return candidate
+    candidate = Path(__file__).resolve().parents[2] / "shared" / "binance" / "samples"
+    if candidate.is_dir():
+        return candidate
     raise FileNotFoundError(
         "no Binance samples folder: set BINANCE_SAMPLES to shared/binance/samples"
     )
@@ -65,6 +67,7 @@ WORKLOADS: dict[str, tuple[str, bool, str]] = {
     "c": ("c", False, "diff depth 1-2 KB"),
     "d": ("d", False, "!miniTicker@arr arrays ~400 KB"),
     "e": ("a", True, "workload a over TLS"),
+    "f": ("f", False, "combined envelopes, ids continuing: the supervised feed"),
 }
 
 _CYCLE = {"a": 3000, "b": 3000, "c": 500, "d": 4}
@@ -254,13 +257,53 @@ def payloads(name: str) -> tuple[bytes, ...]:
     raise KeyError(name)
 
 
+#: Payloads of workload ``f`` are made for a whole run (ids never repeat).
+FEED_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT")
+#: Every stream workload ``f`` sends on, for ``open_feed(FEED_STREAMS, ...)``.
+FEED_STREAMS = tuple(
+    f"{s.lower()}@{kind}" for s in FEED_SYMBOLS for kind in ("trade", "bookTicker", "depth@100ms")
+)
+
+
+@functools.cache
+def feed_payloads(n: int) -> tuple[bytes, ...]:
+    """Workload ``f``: ``n`` envelopes of the small mix with ids that continue per symbol."""
+    rng = random.Random("trio_feed-bench-f")
+    now = 1_700_000_000_000
+    trade_id = dict.fromkeys(FEED_SYMBOLS, 10**9)
+    update_id = dict.fromkeys(FEED_SYMBOLS, 10**10)
+    ticker_id = dict.fromkeys(FEED_SYMBOLS, 2 * 10**10)
+    out = []
+    for i in range(n):
+        now += rng.randrange(0, 5)
+        symbol = FEED_SYMBOLS[rng.randrange(len(FEED_SYMBOLS))]
+        kind = i % 3
+        if kind == 0:
+            obj = _trade(rng, symbol, now)
+            trade_id[symbol] += 1
+            obj["t"] = trade_id[symbol]
+        elif kind == 1:
+            obj = _book_ticker(rng, symbol)
+            ticker_id[symbol] += rng.randrange(1, 4)
+            obj["u"] = ticker_id[symbol]
+        else:
+            obj = _depth(rng, symbol, now, rng.randrange(8, 16))
+            first = update_id[symbol] + 1
+            obj["U"], obj["u"] = first, first + rng.randrange(0, 5)
+            update_id[symbol] = int(obj["u"])  # type: ignore[call-overload]
+        out.append(orjson.dumps({"stream": _stream_name(obj), "data": obj}))
+    return tuple(out)
+
+
 def mean_size(name: str) -> float:
-    cycle = payloads(WORKLOADS[name][0])
+    cycle = feed_payloads(3000) if name == "f" else payloads(WORKLOADS[name][0])
     return sum(map(len, cycle)) / len(cycle)
 
 
 def message_list(name: str, n: int) -> list[bytes]:
     """The first ``n`` payloads the server sends for workload ``name``, in order."""
+    if name == "f":
+        return list(feed_payloads(n))
     cycle = payloads(WORKLOADS[name][0])
     reps, rest = divmod(n, len(cycle))
     return list(cycle) * reps + list(cycle[:rest])
@@ -268,6 +311,8 @@ def message_list(name: str, n: int) -> list[bytes]:
 
 def stream_bytes(name: str, n: int) -> int:
     """Bytes on the wire for ``n`` messages of workload ``name`` plus the Close frame."""
+    if name == "f":
+        return sum(len(encode_frame(p)) for p in feed_payloads(n)) + len(CLOSE_FRAME)
     cycle = payloads(WORKLOADS[name][0])
     sizes = [len(encode_frame(p)) for p in cycle]
     reps, rest = divmod(n, len(cycle))

@@ -20,7 +20,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_feed._books import (
+from trio_feed.binance import BookState, DepthUpdate, NeedSnapshot, OrderBook, PriceLevel, Rules
+from trio_feed.books._books import (
     OrderBooks,
     RateLimited,
     SnapshotError,
@@ -30,7 +31,6 @@ from trio_feed._books import (
     depth_weight,
     open_order_books,
 )
-from trio_feed.binance import BookState, DepthUpdate, NeedSnapshot, OrderBook, PriceLevel, Rules
 from trio_feed.exchange import LocalExchange, open_exchange
 
 ROOT = Path(__file__).resolve().parents[1]

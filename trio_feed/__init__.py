@@ -6,26 +6,22 @@ from the socket up:
 - ``trio_feed.wire``: sans-I/O RFC 6455 (frames lent as views, client frames, handshake);
 - :func:`open_connection`: the only layer that does I/O;
 - :func:`run_inline` / :func:`run_channel`: borrow in one task, or copy across two;
-- ``trio_feed.binance``: stream names, typed events, decoding;
-- :func:`open_feed`: all of the above, as ``async for event in feed``;
-- :func:`open_order_books`: local order books kept in sync by Binance's procedure;
+- ``trio_feed.binance``: stream names, typed events, decoding, sequence rules, the pure book;
+- :func:`open_feed` (``trio_feed.feed``): all of the above, as ``async for event in feed``;
+- :func:`open_order_books` (``trio_feed.books``): local order books kept in sync over REST;
 - ``trio_feed.exchange``: the embedded local exchange the examples and tests run on;
 - ``trio_feed.recording`` and the ``trio-feed`` command: record, replay and inspect streams;
 - ``trio_feed.testing``: the same tools for your own tests.
+
+``import trio_feed`` stays light: the order books (and httpx, which only they
+use) are imported the first time one of their names is looked up here.
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-from ._backoff import AttemptLimiter
-from ._books import (
-    DEFAULT_REST_URL,
-    OrderBooks,
-    OrderBooksStatistics,
-    SnapshotError,
-    WeightBudget,
-    open_order_books,
-)
-from ._connection import Connection, ConnectionStatistics, open_connection
+from ._connection import Connection, ConnectionContext, ConnectionStatistics, open_connection
 from ._errors import (
     BorrowError,
     ConnectionClosed,
@@ -34,15 +30,52 @@ from ._errors import (
     InvalidStreamName,
     MessageTooBig,
     ProtocolError,
+    RateLimited,
+    RecordingError,
     SlowConsumerError,
+    SnapshotError,
     SubscriptionError,
     TrioFeedError,
 )
-from ._feed import Feed, open_feed
-from ._feed_statistics import FeedStatistics, StreamStatistics
-from ._outbox import SlowConsumerPolicy
 from ._pipelines import PipelineCounters, PipelineStatistics, run_channel, run_inline
 from .binance import Decoder, Event, OrderBook, Stream, format_event, parse_stream
+from .feed import (
+    AttemptLimiter,
+    Feed,
+    FeedStatistics,
+    SlowConsumerPolicy,
+    StreamStatistics,
+    open_feed,
+)
+
+if _TYPE_CHECKING:
+    from .books import (
+        DEFAULT_REST_URL,
+        OrderBooks,
+        OrderBooksStatistics,
+        WeightBudget,
+        open_order_books,
+    )
+
+#: Names served by ``trio_feed.books``, imported on first use (see the module docstring).
+_LAZY_BOOKS = frozenset(
+    {"DEFAULT_REST_URL", "OrderBooks", "OrderBooksStatistics", "WeightBudget", "open_order_books"}
+)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY_BOOKS:
+        from . import books
+
+        value = getattr(books, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trio_feed' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_BOOKS)
+
 
 __all__ = [
     "DEFAULT_REST_URL",
@@ -50,6 +83,7 @@ __all__ = [
     "BorrowError",
     "Connection",
     "ConnectionClosed",
+    "ConnectionContext",
     "ConnectionStatistics",
     "DecodeError",
     "Decoder",
@@ -65,6 +99,8 @@ __all__ = [
     "PipelineCounters",
     "PipelineStatistics",
     "ProtocolError",
+    "RateLimited",
+    "RecordingError",
     "SlowConsumerError",
     "SlowConsumerPolicy",
     "SnapshotError",

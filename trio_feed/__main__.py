@@ -1,6 +1,6 @@
-"""``python -m trio_feed``: the same as the ``trio-feed`` command (see ``trio_feed._cli``)."""
+"""``python -m trio_feed``: the same as the ``trio-feed`` command (see ``trio_feed.cli``)."""
 
-from ._cli import main
+from .cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

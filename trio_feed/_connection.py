@@ -73,7 +73,7 @@ from .wire import (
     parse_response,
 )
 
-__all__ = ["Connection", "ConnectionStatistics", "open_connection"]
+__all__ = ["Connection", "ConnectionContext", "ConnectionStatistics", "open_connection"]
 
 #: Bytes asked of the transport per read.  Large reads amortise trio's
 #: per-call cost over many messages (4 KiB reads cost about 0.5 µs more per
@@ -383,7 +383,7 @@ def _short_reason(text: str) -> str:
     return data.decode("utf-8", "ignore")
 
 
-class _ConnectionContext:
+class ConnectionContext:
     """What :func:`open_connection` returns: awaitable once, or an async context manager."""
 
     def __init__(self, url: str, options: dict[str, object]) -> None:
@@ -420,7 +420,7 @@ def open_connection(
     poison: bool = False,
     extra_headers: Iterable[tuple[str, str]] = (),
     send_gate: Callable[[], Awaitable[object]] | None = None,
-) -> _ConnectionContext:
+) -> ConnectionContext:
     """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``)::
 
         async with open_connection("wss://stream.binance.com:9443/ws/btcusdt@trade") as conn:
@@ -461,7 +461,7 @@ def open_connection(
         extra_headers=tuple(extra_headers),
         send_gate=send_gate,
     )
-    return _ConnectionContext(url, options)
+    return ConnectionContext(url, options)
 
 
 async def connect(

@@ -13,7 +13,13 @@ what went wrong precisely enough to act on::
     ├── InvalidStreamName        a Binance stream name that cannot exist (also ValueError)
     ├── DecodeError              a payload that is not a Binance message (also ValueError)
     ├── SubscriptionError        the server answered a control request with an error
-    └── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
+    ├── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
+    ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
+    ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
+    └── RecordingError           a recording that cannot be read or written
+
+``Stale`` (a :class:`ConnectionClosed` the feed's watchdog raises on a silent
+connection) never reaches the caller: the feed counts it and reconnects.
 
 Transport failures below the WebSocket layer (refused connections, TLS
 verification failures, resets) are not re-wrapped: they arrive as the
@@ -35,7 +41,11 @@ __all__ = [
     "InvalidStreamName",
     "MessageTooBig",
     "ProtocolError",
+    "RateLimited",
+    "RecordingError",
     "SlowConsumerError",
+    "SnapshotError",
+    "Stale",
     "SubscriptionError",
     "TrioFeedError",
 ]
@@ -145,6 +155,32 @@ class SlowConsumerError(TrioFeedError):
     overflow has been handed out; ``feed.statistics().dropped`` counts what
     was read and not delivered.
     """
+
+class Stale(ConnectionClosed):
+    """The watchdog fired: no frame for ``stale_after`` s, or our ping went unanswered."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(1006, message, initiated_by_peer=False)
+        self.cause = cause
+
+class SnapshotError(TrioFeedError):
+    """Depth snapshots for a symbol kept failing; the books cannot sync it.
+
+    Raised from the ``async with open_order_books(...)`` block after
+    ``max_snapshot_failures`` consecutive failures (429s do not count).  The
+    cause is chained as ``__cause__``.
+    """
+
+class RateLimited(TrioFeedError):
+    """Raised by a snapshot fetcher for HTTP 429 or 418: wait ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float, status: int = 429) -> None:
+        super().__init__(f"HTTP {status}: rate limited, retry after {retry_after} s")
+        self.retry_after = retry_after
+        self.status = status
+
+class RecordingError(TrioFeedError):
+    """A recording that cannot be read or written: the message names the file (and line)."""
 
 
 def lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:

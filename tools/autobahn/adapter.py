@@ -31,8 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trio_feed import ConnectionClosed, ProtocolError
-from trio_feed._connection import _ConnectionContext, open_connection
+from trio_feed import ConnectionClosed, ConnectionContext, ProtocolError, open_connection
 
 __all__ = ["CLOSED_EXCEPTIONS", "LOOP", "MAX_MESSAGE_SIZE", "connect"]
 
@@ -46,7 +45,7 @@ CLOSED_EXCEPTIONS = (ConnectionClosed, ProtocolError)
 MAX_MESSAGE_SIZE = 2**25
 
 
-def connect(url: str, **kwargs: Any) -> _ConnectionContext:
+def connect(url: str, **kwargs: Any) -> ConnectionContext:
     """``open_connection(url)`` with room for the 16 MiB messages of cases 9.*.
 
     Extra keyword arguments (the driver's ``--connect-kwargs``) are passed on

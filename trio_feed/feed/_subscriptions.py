@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from ._errors import SubscriptionError
-from .binance import ControlError, ControlResponse, Stream, parse_stream
+from .._errors import SubscriptionError
+from ..binance import ControlError, ControlResponse, Stream, parse_stream
 
 __all__ = ["MAX_PARAMS_PER_REQUEST", "MAX_STREAMS_PER_CONNECTION", "Requests", "Subscriptions"]
 

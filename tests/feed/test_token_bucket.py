@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_feed._token_bucket import TokenBucket
+from trio_feed.feed._token_bucket import TokenBucket
 
 
 def _sends(bucket: TokenBucket, arrivals: list[float]) -> list[float]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_feed._backoff import AttemptLimiter, Backoff
+from trio_feed.feed._backoff import AttemptLimiter, Backoff
 
 
 class _FixedRng(random.Random):

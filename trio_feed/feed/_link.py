@@ -50,27 +50,27 @@ import logging
 import ssl
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from ._connection import Connection, connect
-from ._errors import (
+from .._connection import Connection, connect
+from .._errors import (
     BorrowError,
     ConnectionClosed,
     DecodeError,
     HandshakeError,
     InvalidStreamName,
     ProtocolError,
+    Stale,
     SubscriptionError,
     lone_exception,
 )
+from ..binance import ControlError, ControlResponse, ServerShutdown, Stream
+from ._backoff import Backoff
+from ._context import FeedContext
 from ._subscriptions import Requests
 from ._token_bucket import TokenBucket
-from .binance import ControlError, ControlResponse, ServerShutdown, Stream
-
-if TYPE_CHECKING:
-    from ._shard import Shard
 
 __all__ = ["Link", "Stale", "is_fatal", "reconnect_cause", "stale_after_for"]
 
@@ -96,13 +96,6 @@ _CONTROL = (ControlResponse, ControlError)
 _RETRYABLE = (ConnectionClosed, ProtocolError, HandshakeError, OSError,
               trio.BrokenResourceError, trio.TooSlowError)
 
-
-class Stale(ConnectionClosed):
-    """The watchdog fired: no frame for ``stale_after`` s, or our ping went unanswered."""
-
-    def __init__(self, message: str, cause: str) -> None:
-        super().__init__(1006, message, initiated_by_peer=False)
-        self.cause = cause
 
 
 def stale_after_for(streams: list[Stream]) -> float:
@@ -165,18 +158,32 @@ def _is_data(payload: bytes) -> bool:
     )
 
 
+
+class LinkOwner(Protocol):
+    """What a link needs of the shard that owns it (:class:`~trio_feed.feed._shard.Shard`)."""
+
+    context: FeedContext
+    index: int
+    streams: dict[str, Stream]
+    stale_after: float
+    backoff: Backoff
+    rotating: bool
+
+    def connect_plan(self) -> tuple[str, list[str]]: ...
+
+
 class Link:
     """One connection of a shard; see the module docstring."""
 
-    def __init__(self, shard: Shard, number: int, *, hold: bool) -> None:
+    def __init__(self, shard: LinkOwner, number: int, *, hold: bool) -> None:
         self.shard = shard
-        self.feed = shard.feed
+        self.context = shard.context
         self.number = number
         self.conn: Connection | None = None
         self.requests = Requests()
         self._replies: dict[int, trio.Event] = {}
         self._results: dict[int, object] = {}
-        self.bucket = TokenBucket(self.feed.options.send_rate, self.feed.options.send_burst)
+        self.bucket = TokenBucket(self.context.options.send_rate, self.context.options.send_burst)
         #: Batches read while holding (a rotation's new connection), in order.
         self.held: list[tuple[list[Any], int, float]] | None = [] if hold else None
         self.first_data = trio.Event()
@@ -207,7 +214,7 @@ class Link:
         ``nursery.start``.  Afterwards the error is kept in :attr:`error` and
         the link just ends; the shard decides whether it is fatal.
         """
-        feed = self.feed
+        feed = self.context
         options = feed.options
         started = False
         try:
@@ -256,7 +263,7 @@ class Link:
         return f"{self.shard.index}.{self.number}"
 
     async def _close(self, conn: Connection) -> None:
-        feed = self.feed
+        feed = self.context
         if self.connected_at is not None:
             feed.counters.seconds_connected += trio.current_time() - self.connected_at
         if self.held:
@@ -322,7 +329,7 @@ class Link:
             waiter.set()
 
     async def _ping_loop(self) -> None:
-        options = self.feed.options
+        options = self.context.options
         conn = self.conn
         assert conn is not None and options.ping_interval
         while True:
@@ -343,13 +350,13 @@ class Link:
         for payload in pongs:
             sent = self._pings.pop(payload, None)
             if sent is not None:
-                self.feed.counters.ping_rtt.add(now - sent)
+                self.context.counters.ping_rtt.add(now - sent)
         pongs.clear()
 
     # -- reading -----------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        feed = self.feed
+        feed = self.context
         counters = feed.counters
         conn = self.conn
         assert conn is not None
@@ -423,8 +430,8 @@ class Link:
 
     def _special(self, item: Any, batch: list[Any]) -> None:
         """A message that is not plain data: a control reply, a notice, or data after all."""
-        counters = self.feed.counters
-        event = item if not isinstance(item, bytes) else self.feed.decoder.decode(item)
+        counters = self.context.counters
+        event = item if not isinstance(item, bytes) else self.context.decoder.decode(item)
         if isinstance(event, _CONTROL):
             counters.control += 1
             self._on_control(event)
@@ -446,7 +453,7 @@ class Link:
         if self.first_data_at is None:
             self.first_data_at = now
             self.first_data.set()
-        elif not self.healthy and now - self.first_data_at >= self.feed.options.healthy_after:
+        elif not self.healthy and now - self.first_data_at >= self.context.options.healthy_after:
             self.healthy = True
             self.shard.backoff.healthy()
         if self.held is not None:
@@ -454,7 +461,7 @@ class Link:
                 self.first_event_time = _event_time_in(batch)
             self.held.append((batch, nbytes, received))
             return
-        outbox = self.feed.outbox
+        outbox = self.context.outbox
         self._in_hand = len(batch)
         while not outbox.put(batch, nbytes, received):
             await outbox.wait_space()  # block policy, backlog full: stop reading
@@ -476,7 +483,7 @@ class Link:
         for batch, nbytes, received in held or ():
             # Under ``block`` with a full backlog this exceeds the bound once,
             # by one rotation's overlap, rather than lose what was held.
-            self.feed.outbox.put(batch, nbytes, received, force=True)
+            self.context.outbox.put(batch, nbytes, received, force=True)
 
 
 _SPECIAL = frozenset({ControlResponse, ControlError, ServerShutdown})

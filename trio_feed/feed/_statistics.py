@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ._connection import ConnectionStatistics
+from .._connection import ConnectionStatistics
 from ._continuity import StreamContinuity
 from ._samples import Samples
 

@@ -67,10 +67,10 @@ import attrs
 import httpx
 import trio
 
-from ._errors import TrioFeedError, lone_exception
-from ._feed import Feed, open_feed
-from .binance import DEFAULT_BASE_URL, DepthUpdate, NeedSnapshot, OrderBook, PartialDepth, Rules
-from .binance._book import parse_depth_snapshot
+from .._errors import RateLimited, SnapshotError, lone_exception
+from ..binance import DEFAULT_BASE_URL, DepthUpdate, NeedSnapshot, OrderBook, PartialDepth, Rules
+from ..binance._book import parse_depth_snapshot
+from ..feed import Feed, open_feed
 
 __all__ = [
     "DEFAULT_REST_URL",
@@ -99,22 +99,6 @@ RETRY_CAP = 30.0
 SnapshotFetcher = Callable[[str, int], Awaitable["bytes | Mapping[str, Any] | PartialDepth"]]
 
 
-class SnapshotError(TrioFeedError):
-    """Depth snapshots for a symbol kept failing; the books cannot sync it.
-
-    Raised from the ``async with open_order_books(...)`` block after
-    ``max_snapshot_failures`` consecutive failures (429s do not count).  The
-    cause is chained as ``__cause__``.
-    """
-
-
-class RateLimited(Exception):
-    """Raised by a snapshot fetcher for HTTP 429 or 418: wait ``retry_after`` seconds."""
-
-    def __init__(self, retry_after: float, status: int = 429) -> None:
-        super().__init__(f"HTTP {status}: rate limited, retry after {retry_after} s")
-        self.retry_after = retry_after
-        self.status = status
 
 
 def depth_weight(limit: int, rules: Rules | str = Rules.SPOT) -> int:

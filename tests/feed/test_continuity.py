@@ -9,7 +9,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_feed._continuity import Continuity, StreamContinuity
 from trio_feed.binance import (
     AggTrade,
     AvgPrice,
@@ -22,6 +21,7 @@ from trio_feed.binance import (
     PartialDepth,
     Trade,
 )
+from trio_feed.feed._continuity import Continuity, StreamContinuity
 
 ONE = Decimal("1")
 T = "btcusdt@trade"

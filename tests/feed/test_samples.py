@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_feed._samples import Samples
+from trio_feed.feed._samples import Samples
 
 
 def nearest_rank(values: list[float], p: float) -> float:

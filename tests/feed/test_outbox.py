@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_feed import SlowConsumerError
-from trio_feed._outbox import (
+from trio_feed.feed._outbox import (
     DEFAULT_MAX_BACKLOG_BYTES,
     DEFAULT_MAX_QUEUED,
     Outbox,

@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_feed import InvalidStreamName, SubscriptionError
-from trio_feed._subscriptions import (
+from trio_feed.binance import ControlError, ControlResponse, Stream, parse_stream
+from trio_feed.feed._subscriptions import (
     MAX_PARAMS_PER_REQUEST,
     MAX_STREAMS_PER_CONNECTION,
     Requests,
     Subscriptions,
 )
-from trio_feed.binance import ControlError, ControlResponse, Stream, parse_stream
 
 
 def _names(n: int, kind: str = "trade") -> list[str]:

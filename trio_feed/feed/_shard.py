@@ -36,18 +36,15 @@ in the shard's nursery; the shard runs in the feed's.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import trio
 
+from .._errors import ConnectionClosed, lone_exception
+from ..binance import Stream, combined_url
 from ._backoff import Backoff
-from ._errors import ConnectionClosed, lone_exception
+from ._context import FeedContext
 from ._link import Link, is_fatal, reconnect_cause, stale_after_for
-from .binance import Stream, combined_url
-
-if TYPE_CHECKING:
-    from ._feed import Feed
 
 __all__ = ["Shard"]
 
@@ -58,16 +55,16 @@ class Shard:
     """A set of streams and the connection that carries them; see the module docstring."""
 
     def __init__(
-        self, feed: Feed, index: int, streams: dict[str, Stream], *, url: str,
+        self, context: FeedContext, index: int, streams: dict[str, Stream], *, url: str,
         subscribe_on_connect: bool = True,
     ) -> None:
-        self.feed = feed
+        self.context = context
         self.index = index
         #: The shard's streams (shared with the feed's Subscriptions: kept current).
         self.streams = streams
         self.url = url
         self.subscribe_on_connect = subscribe_on_connect
-        options = feed.options
+        options = context.options
         self.backoff = Backoff(initial=options.backoff_initial, cap=options.backoff_cap,
                                rng=options.rng)
         self.stale_after = options.stale_after or stale_after_for(list(streams.values()))
@@ -95,7 +92,7 @@ class Shard:
         if not self.subscribe_on_connect:
             return self.url, []
         names = list(self.streams)
-        budget = self.feed.options.max_url_length - len(self.url) - len("?streams=")
+        budget = self.context.options.max_url_length - len(self.url) - len("?streams=")
         fit = 0
         for name in names:
             budget -= len(quote(name, safe="@!_:")) + 1
@@ -104,7 +101,7 @@ class Shard:
             fit += 1
         if not fit:
             return self.url, names
-        return combined_url(names[:fit], self.feed.options.base_url), names[fit:]
+        return combined_url(names[:fit], self.context.options.base_url), names[fit:]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -121,7 +118,7 @@ class Shard:
 
     async def _connect(self, *, hold: bool) -> Link:
         """Start a link, retrying retryable failures with backoff; raise fatal ones."""
-        feed = self.feed
+        feed = self.context
         limiter = feed.attempt_limiter
         assert self._nursery is not None
         while True:
@@ -151,7 +148,7 @@ class Shard:
 
     async def _supervise(self, link: Link) -> Link:
         """Run ``link`` until it needs replacing; return its replacement."""
-        options = self.feed.options
+        options = self.context.options
         deadline = (
             link.connected_at + options.rotate_after
             if options.rotate_after is not None and link.connected_at is not None
@@ -165,9 +162,9 @@ class Shard:
             if not options.reconnect or is_fatal(error):
                 raise error
             cause = reconnect_cause(error)
-            self.feed.counters.reconnects[cause] += 1
+            self.context.counters.reconnects[cause] += 1
             if cause in ("stale", "ping timeout"):
-                self.feed.counters.stale += 1
+                self.context.counters.stale += 1
             delay = self.backoff.next_delay()
             logger.warning("shard %d: connection %s lost (%s); reconnecting in %.2f s",
                            self.index, link.label, error, delay)
@@ -177,7 +174,7 @@ class Shard:
         return await self._rotate(link, cause)
 
     async def _rotate(self, old: Link, cause: str) -> Link:
-        options = self.feed.options
+        options = self.context.options
         logger.info("shard %d: rotating connection %s (%s)", self.index, old.label, cause)
         self.rotating = True
         new = await self._connect(hold=True)
@@ -215,8 +212,8 @@ class Shard:
         if old in self.links:
             self.links.remove(old)
         new.release()
-        self.feed.counters.reconnects[cause] += 1
-        self.feed.counters.rotations += 1
+        self.context.counters.reconnects[cause] += 1
+        self.context.counters.rotations += 1
         logger.info("shard %d: connection %s replaced by %s", self.index, old.label, new.label)
         return new
 

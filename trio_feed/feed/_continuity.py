@@ -38,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from .binance import (
+from ..binance import (
     AggTrade,
     BookTicker,
     DepthUpdate,

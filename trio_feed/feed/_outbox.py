@@ -47,7 +47,7 @@ from typing import Any
 
 import trio
 
-from ._errors import SlowConsumerError
+from .._errors import SlowConsumerError
 
 __all__ = ["DEFAULT_MAX_BACKLOG_BYTES", "DEFAULT_MAX_QUEUED", "Outbox", "SlowConsumerPolicy"]
 

@@ -58,13 +58,13 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Literal
 
-import attrs
 import trio
 
+from .._errors import lone_exception
+from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 from ._backoff import AttemptLimiter
+from ._context import FeedContext, FeedOptions
 from ._continuity import Continuity
-from ._errors import lone_exception
-from ._feed_statistics import FeedCounters, FeedStatistics
 from ._link import is_fatal
 from ._outbox import (
     DEFAULT_MAX_BACKLOG_BYTES,
@@ -73,8 +73,8 @@ from ._outbox import (
     SlowConsumerPolicy,
 )
 from ._shard import Shard
+from ._statistics import FeedCounters, FeedStatistics
 from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
-from .binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
 
@@ -85,36 +85,6 @@ CONFLATABLE_KINDS = frozenset(
     {"bookTicker", "depth_partial", "ticker", "miniTicker", "ticker_window", "avgPrice"}
 )
 
-
-@attrs.frozen
-class FeedOptions:
-    """Everything :func:`open_feed` was told; see its docstring for each field."""
-
-    mode: str
-    base_url: str
-    url: str | None
-    decimals: bool
-    policy: SlowConsumerPolicy
-    max_queued: int
-    max_backlog_bytes: int
-    reconnect: bool
-    retry_first_connect: bool
-    backoff_initial: float
-    backoff_cap: float
-    healthy_after: float
-    rotate_after: float | None
-    rotation_timeout: float
-    stale_after: float | None
-    ping_interval: float | None
-    pong_timeout: float
-    lag_threshold: float
-    send_rate: float
-    send_burst: float
-    streams_per_connection: int
-    max_url_length: int
-    connect_options: dict[str, Any]
-    wall_clock: Callable[[], float]
-    rng: random.Random | None
 
 
 class Feed:
@@ -135,6 +105,10 @@ class Feed:
         self.outbox = Outbox(policy=options.policy, max_queued=options.max_queued,
                              max_backlog_bytes=options.max_backlog_bytes, key=key)
         self.outbox.on_overflow = self._on_overflow
+        #: All that the shards and links may touch of this feed.
+        self.context = FeedContext(options=options, counters=self.counters, decoder=self.decoder,
+                                   outbox=self.outbox, attempt_limiter=attempt_limiter,
+                                   note_lag=self.note_lag)
         self.shards: list[Shard] = []
         self._pending: deque[Event] = deque()
         self._events = 0
@@ -208,7 +182,7 @@ class Feed:
     ) -> None:
         assert self._shards is not None
         streams = self.subscriptions.shards[index] if self.subscriptions.shards else {}
-        shard = Shard(self, index, streams, url=url or f"{self.options.base_url}/stream",
+        shard = Shard(self.context, index, streams, url=url or f"{self.options.base_url}/stream",
                       subscribe_on_connect=subscribe_on_connect)
         self.shards.append(shard)
         await self._shards.start(self._run_shard, shard)

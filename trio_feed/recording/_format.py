@@ -58,9 +58,9 @@ import attrs
 import orjson
 import trio
 
-from ._connection import open_connection
-from ._errors import ConnectionClosed, ProtocolError, TrioFeedError
-from .wire import Opcode
+from .._connection import open_connection
+from .._errors import ConnectionClosed, ProtocolError, RecordingError
+from ..wire import Opcode
 
 __all__ = [
     "ReadReport",
@@ -78,9 +78,6 @@ __all__ = [
 
 _READ_SIZE = 1 << 20
 
-
-class RecordingError(TrioFeedError):
-    """A recording that cannot be read or written: the message names the file (and line)."""
 
 
 @attrs.frozen

@@ -1,0 +1,142 @@
+"""What ``trio-feed stats`` reports of a recording: rates, silences and id gaps per stream.
+
+Pure computation over :func:`~trio_feed.recording.read_recording`; the CLI only
+prints the result.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import attrs
+import orjson
+
+from ._format import ReadReport, read_recording
+
+__all__ = ["compute_stats"]
+
+
+@attrs.define
+class _StreamStats:
+    messages: int = 0
+    last_t: int | None = None
+    largest_gap_ns: int = 0
+    id_gaps: int = 0
+    missing_ids: int = 0
+    examples: list[dict[str, Any]] = attrs.Factory(list)
+    last_id: dict[str, int] = attrs.Factory(dict)
+
+    def gap(self, kind: str, expected: int, got: int, index: int) -> None:
+        self.id_gaps += 1
+        self.missing_ids += max(0, got - expected)
+        if len(self.examples) < 10:
+            self.examples.append({"kind": kind, "index": index, "expected": expected, "got": got})
+
+
+def _key_of(stream: str | None, obj: Any) -> str:
+    if stream is not None:
+        return stream
+    if type(obj) is dict:
+        symbol, e = obj.get("s"), obj.get("e")
+        if type(symbol) is str:
+            return f"(raw) {symbol.lower()}@{e}" if type(e) is str else f"(raw) {symbol.lower()}"
+    return "(raw)"
+
+
+def _check_ids(stats: _StreamStats, obj: Any, index: int) -> None:
+    """Trade ids, aggregate trade ids and depth update ids must follow on, per stream."""
+    if type(obj) is not dict:
+        return
+    e = obj.get("e")
+    last = stats.last_id
+    if e == "trade" and type(obj.get("t")) is int:
+        if "t" in last and obj["t"] != last["t"] + 1:
+            stats.gap("trade id", last["t"] + 1, obj["t"], index)
+        last["t"] = obj["t"]
+    elif e == "aggTrade" and type(obj.get("a")) is int:
+        if "a" in last and obj["a"] != last["a"] + 1:
+            stats.gap("aggTrade id", last["a"] + 1, obj["a"], index)
+        last["a"] = obj["a"]
+    elif e == "depthUpdate" and type(obj.get("U")) is int and type(obj.get("u")) is int:
+        if "u" in last:
+            if type(obj.get("pu")) is int:  # USD-M futures chain on pu
+                if obj["pu"] != last["u"]:
+                    stats.gap("update id (pu)", last["u"], obj["pu"], index)
+            elif obj["U"] != last["u"] + 1:
+                stats.gap("update id", last["u"] + 1, obj["U"], index)
+        last["u"] = obj["u"]
+
+
+def compute_stats(path: str) -> dict[str, Any]:
+    """The ``stats`` report for the recording at ``path``, as a JSON-ready dict."""
+    report = ReadReport()
+    streams: dict[str, _StreamStats] = {}
+    buckets: dict[int, int] = {}
+    first_t: int | None = None
+    last_t: int | None = None
+    gap_ns, gap_index, gap_stream = 0, None, None
+    unparsable = 0
+    binary = 0
+    index = -1
+    for index, rec in enumerate(read_recording(path, report=report)):
+        if first_t is None:
+            first_t = rec.t
+        if last_t is not None and rec.t - last_t > gap_ns:
+            gap_ns, gap_index, gap_stream = rec.t - last_t, index, rec.stream
+        last_t = rec.t
+        second = (rec.t - first_t) // 1_000_000_000
+        buckets[second] = buckets.get(second, 0) + 1
+        obj: Any = None
+        if isinstance(rec.raw, bytes):
+            binary += 1
+            key = "(binary)"
+        else:
+            try:
+                obj = orjson.loads(rec.raw)
+            except orjson.JSONDecodeError:
+                unparsable += 1
+            if rec.stream is not None and type(obj) is dict:
+                obj = obj.get("data")
+            key = _key_of(rec.stream, obj)
+        stats = streams.get(key)
+        if stats is None:
+            stats = streams[key] = _StreamStats()
+        stats.messages += 1
+        if stats.last_t is not None:
+            stats.largest_gap_ns = max(stats.largest_gap_ns, rec.t - stats.last_t)
+        stats.last_t = rec.t
+        _check_ids(stats, obj, index)
+    messages = index + 1
+    span = [buckets.get(i, 0) for i in range(max(buckets) + 1)] if buckets else []
+    duration = (last_t - first_t) / 1e9 if first_t is not None and last_t is not None else 0.0
+    return {
+        "file": path,
+        "messages": messages,
+        "streams_count": len(streams),
+        "first_t": first_t,
+        "last_t": last_t,
+        "duration_s": duration,
+        "torn_last_line": report.torn,
+        "unparsable": unparsable,
+        "binary": binary,
+        "rate": {
+            "buckets": len(span),
+            "mean": statistics.fmean(span) if span else 0.0,
+            "min": min(span) if span else 0,
+            "median": statistics.median(span) if span else 0,
+            "max": max(span) if span else 0,
+            "busiest_second": span.index(max(span)) if span else None,
+        },
+        "largest_gap": {"seconds": gap_ns / 1e9, "index": gap_index, "stream": gap_stream},
+        "streams": {
+            key: {
+                "messages": s.messages,
+                "largest_gap_s": s.largest_gap_ns / 1e9,
+                "id_gaps": s.id_gaps,
+                "missing_ids": s.missing_ids,
+                "gap_examples": s.examples,
+            }
+            for key, s in sorted(streams.items())
+        },
+    }
