@@ -30,3 +30,8 @@ fuzz *ARGS:
 # Regenerate the fuzz seed corpus in tests/wire/corpus
 corpus:
     {{python}} tools/make_corpus.py
+
+# docs/SAFETY.md's table, checked: each row's mutation applied to a scratch copy must make
+# its tests fail (CI runs this); e.g. just mutate-safety --row S4.3
+mutate-safety *ARGS:
+    {{python}} tools/safety.py mutate {{ARGS}}

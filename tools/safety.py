@@ -46,6 +46,11 @@ REQUIRED = ("rule", "what", "file", "fragment", "replacement", "tests")
 OPTIONAL = ("id", "note")
 # What a scratch copy needs: the package, the tests and pytest's configuration.
 COPIED = ("trio_feed", "tests", "examples", "pyproject.toml", "conftest.py")
+# The pytest plugins the suite needs, loaded by name with autoloading off: other
+# plugins installed beside the project (xdist, anyio, ...) cost seconds per run.
+# ``--all-plugins`` autoloads every installed plugin instead.
+PLUGINS = ("pytest_trio.plugin", "_hypothesis_pytestplugin", "trio_feed.testing._plugin")
+ALL_PLUGINS = False
 START = re.compile(r"<!-- safety-table (S\d+) -->")
 END = "<!-- /safety-table -->"
 
@@ -214,8 +219,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def _collect(root: Path, files: list[str]) -> set[str]:
     env = dict(os.environ, PYTHONPATH=str(root))
+    plugins = _plugin_args(env)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *plugins,
+         *files],
         cwd=root,
         env=env,
         capture_output=True,
@@ -229,10 +236,13 @@ def _collect(root: Path, files: list[str]) -> set[str]:
 
 def _matches(node: str, collected: set[str]) -> list[str]:
     """The collected items a named id stands for (itself, or its parametrizations)."""
-    return sorted(c for c in collected if c == node or c.startswith(node + "[") or c.startswith(node + "::"))
+    return sorted(
+        c for c in collected if c == node or c.startswith((node + "[", node + "::"))
+    )
 
 
-def check(rows: list[Row]) -> list[str]:
+def check(rows: list[Row], selected: list[Row] | None = None) -> list[str]:
+    """Problems with the document and with ``selected`` rows (default: all of them)."""
     problems: list[str] = []
     doc = DOC.read_text()
     marked = START.findall(doc)
@@ -243,6 +253,7 @@ def check(rows: list[Row]) -> list[str]:
             problems.append(f"{rule} has no rows")
     if rendered(doc, rows) != doc:
         problems.append("SAFETY.md tables are stale: run `python tools/safety.py render`")
+    rows = rows if selected is None else selected
     for r in rows:
         path = ROOT / r.file
         if not path.is_file():
@@ -309,6 +320,13 @@ class Run:
     output: str
 
 
+def _plugin_args(env: dict[str, str]) -> list[str]:
+    if ALL_PLUGINS:
+        return []
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return [arg for name in PLUGINS for arg in ("-p", name)]
+
+
 def _pytest(repo: Path, tests: list[str], timeout: float, extra: tuple[str, ...] = ()) -> Run:
     out = repo.parent / "outcomes.jsonl"
     out.unlink(missing_ok=True)
@@ -318,10 +336,13 @@ def _pytest(repo: Path, tests: list[str], timeout: float, extra: tuple[str, ...]
         SAFETY_OUTCOMES=str(out),
         SAFETY_ROOT=str(repo),
     )
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "safety_plugin", *extra, *tests]
+    plugins = _plugin_args(env)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugins,
+           "-p", "safety_plugin", *extra, *tests]
     began = time.monotonic()
     proc = subprocess.Popen(
-        cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )
     try:
         output, _ = proc.communicate(timeout=timeout)
@@ -375,15 +396,17 @@ def _mutate_one(
 def cmd_mutate(args: argparse.Namespace) -> int:
     began = time.monotonic()
     rows = load()
-    problems = check(rows)
-    doc_problems = [p for p in problems if not any(p.startswith(f"{r.id}: ") for r in rows)]
+    selected = rows
     if args.row:
         wanted = set(args.row)
         unknown = wanted - {r.id for r in rows} - set(RULES)
         if unknown:
             print(f"no such row: {', '.join(sorted(unknown))}")
             return 2
-        rows = [r for r in rows if r.id in wanted or r.rule in wanted]
+        selected = [r for r in rows if r.id in wanted or r.rule in wanted]
+    problems = check(rows, selected)
+    doc_problems = [p for p in problems if not any(p.startswith(f"{r.id}: ") for r in rows)]
+    rows = selected
     for p in doc_problems:
         print(p)
     bad = {r.id for r in rows if r.problems}
@@ -405,7 +428,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
             bad.add(r.id)
     if broken and args.verbose:
         print(base.output)
-    print(f"baseline: {len(tests)} test ids in {base.seconds:.1f}s")
+    print(f"baseline: {len(tests)} test ids in {base.seconds:.1f}s", flush=True)
 
     survived = 0
     todo = [r for r in runnable if r.id not in bad]
@@ -430,16 +453,26 @@ def cmd_mutate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("render", help="rewrite the tables in docs/SAFETY.md from docs/safety.toml")
     sub.add_parser("check", help="fail on stale tables, orphaned fragments or unknown test ids")
-    m = sub.add_parser("mutate", help="apply each row's mutation to a scratch copy and run its tests")
+    m = sub.add_parser(
+        "mutate", help="apply each row's mutation to a scratch copy and run its tests"
+    )
     m.add_argument("--row", action="append", help="a row id (S1.2) or a rule (S1); repeatable")
     m.add_argument("--jobs", type=int, default=2)
-    m.add_argument("--timeout", type=float, default=180.0, help="seconds per row before a hang counts as killed")
-    m.add_argument("-v", "--verbose", action="store_true", help="print pytest's output for every row")
+    m.add_argument("--timeout", type=float, default=180.0,
+                   help="seconds per row before a hang counts as killed")
+    m.add_argument("--all-plugins", action="store_true",
+                   help="autoload every installed pytest plugin, not only " + ", ".join(PLUGINS))
+    m.add_argument("-v", "--verbose", action="store_true",
+                   help="print pytest's output for every row")
     args = parser.parse_args(argv)
+    global ALL_PLUGINS
+    ALL_PLUGINS = getattr(args, "all_plugins", False)
     try:
         return {"render": cmd_render, "check": cmd_check, "mutate": cmd_mutate}[args.command](args)
     except DataError as exc:

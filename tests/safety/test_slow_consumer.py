@@ -24,7 +24,9 @@ def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-async def test_a_full_channel_does_not_stop_the_pongs(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_full_channel_does_not_stop_the_pongs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     conn, server_stream = memory_connection()
     server = ServerSide(server_stream)
     send_channel, receive_channel = trio.open_memory_channel[list[bytes]](0)
