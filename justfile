@@ -35,3 +35,8 @@ corpus:
 # its tests fail (CI runs this); e.g. just mutate-safety --row S4.3
 mutate-safety *ARGS:
     {{python}} tools/safety.py mutate {{ARGS}}
+
+# A mutation score beyond the safety table (not in CI; slow): mutmut over wire/, _pipelines.py
+# and the feed's accounting modules in a scratch copy; e.g. just mutmut --minutes 15
+mutmut *ARGS:
+    {{python}} tools/mutation_score.py {{ARGS}}
