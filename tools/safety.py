@@ -379,7 +379,13 @@ def _mutate_one(
         target = repo / row.file
         source = target.read_text()
         assert source.count(row.fragment) == 1
-        target.write_text(source.replace(row.fragment, row.replacement))
+        mutated = source.replace(row.fragment, row.replacement)
+        try:
+            compile(mutated, str(target), "exec")
+        except SyntaxError as exc:
+            # A mutant that cannot even be imported would "kill" any test: a bad row.
+            return row, f"INVALID mutation (syntax error: {exc.msg}, line {exc.lineno})", 0.0, ""
+        target.write_text(mutated)
         run = _pytest(repo, row.tests, timeout)
     if run.returncode is None:
         verdict = "killed (timeout)"
@@ -436,7 +442,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
         futures = [pool.submit(_mutate_one, r, template, args.timeout, args.verbose) for r in todo]
         for fut in concurrent.futures.as_completed(futures):
             row, verdict, seconds, detail = fut.result()
-            if verdict.startswith("SURVIVED"):
+            if verdict.startswith(("SURVIVED", "INVALID")):
                 survived += 1
                 print(f"{row.id} {verdict}  {seconds:.1f}s", flush=True)
             else:
@@ -446,7 +452,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     baseline_dir.cleanup()
     wall = time.monotonic() - began
     print(
-        f"{len(todo) - survived} killed, {survived} survived, {len(bad)} not run"
+        f"{len(todo) - survived} killed, {survived} survived or invalid, {len(bad)} not run"
         f" ({len(rows)} rows, {wall:.0f}s wall, {args.jobs} jobs)"
     )
     return 1 if survived or bad or doc_problems else 0
