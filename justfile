@@ -38,3 +38,13 @@ docs DIR="site":
 # Build the wheel and sdist, twine check them, and try the wheel in a fresh virtual environment
 release-check:
     PYTHON={{python}} bash tools/release_check.sh
+
+# docs/SAFETY.md's table, checked: each row's mutation applied to a scratch copy must make
+# its tests fail (CI runs this); e.g. just mutate-safety --row S4.3
+mutate-safety *ARGS:
+    {{python}} tools/safety.py mutate {{ARGS}}
+
+# A mutation score beyond the safety table (not in CI; slow): mutmut over wire/, _pipelines.py
+# and the feed's accounting modules in a scratch copy; e.g. just mutmut --minutes 15
+mutmut *ARGS:
+    {{python}} tools/mutation_score.py {{ARGS}}

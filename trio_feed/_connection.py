@@ -7,7 +7,7 @@ and owns the few decisions that need a clock or a lock.  TLS is
 that returns every record a 256 KiB socket read brought in one call, where
 ``trio.SSLStream`` returns one 16 KiB record per call (see its docstring).
 
-Rule 5: one writer at a time.
+S5: one writer at a time.
     Pongs, Close frames and application messages all leave through
     :meth:`Connection._send_frame`, which holds a ``trio.StrictFIFOLock``
     around ``send_all``.  Two tasks can therefore send concurrently (say a
@@ -18,9 +18,9 @@ Rule 5: one writer at a time.
     per second (Binance allows 5, pongs included) covers all of them and
     keeps their order.  Close frames skip the gate: they end the connection.
 
-Rule 6: pongs never wait on a lent view, and reading never waits for a pong.
+S6: pongs never wait on a lent view, and reading never waits for a pong.
     The parser copies each ping's payload into owned ``bytes`` as it parses
-    the frame (``wire`` rule 3), so no pong ever holds borrowed memory.
+    the frame (S6 in ``wire``), so no pong ever holds borrowed memory.
 
     Only the most recent ping is answered (RFC 6455 section 5.5.3 allows
     it): :meth:`Connection.receive_more` moves the parser's pings into one
@@ -228,19 +228,19 @@ class Connection:
     async def receive_more(self) -> None:
         """Have the latest ping answered, handle a received Close, then read one chunk.
 
-        Call it only when no view of the receive buffer is lent (rules 2 and
+        Call it only when no view of the receive buffer is lent (S2 and
         6): it checks, and raises :class:`~trio_feed.BorrowError` before
         awaiting anything if one is.  Raises
         :class:`~trio_feed.ConnectionClosed` once the connection has ended,
         whichever side ended it.
 
-        Pings are answered most recent first (rule 6): with an
+        Pings are answered most recent first (S6): with an
         :meth:`answer_pings` task running, a pending ping only wakes it and
         the read goes ahead at once; without one, this call sends the pong
         itself before reading, waiting for the send gate if it has no token.
         """
         parser = self.parser
-        # Rule 2, checked: this is the one await on the data path, so no view
+        # S2, checked: this is the one await on the data path, so no view
         # may be lent here.  One resize per chunk, not per message.
         parser.check_borrows()
         if parser.pings:
@@ -316,7 +316,7 @@ class Connection:
         caller sees that message, so the pong also precedes anything the
         caller sends in reply to it (Autobahn cases 5.6, 5.19 and 5.20).  The
         message is already an owned copy and its view released, so this await
-        holds no borrowed memory (rule 6).  If the await is cancelled, the
+        holds no borrowed memory (S6).  If the await is cancelled, the
         next :meth:`receive` returns ``message``, which the parser has already
         consumed; if the transport fails, the message is still returned and
         the next call reports the end.
@@ -344,7 +344,7 @@ class Connection:
             pings.clear()
 
     async def _send_pong(self) -> None:
-        """Answer the most recent pending ping: one pong, through the gate (rule 7).
+        """Answer the most recent pending ping: one pong, through the gate (S7).
 
         The payload is taken after the gate let the pong through, so a ping
         that arrived during the wait is the one answered.  A pong that did not
@@ -593,7 +593,7 @@ def open_connection(
     ``validate_utf8`` and ``poison`` configure the frame parser (see
     :class:`~trio_feed.wire.FrameParser`).  ``receive_size`` is the number of
     bytes asked of the transport per read.  ``send_gate``, if given, is
-    awaited before every data, ping and pong frame (rule 5): pass a token
+    awaited before every data, ping and pong frame (S7): pass a token
     bucket's ``acquire`` to respect a server's message budget.
 
     Errors: :class:`~trio_feed.HandshakeError` if the upgrade is refused or

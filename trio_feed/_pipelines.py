@@ -22,28 +22,28 @@ message negligible (``docs/performance.md`` has the measurements).
 
 The invariants, each enforced here (``docs/SAFETY.md`` maps them to tests):
 
-Rule 1: a lent view never outlives its frame.
+S1: a lent view never outlives its frame.
     ``parser.deliver(handler)`` releases every view it lends in a
     ``finally`` clause, whatever way the handler exits.  The parser itself
-    catches any view that escaped anyway (``wire._parser`` rule 2).
+    catches any view that escaped anyway (S1).
 
-Rule 2: no await while a view is lent.
+S2: no await while a view is lent.
     Handlers of lent views must be synchronous (``_require_sync`` refuses an
     async one), and the only ``await`` in each loop (``conn.receive_more()``,
     ``send_channel.send()``) comes after ``deliver`` has returned, when every
     view is released.  ``receive_more`` checks that no view is lent before it
     awaits.
 
-Rule 3: only owned bytes cross a channel.
+S3: only owned bytes cross a channel.
     The reader sends the ``list[bytes]`` that ``parser.copy_messages()``
     returns: owned copies, made without lending any view.
 
-Rule 4: no task outlives its pipeline.
+S4: no task outlives its pipeline.
     Both tasks of ``run_channel`` live in one nursery that ``run_channel``
     opens and closes.  If either task fails, the nursery cancels the other.
     The reader hands batches over with ``send_nowait``; only when the channel
     is full does it wait, in a nested nursery whose helper task keeps reading
-    meanwhile (rule 6), so that task too ends before the reader does.
+    meanwhile (S6), so that task too ends before the reader does.
     When the connection ends, the reader closes the send side
     (``async with send_channel``) so the parser first delivers every batch
     already read, then sees the end of the channel; the reader's exception is
@@ -58,7 +58,7 @@ Rule 4: no task outlives its pipeline.
     ``Cancelled`` is dropped: trio raises it again at the caller's next
     checkpoint).
 
-Rule 6: neither pongs nor a slow consumer can stop the reads.
+S6: neither pongs nor a slow consumer can stop the reads.
     Both pipelines run ``conn.answer_pings()`` in their nursery (unless such a
     task already runs): pongs leave from that task, through the connection's
     send gate, answering only the most recent ping, and ``receive_more``
@@ -154,7 +154,7 @@ async def run_inline(
     Runs until the connection ends, raising
     :class:`~trio_feed.ConnectionClosed`; until the caller cancels it; or until
     ``handler`` raises, which propagates unchanged.  Pongs are sent by an
-    ``answer_pings`` task beside the reads (rule 6).
+    ``answer_pings`` task beside the reads (S6).
     """
     _require_sync(handler)
     if counters is None:
@@ -162,7 +162,7 @@ async def run_inline(
     try:
         async with trio.open_nursery() as nursery:
             if not conn.answering_pings:
-                nursery.start_soon(conn.answer_pings)  # rule 6: reads never wait for a pong
+                nursery.start_soon(conn.answer_pings)  # S6: reads never wait for a pong
             await _deliver_inline(conn, handler, counters)
     except BaseExceptionGroup as group:
         raise _single_failure(group) from None
@@ -215,7 +215,7 @@ async def run_channel(
     try:
         async with trio.open_nursery() as nursery:
             if not conn.answering_pings:
-                nursery.start_soon(conn.answer_pings)  # rule 6: reads never wait for a pong
+                nursery.start_soon(conn.answer_pings)  # S6: reads never wait for a pong
             async with trio.open_nursery() as pair:
                 pair.start_soon(read_batches, conn, send_channel, counters, ended)
                 pair.start_soon(_parse_batches, receive_channel, handler, counters)
@@ -240,7 +240,7 @@ async def read_batches(
 
     A batch goes out with ``send_nowait``: no scheduling round trip while the
     consumer keeps up.  When the channel is full, the batch waits in
-    ``send()`` while a helper task keeps reading (rule 6) into a backlog of
+    ``send()`` while a helper task keeps reading (S6) into a backlog of
     at most ``max_backlog_bytes``; the wait is counted as a stall.
 
     When the connection ends, the exception is appended to ``ended`` instead
@@ -292,7 +292,7 @@ async def _send_while_reading(
     counters: PipelineCounters,
     max_backlog_bytes: int,
 ) -> Exception | None:
-    """Wait for channel space without going deaf: rule 6 with a slow consumer.
+    """Wait for channel space without going deaf: S6 with a slow consumer.
 
     A helper task goes on reading, so pings are answered, copying data
     messages into a backlog.  Once the backlog holds ``max_backlog_bytes`` it
@@ -402,7 +402,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _require_sync(handler: Callable[..., object]) -> None:
-    """Rule 2: a handler is called while a view is lent, so it must not be able to await."""
+    """S2: a handler is called while a view is lent, so it must not be able to await."""
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004
     ):

@@ -32,7 +32,7 @@ TLS), and a peer that closes TCP without one reads as end of stream.  Errors
 after the handshake raise ``trio.BrokenResourceError`` (the ``ssl`` error as
 its cause), a closed stream ``trio.ClosedResourceError``.
 
-Rule 5 (one writer at a time) holds inside the stream too: the ``SSLObject``
+S5 (one writer at a time) holds inside the stream too: the ``SSLObject``
 can produce records while *receiving* (a TLS 1.3 KeyUpdate answer, a TLS 1.2
 renegotiation), and those must reach the wire in the order it produced them,
 among the records of :meth:`TLSStream.send_all`.  All ciphertext therefore
@@ -261,7 +261,7 @@ class TLSStream(trio.abc.Stream):
             await self.transport_stream.wait_send_all_might_not_block()
 
     async def _flush(self) -> None:
-        """Send whatever ciphertext the ``SSLObject`` has produced, in order (rule 5)."""
+        """Send whatever ciphertext the ``SSLObject`` has produced, in order (S5)."""
         async with self._send_lock:
             data = self._outgoing.read()
             if data:

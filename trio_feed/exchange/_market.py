@@ -26,7 +26,7 @@ One ``random.Random(seed)`` drives everything, and it is consulted only inside
 :meth:`~Market.step`, in a fixed order over the symbols.  Building payloads
 never draws a random number.  So:
 
-Rule 1: the market's history depends only on the seed, the symbols and the
+MKT1: the market's history depends only on the seed, the symbols and the
     clock, never on which streams anybody asks for or when.
 
 Each tick, for each symbol in order:
@@ -42,13 +42,13 @@ Each tick, for each symbol in order:
 4. with probability 0.005 an off-book ``blockTrade`` is printed, with its
    own id sequence.  Block trades do not enter tickers or klines.
 
-Rule 2: every change to a book level consumes exactly one update id, and
+MKT2: every change to a book level consumes exactly one update id, and
     nothing else does.  So a tick always has at least one update (the makers
     guarantee it), a diff-depth event covering ticks ``[a..b]`` has
     ``U = (last id before a) + 1`` and ``u = (last id of b)``, and
     consecutive events of one depth stream chain with ``U == previous u + 1``.
 
-Rule 3: a bid is never placed at or above the best ask, nor an ask at or
+MKT3: a bid is never placed at or above the best ask, nor an ask at or
     below the best bid, so the book is never crossed.
 
 ``bookTicker`` is sent on every tick where the best bid or ask (price or

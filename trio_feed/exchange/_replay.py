@@ -31,7 +31,7 @@ Pacing.  Record ``i`` is due at ``connection start + (t[i] - t[0]) / speed``,
 ``t[0]`` being the recording's first receive time, so gaps and bursts keep
 their shape.  ``speed=None`` sends back to back.
 
-Rule 1: no task outlives its connection, and none outlives the server.
+RPL1: no task outlives its connection, and none outlives the server.
     Each connection's trio-websocket reader, its client-message drain and
     its player share one nursery; leaving :func:`open_replay_server` closes
     every open connection (1001, with a short grace period) and cancels the

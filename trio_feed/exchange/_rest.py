@@ -24,7 +24,7 @@ two connections with one seed see the same history, at the cost of the
 prefix for tests that run several clients at once.  (A single shared market
 advancing on a clock, as on Binance, would give up that property.)
 
-Rule 1: a snapshot is the true book of the session's market at the moment
+REST1: a snapshot is the true book of the session's market at the moment
     the request is handled.  The market only moves when its connection's
     sender steps it, between awaits, so the answer is always a whole tick;
     its ``lastUpdateId`` may be ahead of, or behind, the diff events already
@@ -47,7 +47,7 @@ one session and consumed by the next matching depth event or request:
   answers with that capture.  It is older than any event the client buffers
   after this moment, so combined with a later gap it forces a refetch.
 
-Rule 2: faults never reach a connection that did not subscribe to the
+REST2: faults never reach a connection that did not subscribe to the
     symbol's depth: they are applied on the send path, per session.
 """
 

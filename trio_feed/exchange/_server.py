@@ -28,7 +28,7 @@ steps the market and sends data), the *keeper* (server pings) and, with
 more task in the connection's nursery: Close frame, at most ``CLOSE_GRACE``
 for the peer's reply, then the nursery is cancelled.  So:
 
-Rule 1: no task outlives its connection, and none outlives the exchange:
+EXC1: no task outlives its connection, and none outlives the exchange:
     when the receiver sees the connection end, the connection's nursery is
     cancelled (or, if a close or drop is in progress, that task cancels it
     when done); leaving ``open_exchange`` closes every open connection
@@ -81,7 +81,7 @@ written once the socket accepts data again, so a client that has stopped
 reading altogether sees 1008 if it resumes within ``CLOSE_GRACE``, and a
 dropped TCP connection (1006) otherwise.
 
-Rule 2: no data message for a stream is sent after the response to the
+EXC2: no data message for a stream is sent after the response to the
     UNSUBSCRIBE that removed it.  The sender and the writer recheck the
     subscription (the very ``Stream`` object, so an UNSUBSCRIBE followed by a
     SUBSCRIBE does not revive queued data) before every send, and a response
@@ -664,7 +664,7 @@ class _Connection:
                 continue
             stream, text, counted = outbox.popleft()
             if stream is not None and subs.get(stream.name) is not stream:
-                continue  # unsubscribed since it was queued (rule 2)
+                continue  # unsubscribed since it was queued (EXC2)
             try:
                 await ws.send_message(text)
             except ConnectionClosed:

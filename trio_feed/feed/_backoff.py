@@ -3,13 +3,13 @@
 Pure and synchronous: callers pass the time in (``trio.current_time()`` in the
 feed, plain numbers in tests), so the schedule can be tested exactly.
 
-Rule 1: a server that accepts and at once drops cannot cause a tight loop.
+S7: a server that accepts and at once drops cannot cause a tight loop.
     :class:`Backoff` grows with every failed attempt and is reset only by
     :meth:`Backoff.healthy`, which the feed calls once a connection has
     *delivered data* for ``healthy_after`` seconds.  A connection that opens
     and dies, however many times, keeps doubling the delay up to ``cap``.
 
-Rule 2: connection attempts stay under the exchange's budget.
+S7, continued: connection attempts stay under the exchange's budget.
     :class:`AttemptLimiter` keeps the times of recent attempts in a sliding
     window and says how long to wait before the next one is allowed.
     Binance allows 300 attempts per 5 minutes per IP; the default leaves a

@@ -4,7 +4,7 @@ Pure and synchronous.  The feed runs every event through one
 :class:`Continuity` in the consumer's task, after the events of all its
 connections have merged, so it sees them in the order they will be handed out.
 
-Rule 1: no event is handed out twice.
+S9: no event is handed out twice.
     During a make-before-break rotation two connections carry the same
     streams, and after a reconnect the server may repeat what the old
     connection already delivered.  An event is a *duplicate* when its stream
@@ -20,7 +20,7 @@ Rule 1: no event is handed out twice.
 
     Duplicates are dropped and counted (``duplicates``), never handed out.
 
-Rule 2: what is missing is counted, never silent.
+S9, continued: what is missing is counted, never silent.
     Trade ids and aggregate-trade ids are consecutive per symbol, and a diff
     depth event's ``U`` follows the previous ``u``.  A jump is a gap: the
     number of ids skipped is added to ``missing`` for that stream, whatever

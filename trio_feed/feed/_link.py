@@ -20,24 +20,24 @@ Either way the batch for the chunk goes to the feed's
 to the request that is waiting for them, and a ``serverShutdown`` notice
 asks the shard to rotate.  The invariants:
 
-Rule 1: a lent view never outlives its frame, and no await happens while one is lent.
+S1, S2: a lent view never outlives its frame, and no await happens while one is lent.
     Every view from ``parser.messages()`` (inline mode) is released in a
     ``finally`` clause before the loop moves on, and the only awaits of the read loop
     (``receive_more``, and ``wait_space`` under the ``block`` policy) come
     after the chunk's loop has ended.  ``receive_more`` checks it.
 
-Rule 2: every client-to-server frame goes through the link's token bucket.
+S7: every client-to-server frame goes through the link's token bucket.
     The connection is opened with ``send_gate=self._gate``, so SUBSCRIBEs,
     our pings and the automatic pongs all wait for a token (at most 5 in any
     second with the defaults).
 
-Rule 3: a link that stops hearing from the server is replaced.
+S10: a link that stops hearing from the server is replaced.
     Each read is bounded by ``stale_after`` seconds (the shortest of its
     streams' kinds unless the caller chose): silence past it raises
     :class:`Stale` and the shard reconnects.  Our own pings, every
     ``ping_interval``, must be answered within ``pong_timeout``, or the same.
 
-Rule 4: what a link read but could not hand over is counted.
+S8: what a link read but could not hand over is counted.
     A batch still in hand when the link is cancelled (while it waits for
     outbox space) and messages held for a rotation that never completed are
     added to the feed's ``discarded``, as are the data messages that arrive
@@ -395,7 +395,7 @@ class Link:
                                 nbytes += size
                                 count_stream(event.stream, size)
                     else:
-                        # Owned copies, no view lent (rule 3).
+                        # Owned copies, no view lent (S2, S3).
                         for payload in parser.copy_messages():
                             if _is_data(payload):
                                 append(payload)

@@ -10,7 +10,7 @@ and the named :class:`SlowConsumerPolicy` decides:
 
 ``block`` (the default)
     Nothing is dropped.  The outbox keeps accepting into a backlog, so the
-    connection tasks keep reading and pings keep being answered (rule 6);
+    connection tasks keep reading and pings keep being answered (S6);
     the time spent behind is measured (``stalls``, ``stall_seconds``).  Only
     when the backlog holds ``max_backlog_bytes`` does :meth:`Outbox.put`
     refuse, the connection task waits in :meth:`Outbox.wait_space`, and TCP
@@ -33,7 +33,7 @@ and the named :class:`SlowConsumerPolicy` decides:
     read afterwards is counted in ``dropped``.  Right when a slow consumer is
     a bug to surface rather than a condition to absorb.
 
-Rule: nothing is discarded without a count.  Every message put is, in the
+S8: nothing is discarded without a count.  Every message put is, in the
 end, taken, dropped, conflated, or counted in ``discarded`` when the feed
 closes with it still queued.
 """

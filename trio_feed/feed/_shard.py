@@ -29,7 +29,7 @@ continuity filter drops the overlap by trade and update ids.  If the new
 link cannot connect, the old one keeps running and the rotation is retried
 after the backoff delay.
 
-Rule: no task outlives its shard, and no shard outlives its feed.  Links run
+S4: no task outlives its shard, and no shard outlives its feed.  Links run
 in the shard's nursery; the shard runs in the feed's.
 """
 

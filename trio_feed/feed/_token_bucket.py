@@ -5,7 +5,7 @@ second, and pings, pongs and SUBSCRIBEs all count.  The feed gives each
 connection one bucket and awaits it before every frame it sends
 (``Connection(send_gate=...)``), pongs included.
 
-Rule: no more than ``burst + rate * T`` messages leave in any interval of
+S7: no more than ``burst + rate * T`` messages leave in any interval of
 length ``T``.  With the defaults (``rate=4``, ``burst=1``) that is at most 5
 in any closed one-second window, the exchange's limit, and 4 per second
 sustained, so a SUBSCRIBE burst at reconnect cannot trip it.  The bucket

@@ -15,7 +15,7 @@ A recording is a text file of JSON lines, one per WebSocket data message::
 
 ``docs/testing.md`` describes the format for other tools (``jq`` reads it).
 
-Rule 1: a crash loses at most the last line.
+REC1: a crash loses at most the last line.
     The recorder encodes the lines of one receive chunk, then hands them to
     the file in one ``write`` of whole lines on an unbuffered file (looping
     only if the OS accepts part of it).  Nothing is held in a user-space
@@ -24,13 +24,13 @@ Rule 1: a crash loses at most the last line.
     skips a torn *last* line and reports it; a bad line anywhere else is an
     error.
 
-Rule 2: appending never glues a new line onto a torn one.
+REC2: appending never glues a new line onto a torn one.
     :class:`RecordingWriter` with ``append=True`` first cuts a torn tail
     (bytes after the last newline) off the file, so the file stays a
     sequence of whole lines.  Recordings are self-contained lines with no
     header, so two recordings appended together are one valid recording.
 
-Rule 3: a lent view is copied once and never kept.
+REC3: a lent view is copied once and never kept.
     :func:`record` works at the connection level: it borrows each payload
     from :meth:`~trio_feed.wire.FrameParser.messages`, decodes it to ``str``
     (the one copy) while peeking at its ``stream`` with ``orjson``, and
@@ -244,10 +244,10 @@ def read_recording(
 
 
 class RecordingWriter:
-    """Append whole lines to a recording file, each batch in one ``write`` (see rule 1).
+    """Append whole lines to a recording file, each batch in one ``write`` (see REC1).
 
     ``append=False`` truncates an existing file; ``append=True`` keeps it,
-    cutting off a torn last line first (rule 2).  Use as a context manager,
+    cutting off a torn last line first (REC2).  Use as a context manager,
     or call :meth:`close`.  Raises :class:`RecordingError` if the file cannot
     be opened or written.
     """
@@ -258,7 +258,7 @@ class RecordingWriter:
         if self.path.endswith(".zst"):
             compressor = _zstandard(self.path).ZstdCompressor()
             self._compress = compressor.compress
-        # Appending reads the tail back (rule 2), so it needs read access too.
+        # Appending reads the tail back (REC2), so it needs read access too.
         flags = os.O_CREAT | (os.O_RDWR | os.O_APPEND if append else os.O_WRONLY | os.O_TRUNC)
         try:
             self._fd: int | None = os.open(self.path, flags, 0o644)

@@ -10,7 +10,7 @@ buffer: no copy is made.  The view is *lent*: it is valid only until the
 caller is done with that one message, because the buffer is compacted and
 refilled by the next :meth:`FrameParser.receive_data`.
 
-Rule 1: a lent view never outlives its frame.
+S1: a lent view never outlives its frame.
     The code that takes a view from :meth:`next_message` releases it
     (``view.release()``) when its frame scope ends, whatever the exit.
     :meth:`FrameParser.deliver` does it for its handler, on the normal path
@@ -24,9 +24,9 @@ Rule 1: a lent view never outlives its frame.
     :class:`~trio_feed.BorrowError` naming the message; if the handler had
     raised, its own exception propagates instead, with the BorrowError's
     text attached as a note (``add_note``), and the unreleased view keeps
-    the buffer pinned, so rule 2 stops the next refill.
+    the buffer pinned, so the resize check below (S1, continued) stops the next refill.
 
-Rule 2: the buffer is never reused while anything still points into it.
+S1, continued: the buffer is never reused while anything still points into it.
     Releasing the lent view is not enough on its own: a slice of a lent view
     (``view[4:]``) is a separate view that survives its parent's release, and
     so does a ``numpy`` array or any other buffer export built on it.
@@ -48,19 +48,19 @@ Rule 2: the buffer is never reused while anything still points into it.
     ``copy_messages()`` inside a ``messages()`` loop would hand the same
     messages out twice.
 
-Rule 3: control frames never borrow.
+S6: control frames never borrow.
     Ping, pong and close payloads (at most 125 bytes) are copied into owned
     ``bytes`` as they are parsed and queued on :attr:`FrameParser.pings`,
     :attr:`FrameParser.pongs` and :attr:`FrameParser.close`.  The I/O layer
     can then answer a ping whenever it likes, including after an ``await``,
     without holding any view of the receive buffer.
 
-A same-size overwrite would *not* be caught by rule 2, which is why nothing
+A same-size overwrite would *not* be caught by S1's resize check, which is why nothing
 here writes into the buffer in place, except the optional *poison* mode:
 with ``poison=True`` the bytes of each message are overwritten with
 :data:`POISON` as soon as its consumer asks for the next message.  A view that
 escaped then reads obvious garbage instead of plausible data, which makes a
-misuse visible inside the same receive chunk, before rule 2 catches it at
+misuse visible inside the same receive chunk, before S1's resize check catches it at
 the next refill.  Poisoning is a debugging aid and costs a copy per message.
 
 What no rule here can catch: ``view.obj``.  The ``obj`` of every lent view
@@ -190,7 +190,7 @@ class FrameParser:
         """Append bytes read from the transport, reusing the consumed space.
 
         Raises :class:`~trio_feed.BorrowError` if a view of a message lent
-        earlier is still alive (rule 2); the buffer is then left untouched.
+        earlier is still alive (S1); the buffer is then left untouched.
         Data after the peer's Close frame is ignored.
         """
         if self._delivering:
@@ -239,7 +239,7 @@ class FrameParser:
 
         Each view is read-only, and the caller must release it
         (``view.release()``) before taking the next one or calling
-        :meth:`receive_data` (rule 1); the pipelines do it in a ``finally``.
+        :meth:`receive_data` (S1); the pipelines do it in a ``finally``.
         The message's opcode is in :attr:`opcode`.  Control frames met on the
         way are queued on :attr:`pings`, :attr:`pongs` and :attr:`close`, not
         yielded; iteration stops for good at the peer's Close frame.
@@ -329,7 +329,7 @@ class FrameParser:
 
         Returns the number of messages handed to ``handler``.  Each ``view`` is
         read-only, lent from the receive buffer, and released as soon as
-        ``handler`` returns or raises (rule 1): ``handler`` must copy whatever
+        ``handler`` returns or raises (S1): ``handler`` must copy whatever
         it keeps (``bytes(view)``).  A slice of ``view`` kept anyway is caught
         by the next :meth:`receive_data` or :meth:`check_borrows`, which raise
         :class:`~trio_feed.BorrowError`.  During the call :attr:`opcode` is the
@@ -352,7 +352,7 @@ class FrameParser:
         kept an export of it (``pickle.PickleBuffer(view)``,
         ``struct.iter_unpack``, ``re.finditer``) raises
         :class:`~trio_feed.BorrowError` naming the message, or, if the handler
-        raised, is noted on the handler's own exception (rule 1).  If the peer broke the protocol,
+        raised, is noted on the handler's own exception (S1).  If the peer broke the protocol,
         every message before the violation is delivered first, then
         :class:`~trio_feed.ProtocolError` is raised; it is kept in
         :attr:`error`, and every later call raises it again.
@@ -738,7 +738,7 @@ class FrameParser:
         self, opcode: int, fin: bool, buf: bytearray, start: int, stop: int
     ) -> memoryview | None:
         if opcode:
-            # The first fragment: the reassembly buffer is reused, so rule 2 applies.
+            # The first fragment: the reassembly buffer is reused, so S1 applies.
             if self._frag_lent or self._frag:
                 try:
                     del self._frag[:]
