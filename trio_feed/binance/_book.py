@@ -51,21 +51,21 @@ off-by-one ``U > id`` of the 2024-12-16 text.  Two readings are deliberate:
   taken in between is exact.  The docs' ``U <= L <= u`` would refetch it
   (the futures capture always satisfies the docs' form).
 
-Rule 1: the buffer is always a contiguous run of events.  An event that does
+BOOK1: the buffer is always a contiguous run of events.  An event that does
     not chain onto the last buffered one discards the buffer and starts it
     afresh (the snapshot must then be newer than the hole anyway); an event
     already covered by the buffer (``u`` not beyond the last ``u``, e.g. a
     late out-of-order one) is skipped.  So bridging checks only the first
     buffered event, and every hole is counted in ``gaps``.
 
-Rule 2: a book is served as live only if it passed every check.  A snapshot
+BOOK2: a book is served as live only if it passed every check.  A snapshot
     is loaded into fresh structures and swapped in only after it bridged and
     the buffered events applied without crossing; until then the old book is
     served, stale.  A live book that becomes crossed (best bid >= best ask)
     after an event is a detected fault: the book turns ``RESYNCING`` (so
     :attr:`~OrderBook.stale` is true) at once and a snapshot is requested.
 
-Rule 3: at most one snapshot request is outstanding.  :class:`NeedSnapshot`
+BOOK3: at most one snapshot request is outstanding.  :class:`NeedSnapshot`
     is returned once; :attr:`~OrderBook.needs_snapshot` stays true until a
     snapshot is received.  A snapshot that arrives before any event it can
     bridge to is kept and judged against the next events.
@@ -83,7 +83,7 @@ keeps three structures:
   inserts move few pointers;
 - ``price_of``/``key_of``: key <-> price.
 
-Rule 4: a zero quantity is not removed on the hot path; the level stays in
+BOOK4: a zero quantity is not removed on the hot path; the level stays in
     all three structures as a *ghost*.  Python touches the levels one by one
     only when ``dict.update`` grew ``qtys`` (a price the side has not seen):
     it then parses the new prices, drops zeros for unknown levels, merges a
@@ -523,7 +523,7 @@ class OrderBook:
             self._pending = None
             self._refetches += 1
             return self._request("stale snapshot")
-        # Rule 1: the buffer is contiguous, so everything in it applies in order.
+        # BOOK1: the buffer is contiguous, so everything in it applies in order.
         for update in buffer:
             self._apply(update, bids, asks)
         if self._is_crossed(bids, asks):

@@ -28,13 +28,13 @@ Three kinds of task run in one nursery owned by the :class:`OrderBooks`:
   book; a snapshot too old to bridge comes back as a new request and goes to
   the back of the queue.
 
-Rule 1: no task outlives the books.  The nursery is opened in ``__aenter__``
+BKS1: no task outlives the books.  The nursery is opened in ``__aenter__``
     and cancelled in ``__aexit__``; the feed and the HTTP client are closed
     after it.  A failure in any task (the connection closed, snapshots that
     keep failing) cancels the body of the ``async with`` and is raised from
     it, unwrapped from its ``ExceptionGroup`` when it is alone.
 
-Rule 2: a book that lost sync is never hidden.  While a snapshot is queued or
+BKS2: a book that lost sync is never hidden.  While a snapshot is queued or
     in flight the book keeps answering from its last good state with
     ``stale`` true; callers decide whether stale is good enough.
 

@@ -17,7 +17,7 @@ one pipelined round trip, one ``XADD`` per batch (``_codec`` describes an
 entry), each with its retention (``MAXLEN ~`` or ``MINID ~``: a stream is
 never unbounded).
 
-Rule 1: ids are explicit and monotonic per key.  Each entry gets its id
+BRK1: ids are explicit and monotonic per key.  Each entry gets its id
     (``<ms>-<seq>``, never below the key's last id, which is read from the
     server the first time the sink writes a key) when it is first taken, and
     keeps it across retries.  After an ambiguous failure (a timeout, a
@@ -30,7 +30,7 @@ Rule 1: ids are explicit and monotonic per key.  Each entry gets its id
     ``noeviction``) cannot let a later entry of the same stream land before an
     earlier one, and a rejected retry always means "already there".
 
-Rule 2: nothing is dropped without a count.  Every accepted event is
+BRK2: nothing is dropped without a count.  Every accepted event is
     pending until the server acknowledged its entry.  Past
     ``max_pending_events`` or ``max_pending_bytes``, the ``policy`` decides:
     ``block`` (the default) makes ``send`` wait, which holds the feed, whose
@@ -40,7 +40,7 @@ Rule 2: nothing is dropped without a count.  Every accepted event is
     entry of the stream and as a ``gap`` entry on the control stream, before
     (in the same round trip as) the entries that follow it.
 
-Rule 3: outages are waited out.  A failed round trip is retried after a
+BRK3: outages are waited out.  A failed round trip is retried after a
     jittered backoff (``backoff_initial`` doubling up to ``backoff_cap``),
     for as long as it takes; meanwhile ``block`` holds the feed and
     ``drop_oldest`` keeps the newest data.  Every wait on the server is bounded
