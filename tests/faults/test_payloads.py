@@ -34,7 +34,7 @@ BAD_UTF8 = b'{"stream":"btcusdt@trade","data":{"e":"trade","s":"\x80"}}'
 #: (the consumer decodes it in channel mode), one it does not.
 NOT_JSON = b'{"stream":"btcusdt@trade","data":{"e":"trade",'
 NOT_AN_EVENT = b"garbage, not JSON at all"
-UNDECODABLE = {"envelope cut short": NOT_JSON, "not JSON": NOT_AN_EVENT}
+UNDECODABLE = {"cut_envelope": NOT_JSON, "not_json": NOT_AN_EVENT}
 
 
 def ids_by_stream(events: Sequence[Any]) -> dict[str, list[int]]:
