@@ -34,10 +34,10 @@ rotated make-before-break before Binance's 24-hour limit and at once on
 The policies and their defaults are explained in ``docs/resilience.md``.
 
 **Nothing is lost silently.**  Every event passes a continuity filter
-(``trio_feed._continuity``) that drops duplicates from overlapping
+(``trio_feed.feed._continuity``) that drops duplicates from overlapping
 connections and counts ids missing on streams whose ids are consecutive,
 and every message read is, in the end, handed out or counted: the identity
-in ``trio_feed._feed_statistics`` holds after any fault.
+in ``trio_feed.feed._statistics`` holds after any fault.
 
 The feed is a class with ``__aenter__``/``__aexit__`` and ``__anext__``, not
 an async generator: an async generator cannot safely suspend inside the
