@@ -442,3 +442,22 @@ def test_property_depth_delivered_ranges_plus_missing_cover_range(
         assert covered + s.missing == delivered[-1][1] - delivered[0][0] + 1
     else:
         assert s.missing == 0
+
+
+def test_reset_needs_a_new_connection_a_far_drop_and_an_event_not_older() -> None:
+    from trio_feed.feed._continuity import RESET_THRESHOLD
+
+    c = Continuity()
+    c.source = "connection 1"
+    top = RESET_THRESHOLD + 100
+    assert c.accept(trade(top))
+    assert c.accept(trade(1, time=10**9)) is False  # same connection: a duplicate
+    c.source = "connection 2"
+    assert c.accept(trade(top - RESET_THRESHOLD)) is False  # not far enough: an overlap
+    assert c.accept(trade(1, time=5)) is False  # older than the last: a repeat
+    assert c.stream(T) == StreamContinuity(duplicates=3, gaps=0, missing=0, resets=0)
+    assert c.accept(trade(1, time=10**9))  # far below, newer, new connection: a reset
+    assert c.accept(trade(2, time=10**9 + 1))
+    assert c.accept(trade(2, time=10**9 + 1)) is False  # the new sequence has duplicates too
+    assert c.stream(T) == StreamContinuity(duplicates=4, gaps=0, missing=0, resets=1)
+    assert (c.resets, c.missing) == (1, 0)

@@ -53,6 +53,8 @@ class FeedOptions:
     connect_options: dict[str, Any]
     wall_clock: Callable[[], float]
     rng: random.Random | None
+    #: ``"raise"`` or ``"skip"``: what a payload that does not decode does.
+    on_decode_error: str = "raise"
 
 
 @attrs.define(eq=False)

@@ -8,46 +8,53 @@ S9: no event is handed out twice.
     During a make-before-break rotation two connections carry the same
     streams, and after a reconnect the server may repeat what the old
     connection already delivered.  An event is a *duplicate* when its stream
-    has already delivered an event at or past its position:
-
-    - trades: ``trade_id`` (``t``); aggregate trades: ``agg_trade_id`` (``a``);
-    - diff depth: ``final_update_id`` (``u``); bookTicker: ``update_id``;
-      partial depth: ``last_update_id``;
-    - everything else (klines, tickers, average price...): ``event_time``
-      (``E``), where an event with an *equal* time is a duplicate only if it
-      equals, field by field, one already delivered at that time, since
-      distinct events can share a millisecond.
+    has already delivered an event at or past its position.  For the kinds
+    with an id (trades ``t``, aggregate trades ``a``, diff depth ``u``,
+    bookTicker ``u``, partial depth ``lastUpdateId``) the position and the
+    verdict are Binance's sequence rules, written once in
+    ``trio_feed.binance._sequence``.  Everything else (klines, tickers,
+    average price...) is ordered by ``event_time`` (``E``), where an event
+    with an *equal* time is a duplicate only if it equals, field by field,
+    one already delivered at that time, since distinct events can share a
+    millisecond.
 
     Duplicates are dropped and counted (``duplicates``), never handed out.
 
 S9, continued: what is missing is counted, never silent.
-    Trade ids and aggregate-trade ids are consecutive per symbol, and a diff
-    depth event's ``U`` follows the previous ``u``.  A jump is a gap: the
+    Trade ids and aggregate-trade ids are consecutive per symbol, a spot diff
+    depth event's ``U`` follows the previous ``u``, and a USD-M futures diff
+    depth event's ``pu`` names the previous ``u``.  A jump is a gap: the
     number of ids skipped is added to ``missing`` for that stream, whatever
     the cause (a reconnect, a dropped message, a slow-consumer policy).  So
     for those streams, over any run, the events handed out plus ``missing``
     cover the server's sequence exactly.  Streams without consecutive ids
     cannot be checked this way; their losses are counted where they happen
     (policy drops, messages discarded at close).
+
+S9, continued: a sequence that restarts is a reset, not a run of duplicates.
+    When a stream's id falls more than ``RESET_THRESHOLD`` ids below its
+    position, on another connection than the one that delivered the
+    position, and the event is not older (``E``) than the last one
+    delivered, the server numbered from scratch (a restarted exchange):
+    the stream starts over at that id, the event is handed out, and the
+    reset is counted (``resets``) and logged.  A reconnect that repeats
+    old events cannot pass for one: its events are older.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from ..binance import (
-    AggTrade,
-    BookTicker,
-    DepthUpdate,
-    Event,
-    PartialDepth,
-    Trade,
-)
+from ..binance import Event
+from ..binance._sequence import BROKEN, DUPLICATE, RESET_THRESHOLD, RULES, is_reset
 
-__all__ = ["Continuity", "StreamContinuity"]
+__all__ = ["RESET_THRESHOLD", "Continuity", "StreamContinuity"]
+
+logger = logging.getLogger("trio_feed")
 
 
 @attrs.frozen
@@ -57,32 +64,30 @@ class StreamContinuity:
     duplicates: int
     gaps: int
     missing: int
+    resets: int = 0
 
 
 @attrs.define
 class _State:
     position: Any = None
     last: list[Any] = attrs.Factory(list)
+    #: The last event handed out on an id-ordered stream, and the connection it came on.
+    event: Any = None
+    source: object = None
     duplicates: int = 0
     gaps: int = 0
     missing: int = 0
+    resets: int = 0
 
 
-#: event class -> (position of the event, first id it covers) for consecutive ids.
-_CONSECUTIVE: dict[type, tuple[Callable[[Any], int], Callable[[Any], int]]] = {
-    Trade: (lambda e: e.trade_id, lambda e: e.trade_id),
-    AggTrade: (lambda e: e.agg_trade_id, lambda e: e.agg_trade_id),
-    DepthUpdate: (lambda e: e.final_update_id, lambda e: e.first_update_id),
-}
-#: event class -> position, for ids that only grow.
-_MONOTONIC: dict[type, Callable[[Any], int]] = {
-    BookTicker: lambda e: e.update_id,
-    PartialDepth: lambda e: e.last_update_id,
+#: event class -> (check, position) of its sequence rule (``trio_feed.binance._sequence``).
+_RULES: dict[type, tuple[Callable[[int, Any], int], Callable[[Any], int]]] = {
+    cls: (rule.check, rule.position) for cls, rule in RULES.items()
 }
 
 
 class Continuity:
-    """Duplicate filter and gap counter for every stream of a feed."""
+    """Duplicate filter, gap counter and reset detector for every stream of a feed."""
 
     def __init__(self) -> None:
         self._streams: dict[str | None, _State] = {}
@@ -90,33 +95,36 @@ class Continuity:
         self.duplicates = 0
         #: Ids skipped, all streams with consecutive ids.
         self.missing = 0
+        #: Sequences that restarted (S9), all streams.
+        self.resets = 0
+        #: The connection the events now being accepted came on (the feed sets it per batch).
+        self.source: object = None
 
     def accept(self, event: Event) -> bool:
         """``True`` to hand ``event`` out, ``False`` for a duplicate (counted)."""
         state = self._streams.get(event.stream)
         if state is None:
             state = self._streams[event.stream] = _State()
-        cls = event.__class__
-        consecutive = _CONSECUTIVE.get(cls)
-        if consecutive is not None:
-            position, first = consecutive[0](event), consecutive[1](event)
+        rule = _RULES.get(event.__class__)
+        if rule is not None:
             last = state.position
             if last is not None:
-                if position <= last:
-                    return self._duplicate(state)
-                if first > last + 1:
-                    state.gaps += 1
-                    skipped = first - last - 1
-                    state.missing += skipped
-                    self.missing += skipped
-            state.position = position
-            return True
-        monotonic = _MONOTONIC.get(cls)
-        if monotonic is not None:
-            position = monotonic(event)
-            if state.position is not None and position <= state.position:
-                return self._duplicate(state)
-            state.position = position
+                verdict = rule[0](last, event)
+                if verdict:
+                    if verdict == DUPLICATE:
+                        if (state.source is self.source
+                                or not is_reset(last, event, state.event)):
+                            return self._duplicate(state)
+                        self._reset(state, last, event)
+                    elif verdict == BROKEN:
+                        state.gaps += 1
+                    else:
+                        state.gaps += 1
+                        state.missing += verdict
+                        self.missing += verdict
+            state.position = rule[1](event)
+            state.event = event
+            state.source = self.source
             return True
         when = getattr(event, "event_time", None)
         if when is None:
@@ -138,9 +146,19 @@ class Continuity:
         self.duplicates += 1
         return False
 
+    def _reset(self, state: _State, last: int, event: Event) -> None:
+        state.resets += 1
+        self.resets += 1
+        logger.warning(
+            "%s: ids restarted at %d on a new connection, %d below the last one (%d): "
+            "a reset, not duplicates (RESET_THRESHOLD is %d)",
+            event.stream, _RULES[event.__class__][1](event),
+            last - _RULES[event.__class__][1](event), last, RESET_THRESHOLD,
+        )
+
     def stream(self, name: str | None) -> StreamContinuity:
         state = self._streams.get(name) or _State()
-        return StreamContinuity(state.duplicates, state.gaps, state.missing)
+        return StreamContinuity(state.duplicates, state.gaps, state.missing, state.resets)
 
     def streams(self) -> dict[str | None, StreamContinuity]:
         return {name: self.stream(name) for name in self._streams}

@@ -34,10 +34,10 @@ rotated make-before-break before Binance's 24-hour limit and at once on
 The policies and their defaults are explained in ``docs/resilience.md``.
 
 **Nothing is lost silently.**  Every event passes a continuity filter
-(``trio_feed._continuity``) that drops duplicates from overlapping
+(``trio_feed.feed._continuity``) that drops duplicates from overlapping
 connections and counts ids missing on streams whose ids are consecutive,
 and every message read is, in the end, handed out or counted: the identity
-in ``trio_feed._feed_statistics`` holds after any fault.
+in ``trio_feed.feed._statistics`` holds after any fault.
 
 The feed is a class with ``__aenter__``/``__aexit__`` and ``__anext__``, not
 an async generator: an async generator cannot safely suspend inside the
@@ -58,22 +58,24 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Literal
 
+import orjson
 import trio
 
-from .._errors import lone_exception
+from .._errors import DecodeError, lone_exception
 from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
 from ._continuity import Continuity
-from ._link import is_fatal
+from ._link import is_fatal, stream_named_in
 from ._outbox import (
     DEFAULT_MAX_BACKLOG_BYTES,
     DEFAULT_MAX_QUEUED,
+    Batch,
     Outbox,
     SlowConsumerPolicy,
 )
 from ._shard import Shard
-from ._statistics import FeedCounters, FeedStatistics
+from ._statistics import SKIPPED_PREFIX, FeedCounters, FeedStatistics
 from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
@@ -145,6 +147,9 @@ class Feed:
                 await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseExceptionGroup:
                 pass
+            finally:
+                # What the connections read before the failure was never handed out.
+                self._discard_queued()
             raise
         return self
 
@@ -162,9 +167,13 @@ class Feed:
             leaf = lone_exception(group)
             raise leaf from leaf.__cause__  # keep the leaf's own cause
         finally:
-            self.counters.discarded += self.outbox.close() + len(self._pending)
-            self._pending.clear()
+            self._discard_queued()
         return None
+
+    def _discard_queued(self) -> None:
+        """Close the outbox; count what it and the consumer's pending events still held."""
+        self.counters.discarded += self.outbox.close() + len(self._pending)
+        self._pending.clear()
 
     async def _supervise(
         self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
@@ -181,6 +190,13 @@ class Feed:
         self, index: int, *, url: str | None = None, subscribe_on_connect: bool = True
     ) -> None:
         assert self._shards is not None
+        # A cancel that lands after the previous start returned, before this task ran
+        # again, may already have closed the shards' nursery (its tasks saw it first):
+        # say Cancelled, as trio would, not "Nursery is closed to new arrivals".
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._shards.cancel_scope.cancel_called:
+            # The connections were stopped (a fatal error, the 'disconnect' policy).
+            raise self.outbox.error or trio.ClosedResourceError("the feed's connections stopped")
         streams = self.subscriptions.shards[index] if self.subscriptions.shards else {}
         shard = Shard(self.context, index, streams, url=url or f"{self.options.base_url}/stream",
                       subscribe_on_connect=subscribe_on_connect)
@@ -271,7 +287,10 @@ class Feed:
         return pending.popleft()
 
     def _accept(self, batch: list[Any], received: float) -> None:
-        accept = self.continuity.accept
+        continuity = self.continuity
+        # Which connection read the batch (continuity's reset rule, S9), once per batch.
+        continuity.source = batch.source if batch.__class__ is Batch else None
+        accept = continuity.accept
         append = self._pending.append
         if self.mode == "inline":
             for event in batch:
@@ -287,8 +306,8 @@ class Feed:
             try:
                 event = decode(payload)
             except Exception as exc:
-                counters.discarded += len(batch) - index
-                self.outbox.fail(exc)
+                if self._undecodable(batch, index, exc):
+                    continue
                 break
             count_stream(event.stream, len(payload))
             events.append(event)
@@ -298,6 +317,26 @@ class Feed:
         for event in events:
             if accept(event):
                 append(event)
+
+    def _undecodable(self, batch: list[Any], index: int, exc: Exception) -> bool:
+        """Count ``batch[index]``, which did not decode; ``True`` to go on with the batch.
+
+        Under ``on_decode_error="skip"`` a :class:`DecodeError` is counted
+        (``skipped``, per stream) and the batch goes on.  Otherwise the feed
+        ends: the events decoded before it are handed out, then ``exc`` is
+        raised; what was read after it (the rest of the batch, the batches
+        queued behind it) is counted in ``discarded``.
+        """
+        counters = self.counters
+        counters.discarded += 1  # read by its connection, never handed out
+        if isinstance(exc, DecodeError) and self.options.on_decode_error == "skip":
+            head = bytes(batch[index][:SKIPPED_PREFIX])
+            counters.skip(stream_named_in(head), head)
+            return True
+        counters.discarded += len(batch) - index - 1 + self.outbox.drain()
+        self.outbox.fail(exc)
+        self._stop_connections()
+        return False
 
     def note_lag(self, events: list[Any], received: float) -> None:
         """Record exchange lag (receipt time minus ``E``) for a batch read at ``received``."""
@@ -349,6 +388,9 @@ class Feed:
             dropped=out.dropped,
             conflated=out.conflated,
             discarded=c.discarded,
+            resets=self.continuity.resets,
+            skipped=sum(c.skipped.values()),
+            skipped_payloads=tuple(c.skipped_payloads),
             queued=out.queued + len(self._pending),
             peak_queued=out.peak_queued,
             max_queued=out.max_queued,
@@ -374,12 +416,27 @@ class Feed:
 
 
 def _stream_of_event(event: Any) -> object:
-    return event.stream
+    stream = event.stream
+    if stream is None:  # a raw payload: its kind and symbol tell its stream
+        return (event.__class__, getattr(event, "symbol", None))
+    return stream
 
 
 def _stream_of_payload(payload: bytes) -> object:
-    # '{"stream":"<name>",...': the name ends at the next quote.
-    return payload[11 : payload.index(b'"', 11)]
+    """The stream name of a payload, as bytes: what ``keep_latest`` conflates by."""
+    if payload.startswith(b'{"stream":"'):  # Binance's order: the name ends at the next quote
+        return payload[11 : payload.index(b'"', 11)]
+    # Another key order ('{"data":...,"stream":...}') or no envelope: read it properly.
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload  # undecodable: conflated with nothing (the consumer reports it)
+    if type(obj) is not dict:
+        return payload
+    stream = obj.get("stream")
+    if type(stream) is str:
+        return stream.encode()
+    return (obj.get("e"), obj.get("s"))
 
 
 def _check_policy(policy: SlowConsumerPolicy, streams: list[Stream]) -> None:
@@ -427,6 +484,7 @@ def open_feed(
     poison: bool = False,
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    on_decode_error: Literal["raise", "skip"] = "raise",
 ) -> Feed:
     """Open a supervised feed of typed events: ``async with open_feed(...) as feed``.
 
@@ -463,6 +521,14 @@ def open_feed(
     ``max_url_length``: streams that fit in a URL this long are subscribed in
     the URL, at no message cost, the rest by SUBSCRIBE (``0``: all by SUBSCRIBE).
 
+    Payloads: ``on_decode_error`` says what a payload that is not a Binance
+    message (not JSON, or not a known shape) does: ``"raise"`` (the default)
+    hands out the events read before it, then raises its
+    :class:`~trio_feed.DecodeError` and ends the feed; ``"skip"`` counts it
+    (``statistics().skipped``, per stream, with its first bytes in
+    ``skipped_payloads``) and goes on.  Invalid UTF-8 is a protocol
+    violation either way: the connection closes with 1007 and is replaced.
+
     The remaining arguments go to :func:`~trio_feed.open_connection`.
     ``wall_clock`` (for lag) and ``rng`` (for jitter) are there for tests.
     Raises :class:`~trio_feed.InvalidStreamName` at once for a bad name.
@@ -470,6 +536,8 @@ def open_feed(
     parsed = [parse_stream(s) for s in streams]
     if mode not in ("channel", "inline"):
         raise ValueError(f"mode must be 'channel' or 'inline', not {mode!r}")
+    if on_decode_error not in ("raise", "skip"):
+        raise ValueError(f"on_decode_error must be 'raise' or 'skip', not {on_decode_error!r}")
     policy = SlowConsumerPolicy(policy)
     _check_policy(policy, parsed)
     connect_options: dict[str, Any] = dict(
@@ -490,6 +558,6 @@ def open_feed(
         send_rate=send_rate, send_burst=send_burst,
         streams_per_connection=streams_per_connection, max_url_length=max_url_length,
         connect_options=connect_options,
-        wall_clock=wall_clock, rng=rng,
+        wall_clock=wall_clock, rng=rng, on_decode_error=on_decode_error,
     )
     return Feed(parsed, options, attempt_limiter or AttemptLimiter())

@@ -69,10 +69,14 @@ from .._errors import (
 from ..binance import ControlError, ControlResponse, ServerShutdown, Stream
 from ._backoff import Backoff
 from ._context import FeedContext
+from ._outbox import Batch
+from ._statistics import SKIPPED_PREFIX
 from ._subscriptions import Requests
 from ._token_bucket import TokenBucket
 
-__all__ = ["Link", "Stale", "is_fatal", "reconnect_cause", "stale_after_for"]
+__all__ = [
+    "Link", "Stale", "is_fatal", "reconnect_cause", "stale_after_for", "stream_named_in",
+]
 
 logger = logging.getLogger("trio_feed")
 
@@ -147,6 +151,26 @@ def reconnect_cause(exc: BaseException) -> str:
     if isinstance(exc, (OSError, trio.BrokenResourceError)):
         return "transport error"
     return type(exc).__name__
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def stream_named_in(head: bytes) -> str | None:
+    """The stream a combined-stream payload names (``{"stream":"<name>",...``), if it says."""
+    start = head.find(b'"stream":"')
+    if start < 0:
+        return None
+    start += 10
+    end = head.find(b'"', start)
+    if end < 0:
+        return None
+    return head[start:end].decode("utf-8", "replace")
 
 
 def _is_data(payload: bytes) -> bool:
@@ -363,6 +387,7 @@ class Link:
         parser = conn.parser
         inline = feed.options.mode == "inline"
         decode = feed.decoder.decode
+        undecodable = self._undecodable
         stale_after = self.shard.stale_after
         perf = time.perf_counter
         wall = feed.options.wall_clock
@@ -373,10 +398,11 @@ class Link:
                 # delivered before the end is.
                 if parser.pongs:
                     self._on_pongs(parser.pongs)
-                batch: list[Any] = []
+                batch = Batch(self)
                 append = batch.append
                 nbytes = 0
-                specials: list[Any] = []
+                #: A payload that ends the connection (bad UTF-8) or the feed (DecodeError).
+                failure: Exception | None = None
                 received = wall()
                 started = perf()
                 try:
@@ -385,23 +411,51 @@ class Link:
                         for view in parser.messages():
                             try:
                                 size = len(view)
-                                event = decode(view)
+                                try:
+                                    event = decode(view)
+                                except (DecodeError, ProtocolError) as exc:
+                                    failure = undecodable(view, exc)
+                                    if failure is not None:
+                                        break
+                                    continue
                             finally:
                                 view.release()
                             if event.__class__ in _SPECIAL:
-                                specials.append(event)
+                                self._special(event)
                             else:
                                 append(event)
                                 nbytes += size
                                 count_stream(event.stream, size)
                     else:
                         # Owned copies, no view lent (S2, S3).
-                        for payload in parser.copy_messages():
-                            if _is_data(payload):
+                        payloads = parser.copy_messages()
+                        for index, payload in enumerate(payloads):
+                            if not payload.isascii() and not _is_utf8(payload):
+                                # orjson would refuse it in the consumer's task, too late to
+                                # close this connection with 1007: refuse it here.
+                                failure = undecodable(payload, ProtocolError(
+                                    "text message is not valid UTF-8", close_code=1007))
+                            elif _is_data(payload):
                                 append(payload)
                                 nbytes += len(payload)
+                                continue
                             else:
-                                specials.append(payload)
+                                try:
+                                    event = decode(payload)
+                                except DecodeError:
+                                    event = None  # the consumer decodes it again, in order
+                                if event.__class__ in _SPECIAL:
+                                    self._special(event)
+                                else:  # data in a shape the fast check did not recognise
+                                    append(payload)
+                                    nbytes += len(payload)
+                                continue
+                            if failure is not None:
+                                # Read, never handed out: the rest of the chunk.
+                                rest = len(payloads) - index - 1
+                                counters.messages += rest
+                                counters.discarded += rest
+                                break
                 except ProtocolError:
                     pass  # kept in parser.error: raised below, after the batch before it
                 finally:
@@ -414,10 +468,10 @@ class Link:
                             feed.note_lag(batch, received)
                         else:
                             counters.copies += n
-                    for special in specials:
-                        self._special(special, batch)
                 if batch:
                     await self._hand_over(batch, nbytes, received)
+                if failure is not None:
+                    raise failure
                 if parser.error is not None:
                     raise parser.error
                 with trio.move_on_after(stale_after) as watch:
@@ -428,25 +482,35 @@ class Link:
             await conn.fail(exc)
             raise
 
-    def _special(self, item: Any, batch: list[Any]) -> None:
-        """A message that is not plain data: a control reply, a notice, or data after all."""
+    def _undecodable(self, payload: bytes | memoryview, exc: Exception) -> Exception | None:
+        """Count a payload that did not decode; return what to raise, or ``None`` to go on.
+
+        It was read and is never handed out: ``messages`` and ``discarded``
+        both count it.  Invalid UTF-8 (a :class:`ProtocolError`, close code
+        1007) always ends the connection.  A :class:`DecodeError` ends the
+        feed under ``on_decode_error="raise"``; under ``"skip"`` it is counted
+        per stream, its first bytes kept, and reading goes on.
+        """
         counters = self.context.counters
-        event = item if not isinstance(item, bytes) else self.context.decoder.decode(item)
+        counters.messages += 1
+        counters.discarded += 1
+        if isinstance(exc, DecodeError) and self.context.options.on_decode_error == "skip":
+            head = bytes(payload[:SKIPPED_PREFIX])
+            counters.skip(stream_named_in(head), head)
+            return None
+        return exc
+
+    def _special(self, event: Any) -> None:
+        """A control reply or a ``serverShutdown`` notice."""
+        counters = self.context.counters
+        counters.control += 1
         if isinstance(event, _CONTROL):
-            counters.control += 1
             self._on_control(event)
-        elif isinstance(event, ServerShutdown):
-            counters.control += 1
+        else:
             if not self.shutdown_notice:
                 logger.warning("connection %s: serverShutdown received", self.label)
             self.shutdown_notice = True
             self.attention.set()
-        else:  # data in a shape the fast check did not recognise (a raw /ws/ URL, say)
-            batch.append(item)
-            counters.messages += 1
-            if isinstance(item, bytes):
-                counters.bytes += len(item)
-                counters.copies += 1
 
     async def _hand_over(self, batch: list[Any], nbytes: int, received: float) -> None:
         now = trio.current_time()

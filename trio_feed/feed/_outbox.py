@@ -49,12 +49,31 @@ import trio
 
 from .._errors import SlowConsumerError
 
-__all__ = ["DEFAULT_MAX_BACKLOG_BYTES", "DEFAULT_MAX_QUEUED", "Outbox", "SlowConsumerPolicy"]
+__all__ = [
+    "DEFAULT_MAX_BACKLOG_BYTES", "DEFAULT_MAX_QUEUED", "Batch", "Outbox", "SlowConsumerPolicy",
+]
 
 #: Messages queued before the consumer counts as slow.
 DEFAULT_MAX_QUEUED = 65_536
 #: Under ``block``, the backlog (in payload bytes) at which reading stops.
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+
+
+class Batch(list[Any]):
+    """The messages of one receive chunk, knowing which connection read them.
+
+    A plain list to every reader; ``source`` (the connection's link) lets the
+    consumer tell a new connection's events from an old one's
+    (``trio_feed.feed._continuity``, S9) at no cost per message.  A
+    batch the outbox cuts or merges (``drop_newest``, ``keep_latest``) is a
+    plain list, of no known source.
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: object) -> None:
+        super().__init__()
+        self.source = source
 
 
 class SlowConsumerPolicy(enum.Enum):
@@ -234,11 +253,25 @@ class Outbox:
             except trio.WouldBlock:
                 await self._data.park()
 
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ends the feed, once :meth:`fail` or ``disconnect`` set one."""
+        return self._error
+
     def fail(self, error: BaseException) -> None:
         """End the feed with ``error``, raised to the consumer after what is queued."""
         if self._error is None:
             self._error = error
         self._data.unpark_all()
+
+    def drain(self) -> int:
+        """Drop everything queued; return how many messages that was (the caller counts them)."""
+        lost = self.queued
+        self._batches.clear()
+        self._latest.clear()
+        self.queued = self.queued_bytes = 0
+        self._space.unpark_all()
+        return lost
 
     def close(self) -> int:
         """Stop; return the number of messages still queued (the caller counts them)."""

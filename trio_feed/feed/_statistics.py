@@ -16,13 +16,14 @@ replies and ``serverShutdown`` notices are counted apart, in ``control``),
 continuity filter recognised as already delivered, ``dropped`` and
 ``conflated`` those the slow-consumer policy gave up, and ``discarded`` those
 read but still queued, held or in flight when the feed or a connection
-closed.  Messages the *server* sent that never arrived are not in
-``messages``; for streams with consecutive ids they are in ``missing``.
+closed, or read and not decodable (``skipped`` among them).  Messages the
+*server* sent that never arrived are not in ``messages``; for streams with
+consecutive ids they are in ``missing``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 
 import attrs
@@ -31,7 +32,15 @@ from .._connection import ConnectionStatistics
 from ._continuity import StreamContinuity
 from ._samples import Samples
 
-__all__ = ["FeedCounters", "FeedStatistics", "StreamStatistics"]
+__all__ = ["SKIPPED_KEPT", "SKIPPED_PREFIX", "FeedCounters", "FeedStatistics", "StreamStatistics"]
+
+#: Bytes kept of each payload skipped under ``on_decode_error="skip"``...
+SKIPPED_PREFIX = 128
+#: ... and how many of the latest such payloads are kept.
+SKIPPED_KEPT = 8
+
+
+_Bytes = bytes  # (the field ``bytes`` shadows the type inside the classes below)
 
 
 @attrs.frozen
@@ -43,6 +52,10 @@ class StreamStatistics:
     duplicates: int
     gaps: int
     missing: int
+    #: Times the stream's ids restarted far below their last position (a reset).
+    resets: int = 0
+    #: Payloads that did not decode, skipped under ``on_decode_error="skip"``.
+    skipped: int = 0
 
 
 @attrs.frozen
@@ -56,8 +69,14 @@ class FeedStatistics:
     Delivery: ``events`` handed out; ``duplicates`` recognised and dropped;
     ``missing`` ids skipped on streams with consecutive ids; ``dropped`` and
     ``conflated`` by the slow-consumer ``policy``; ``discarded`` read but
-    never handed out because something closed first.  The identity in
-    ``trio_feed._feed_statistics`` ties them together.
+    never handed out because something closed first or because it did not
+    decode.  The identity in ``trio_feed.feed._statistics`` ties them
+    together.  ``resets``: streams whose ids restarted (also per stream).
+    ``skipped``: payloads that did not decode, skipped under
+    ``on_decode_error="skip"`` (part of ``discarded``; also per stream,
+    under the stream the payload names, or ``"None"``), and
+    ``skipped_payloads``: the first ``SKIPPED_PREFIX`` bytes of the latest
+    ``SKIPPED_KEPT`` of them, oldest first.
 
     Queue: ``queued`` and ``peak_queued`` messages (``max_queued`` is the
     capacity); ``stalls`` and ``stall_seconds`` (the consumer was behind by
@@ -90,6 +109,9 @@ class FeedStatistics:
     dropped: int
     conflated: int
     discarded: int
+    resets: int
+    skipped: int
+    skipped_payloads: tuple[_Bytes, ...]
     queued: int
     peak_queued: int
     max_queued: int
@@ -131,6 +153,9 @@ class FeedCounters:
     reconnects: Counter[str] = attrs.Factory(Counter)
     #: stream name -> [messages, bytes]
     per_stream: dict[str | None, list[int]] = attrs.Factory(dict)
+    #: stream name (as the payload said, if it did) -> payloads skipped
+    skipped: Counter[str | None] = attrs.Factory(Counter)
+    skipped_payloads: deque[_Bytes] = attrs.Factory(lambda: deque(maxlen=SKIPPED_KEPT))
     lag: Samples = attrs.Factory(Samples)
     parse: Samples = attrs.Factory(Samples)
     ping_rtt: Samples = attrs.Factory(lambda: Samples(256))
@@ -142,13 +167,19 @@ class FeedCounters:
         entry[0] += 1
         entry[1] += nbytes
 
+    def skip(self, stream: str | None, head: _Bytes) -> None:
+        """Count a payload skipped because it did not decode (its first bytes: ``head``)."""
+        self.skipped[stream] += 1
+        self.skipped_payloads.append(head[:SKIPPED_PREFIX])
+
     def stream_statistics(
         self, continuity: Mapping[str | None, StreamContinuity]
     ) -> dict[str, StreamStatistics]:
-        names = set(self.per_stream) | set(continuity)
+        names = set(self.per_stream) | set(continuity) | set(self.skipped)
         result = {}
         for name in names:
             messages, nbytes = self.per_stream.get(name, (0, 0))
             c = continuity.get(name, StreamContinuity(0, 0, 0))
-            result[str(name)] = StreamStatistics(messages, nbytes, c.duplicates, c.gaps, c.missing)
+            result[str(name)] = StreamStatistics(messages, nbytes, c.duplicates, c.gaps, c.missing,
+                                                 c.resets, self.skipped.get(name, 0))
         return result

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import orjson
 
+from ..binance._sequence import DUPLICATE, is_reset, label_of, object_ids
 from ._format import ReadReport, read_recording
 
 __all__ = ["compute_stats"]
@@ -24,8 +25,12 @@ class _StreamStats:
     largest_gap_ns: int = 0
     id_gaps: int = 0
     missing_ids: int = 0
+    repeated_ids: int = 0
+    resets: int = 0
     examples: list[dict[str, Any]] = attrs.Factory(list)
-    last_id: dict[str, int] = attrs.Factory(dict)
+    #: The position the stream's ids reached, and the event that brought it there.
+    last_id: int | None = None
+    last_event: Any = None
 
     def gap(self, kind: str, expected: int, got: int, index: int) -> None:
         self.id_gaps += 1
@@ -45,27 +50,33 @@ def _key_of(stream: str | None, obj: Any) -> str:
 
 
 def _check_ids(stats: _StreamStats, obj: Any, index: int) -> None:
-    """Trade ids, aggregate trade ids and depth update ids must follow on, per stream."""
-    if type(obj) is not dict:
-        return
-    e = obj.get("e")
+    """Check the ids of ``obj`` against its stream's, by Binance's sequence rules.
+
+    The rules are the feed's own (``trio_feed.binance._sequence``): trade and
+    aggregate trade ids follow on by one, spot depth ``U`` follows the last
+    ``u``, futures depth ``pu`` equals it, bookTicker and partial depth ids
+    grow.  A repeat is counted in ``repeated_ids`` (and shown as a gap with
+    nothing missing); an id far below, in an event not older, is a reset.
+    """
+    found = object_ids(obj)
+    if found is None:
+        return  # no id to check (klines, tickers, not a Binance event)
+    rule, event = found
     last = stats.last_id
-    if e == "trade" and type(obj.get("t")) is int:
-        if "t" in last and obj["t"] != last["t"] + 1:
-            stats.gap("trade id", last["t"] + 1, obj["t"], index)
-        last["t"] = obj["t"]
-    elif e == "aggTrade" and type(obj.get("a")) is int:
-        if "a" in last and obj["a"] != last["a"] + 1:
-            stats.gap("aggTrade id", last["a"] + 1, obj["a"], index)
-        last["a"] = obj["a"]
-    elif e == "depthUpdate" and type(obj.get("U")) is int and type(obj.get("u")) is int:
-        if "u" in last:
-            if type(obj.get("pu")) is int:  # USD-M futures chain on pu
-                if obj["pu"] != last["u"]:
-                    stats.gap("update id (pu)", last["u"], obj["pu"], index)
-            elif obj["U"] != last["u"] + 1:
-                stats.gap("update id", last["u"] + 1, obj["U"], index)
-        last["u"] = obj["u"]
+    if last is not None:
+        verdict = rule.check(last, event)
+        if verdict == DUPLICATE:
+            if not is_reset(last, event, stats.last_event):
+                stats.repeated_ids += 1
+                expected, got = rule.expected(last, event)
+                stats.gap(label_of(event), expected, got, index)
+                return  # the stream stays where it was
+            stats.resets += 1
+        elif verdict:
+            expected, got = rule.expected(last, event)
+            stats.gap(label_of(event), expected, got, index)
+    stats.last_id = rule.position(event)
+    stats.last_event = event
 
 
 def compute_stats(path: str) -> dict[str, Any]:
@@ -135,6 +146,8 @@ def compute_stats(path: str) -> dict[str, Any]:
                 "largest_gap_s": s.largest_gap_ns / 1e9,
                 "id_gaps": s.id_gaps,
                 "missing_ids": s.missing_ids,
+                "repeated_ids": s.repeated_ids,
+                "resets": s.resets,
                 "gap_examples": s.examples,
             }
             for key, s in sorted(streams.items())

@@ -8,7 +8,8 @@ from typing import Any
 import attrs
 
 from .._errors import ConnectionClosed
-from ..binance import AggTrade, DepthUpdate, Event, Trade, format_event
+from ..binance import Event, format_event
+from ..binance._sequence import DUPLICATE, RULES, is_reset, label_of
 
 __all__ = ["EventRecorder", "Gap"]
 
@@ -25,6 +26,11 @@ class Gap:
     index: int
     expected: int
     got: int
+
+    @property
+    def missing(self) -> int:
+        """How many ids the gap skipped (0 for an id at or before the last: a repeat)."""
+        return max(0, self.got - self.expected)
 
     def __str__(self) -> str:
         return (f"{self.stream}: {self.kind} gap at event #{self.index}: "
@@ -177,41 +183,40 @@ class EventRecorder:
         return "".join(lines)
 
     def gaps(self, *, stream: str | None = None) -> list[Gap]:
-        """Every break in trade ids, aggregate trade ids and depth update ids, per stream.
+        """Every break in an id sequence, per stream, by Binance's sequence rules.
 
         Trades must follow on by one (``t``), aggregate trades too (``a``),
         and each depth update must start where the previous one ended
-        (``U == previous u + 1``; on USD-M futures ``pu == previous u``).
-        Streams are told apart by name (by symbol and type without one).
+        (``U <= previous u + 1``; on USD-M futures ``pu == previous u``);
+        a bookTicker's ``u`` and a partial depth's ``lastUpdateId`` must
+        grow.  An id at or before the last one is a break too (a repeat,
+        ``missing`` 0); one far below it, in an event not older than the
+        last, starts the sequence over (a reset, not a break).  The rules are
+        the feed's own (``trio_feed.binance._sequence``).  Streams are told
+        apart by name (by symbol and type without one).
         """
-        last: dict[tuple[str, str], int] = {}
+        last: dict[str, tuple[int, Any]] = {}
         found: list[Gap] = []
         for index, event in enumerate(self.events):
             if stream is not None and event.stream != stream:
                 continue
+            rule = RULES.get(event.__class__)
+            if rule is None:
+                continue
             key = _key(event)
-            if isinstance(event, Trade):
-                previous = last.get((key, "trade id"))
-                if previous is not None and event.trade_id != previous + 1:
-                    found.append(Gap(key, "trade id", index, previous + 1, event.trade_id))
-                last[(key, "trade id")] = event.trade_id
-            elif isinstance(event, AggTrade):
-                previous = last.get((key, "aggTrade id"))
-                if previous is not None and event.agg_trade_id != previous + 1:
-                    found.append(Gap(key, "aggTrade id", index, previous + 1,
-                                     event.agg_trade_id))
-                last[(key, "aggTrade id")] = event.agg_trade_id
-            elif isinstance(event, DepthUpdate):
-                previous = last.get((key, "update id"))
-                if previous is not None:
-                    if event.prev_final_update_id is not None:
-                        if event.prev_final_update_id != previous:
-                            found.append(Gap(key, "update id (pu)", index, previous,
-                                             event.prev_final_update_id))
-                    elif event.first_update_id != previous + 1:
-                        found.append(Gap(key, "update id", index, previous + 1,
-                                         event.first_update_id))
-                last[(key, "update id")] = event.final_update_id
+            previous = last.get(key)
+            if previous is not None:
+                position, before = previous
+                verdict = rule.check(position, event)
+                if verdict == DUPLICATE:
+                    if not is_reset(position, event, before):
+                        expected, got = rule.expected(position, event)
+                        found.append(Gap(key, label_of(event), index, expected, got))
+                        continue  # the stream stays where it was
+                elif verdict:
+                    expected, got = rule.expected(position, event)
+                    found.append(Gap(key, label_of(event), index, expected, got))
+            last[key] = (rule.position(event), event)
         return found
 
     def assert_no_gaps(self, *, stream: str | None = None) -> None:
