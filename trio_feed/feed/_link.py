@@ -49,9 +49,9 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Iterable
 from typing import Any, Protocol
 
+import orjson
 import trio
 
 from .._connection import Connection, connect
@@ -66,7 +66,17 @@ from .._errors import (
     SubscriptionError,
     lone_exception,
 )
-from ..binance import ControlError, ControlResponse, ServerShutdown, Stream
+from ..binance import (
+    AggTrade,
+    BookTicker,
+    ControlError,
+    ControlResponse,
+    DepthUpdate,
+    PartialDepth,
+    ServerShutdown,
+    Stream,
+    Trade,
+)
 from ._backoff import Backoff
 from ._context import FeedContext
 from ._subscriptions import Requests
@@ -197,9 +207,12 @@ class Link:
         self.first_data_at: float | None = None
         self.healthy = False
         self._scope: trio.CancelScope | None = None
-        #: Event time ``E`` of the newest event handed over, and of the first held.
-        self.last_event_time = -1
-        self.first_event_time: int | None = None
+        #: During a rotation, per stream: the position this (old) link has handed
+        #: over (``t``, ``a``, ``u``, or ``E`` for streams without ids) ...
+        self.reached: dict[str | None, int] = {}
+        #: ... and, on the new link that holds, the position an old link must have
+        #: reached so that nothing lies between it and the first event held.
+        self.needs: dict[str | None, int] = {}
         self._progress = trio.lowlevel.ParkingLot()
         self._pings: dict[bytes, float] = {}
         self._ping_count = 0
@@ -457,8 +470,7 @@ class Link:
             self.healthy = True
             self.shard.backoff.healthy()
         if self.held is not None:
-            if self.first_event_time is None:
-                self.first_event_time = _event_time_in(batch)
+            _note_needs(self.needs, batch)
             self.held.append((batch, nbytes, received))
             return
         outbox = self.context.outbox
@@ -466,15 +478,17 @@ class Link:
         while not outbox.put(batch, nbytes, received):
             await outbox.wait_space()  # block policy, backlog full: stop reading
         self._in_hand = 0
-        if self.shard.rotating:
-            when = _event_time_in(reversed(batch))
-            if when is not None and when > self.last_event_time:
-                self.last_event_time = when
-                self._progress.unpark_all()
+        if self.shard.rotating and _note_reached(self.reached, batch):
+            self._progress.unpark_all()
 
-    async def wait_until_caught_up(self, event_time: int) -> None:
-        """Return once this link handed over an event at ``event_time`` or later, or ended."""
-        while self.last_event_time < event_time and not self.done.is_set():
+    def covers(self, needs: dict[str | None, int]) -> bool:
+        """Whether this link has handed over, on every stream, the position in ``needs``."""
+        reached = self.reached
+        return all(reached.get(stream, -1) >= need for stream, need in needs.items())
+
+    async def wait_until_covered(self, new: Link) -> None:
+        """Return once this link covers every stream ``new`` holds (see ``needs``), or ended."""
+        while not self.covers(new.needs) and not self.done.is_set():
             await self._progress.park()
 
     def release(self) -> None:
@@ -489,21 +503,89 @@ class Link:
 _SPECIAL = frozenset({ControlResponse, ControlError, ServerShutdown})
 
 
-def _event_time_in(items: Iterable[Any]) -> int | None:
-    """The event time ``E`` of the first item that has one (owned bytes or an event)."""
-    for item in items:
-        if isinstance(item, bytes):
-            start = item.find(b'"E":')
-            if start < 0:
-                continue
-            start += 4
-            end = start
-            while end < len(item) and 48 <= item[end] <= 57:
-                end += 1
-            if end > start:
-                return int(item[start:end])
+def _mark(item: Any) -> tuple[str | None, int, int] | None:
+    """``(stream, position, need)`` of one data message (owned bytes or an event).
+
+    ``position`` is how far the message takes its stream: the trade id ``t``,
+    the aggregate id ``a``, the update id ``u`` (diff depth, bookTicker,
+    partial depth's ``lastUpdateId``), or, for streams without ids, the event
+    time ``E``.  ``need`` is the position an older connection must have
+    handed over for nothing to lie between it and this message: the id just
+    before it for consecutive ids (``t - 1``, ``a - 1``, ``U - 1``), the
+    message itself for ids that only grow and for event times.
+    """
+    if isinstance(item, bytes):
+        try:
+            obj = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            return None
+        if obj.__class__ is not dict:
+            return None
+        stream = obj.get("stream")
+        data = obj.get("data") if stream.__class__ is str else obj
+        if data.__class__ is not dict:
+            return None
+        kind = data.get("e")
+        if kind == "trade":
+            key, first = "t", "t"
+        elif kind == "aggTrade":
+            key, first = "a", "a"
+        elif kind == "depthUpdate":
+            key, first = "u", "U"
+        elif kind is None and "u" in data:  # spot bookTicker
+            key = first = "u"
+        elif kind is None and "lastUpdateId" in data:  # partial depth
+            key = first = "lastUpdateId"
         else:
-            when = getattr(item, "event_time", None)
-            if when.__class__ is int:
-                return when
+            key = first = "E"
+        position, start = data.get(key), data.get(first)
+        if position.__class__ is not int or start.__class__ is not int:
+            return None
+        return stream, position, start - 1 if kind in _CONSECUTIVE else start
+    stream = getattr(item, "stream", None)
+    if isinstance(item, Trade):
+        return stream, item.trade_id, item.trade_id - 1
+    if isinstance(item, AggTrade):
+        return stream, item.agg_trade_id, item.agg_trade_id - 1
+    if isinstance(item, DepthUpdate):
+        return stream, item.final_update_id, item.first_update_id - 1
+    if isinstance(item, BookTicker):
+        return stream, item.update_id, item.update_id
+    if isinstance(item, PartialDepth):
+        return stream, item.last_update_id, item.last_update_id
+    when = getattr(item, "event_time", None)
+    if when.__class__ is int:
+        return stream, when, when
     return None
+
+
+#: ``e`` values whose ids are consecutive per stream.
+_CONSECUTIVE = frozenset({"trade", "aggTrade", "depthUpdate"})
+
+
+def _note_needs(needs: dict[str | None, int], batch: list[Any]) -> None:
+    """Record, for streams met for the first time, what an older link must cover."""
+    for item in batch:
+        if isinstance(item, bytes) and item.startswith(b'{"stream":"'):
+            end = item.find(b'"', 11)
+            if item[11:end].decode() in needs:
+                continue
+        mark = _mark(item)
+        if mark is not None and mark[0] not in needs:
+            needs[mark[0]] = mark[2]
+
+
+def _note_reached(reached: dict[str | None, int], batch: list[Any]) -> bool:
+    """Record the newest position per stream of a batch handed over; ``True`` if any moved."""
+    moved = False
+    done: set[str | None] = set()
+    for item in reversed(batch):
+        mark = _mark(item)
+        if mark is None or mark[0] in done:
+            continue
+        stream, position, _ = mark
+        done.add(stream)
+        if position > reached.get(stream, -1):
+            reached[stream] = position
+            moved = True
+    return moved

@@ -199,13 +199,13 @@ class Shard:
                            self.index, delay)
             await trio.sleep(delay)
             return old
-        # The old connection may still hold ticks older than the new one's first
-        # event, in the server's queue or in TCP buffers: let it catch up to
-        # that event (bounded by rotation_timeout) before retiring it.
-        target = new.first_event_time
-        if target is not None:
-            with trio.move_on_after(options.rotation_timeout):
-                await old.wait_until_caught_up(target)
+        # The old connection may still hold messages older than the new one's
+        # first, in the server's queue or in TCP buffers: let it catch up, on
+        # every stream the new one holds, to the id just before that stream's
+        # first held message (the event time for streams without ids), bounded
+        # by rotation_timeout, before retiring it.
+        with trio.move_on_after(options.rotation_timeout):
+            await old.wait_until_covered(new)
         old.retire()
         await old.done.wait()
         self.rotating = False
