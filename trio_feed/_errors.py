@@ -13,6 +13,7 @@ what went wrong precisely enough to act on::
     ├── InvalidStreamName        a Binance stream name that cannot exist (also ValueError)
     ├── DecodeError              a payload that is not a Binance message (also ValueError)
     ├── SubscriptionError        the server answered a control request with an error
+    ├── RequestTimeout           a control request got no reply within request_timeout
     ├── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
     ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
     ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
@@ -33,6 +34,8 @@ Close codes follow RFC 6455 section 7.4.1; :class:`CloseCode` lives in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "BorrowError",
     "ConnectionClosed",
@@ -43,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "RateLimited",
     "RecordingError",
+    "RequestTimeout",
     "SlowConsumerError",
     "SnapshotError",
     "Stale",
@@ -138,14 +142,40 @@ class SubscriptionError(TrioFeedError):
     """The server answered a SUBSCRIBE/UNSUBSCRIBE/... request with an error.
 
     ``code`` and ``msg`` are Binance's error fields; ``request_id`` is the id
-    of the request it answered, when the server echoed one.
+    of the request it answered, when the server echoed one; ``streams`` the
+    streams that request named (empty when unknown).
     """
 
-    def __init__(self, code: int, msg: str, request_id: object = None) -> None:
-        super().__init__(f"Binance error {code}: {msg} (request id {request_id!r})")
+    def __init__(
+        self, code: int, msg: str, request_id: object = None, streams: Sequence[str] = ()
+    ) -> None:
+        text = f"Binance error {code}: {msg} (request id {request_id!r})"
+        if streams:
+            shown = ", ".join(streams[:5]) + (f" and {len(streams) - 5} more"
+                                              if len(streams) > 5 else "")
+            text += f" for {len(streams)} streams: {shown}"
+        super().__init__(text)
         self.code = code
         self.msg = msg
         self.request_id = request_id
+        self.streams = tuple(streams)
+
+
+class RequestTimeout(TrioFeedError):
+    """A control request (SUBSCRIBE, UNSUBSCRIBE...) got no reply within ``timeout`` seconds.
+
+    The connection that carried it is treated as broken and replaced; the
+    streams stay wanted, so the replacement subscribes them again.
+    """
+
+    def __init__(self, method: str, streams: Sequence[str], timeout: float) -> None:
+        super().__init__(
+            f"no reply to {method} of {len(streams)} streams within {timeout} s "
+            "(request_timeout); the connection is replaced"
+        )
+        self.method = method
+        self.streams = tuple(streams)
+        self.timeout = timeout
 
 
 class SlowConsumerError(TrioFeedError):

@@ -217,6 +217,8 @@ class Hostile:
         self.peers: list[Peer] = []
         self.attempts: list[float] = []
         self.reply: Reply = reply_ok
+        #: Seconds before each control reply leaves.
+        self.reply_delay = 0.0
         #: ``handshake(number) -> bytes | None``: a raw HTTP answer instead of the upgrade.
         self.handshake: Callable[[int], bytes | None] = lambda number: None
         #: Per-connection fault, run beside the traffic once the connection is up.
@@ -376,6 +378,8 @@ class Hostile:
                 request = orjson.loads(payload)
                 answer = self.reply(peer, request)
                 if answer is not None:
+                    if self.reply_delay:
+                        await trio.sleep(self.reply_delay)
                     peer.push(frame(TEXT, answer))
 
     async def _write(self, peer: Peer) -> None:

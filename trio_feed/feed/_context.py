@@ -45,6 +45,7 @@ class FeedOptions:
     stale_after: float | None
     ping_interval: float | None
     pong_timeout: float
+    request_timeout: float
     lag_threshold: float
     send_rate: float
     send_burst: float

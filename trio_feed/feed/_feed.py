@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 import trio
 
-from .._errors import lone_exception
+from .._errors import RequestTimeout, SubscriptionError, lone_exception
 from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
@@ -145,6 +145,10 @@ class Feed:
                 await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseExceptionGroup:
                 pass
+            finally:
+                # What the connections read before the failure is accounted too.
+                self.counters.discarded += self.outbox.close() + len(self._pending)
+                self._pending.clear()
             raise
         return self
 
@@ -211,8 +215,11 @@ class Feed:
         Returns once the server confirmed every SUBSCRIBE, or once the
         connection carrying it dropped (the reconnect then subscribes them).
         Raises :class:`~trio_feed.InvalidStreamName` before sending anything
-        for a bad name, and :class:`~trio_feed.SubscriptionError` if the
-        server refuses (the refused streams are then not part of the feed).
+        for a bad name, :class:`~trio_feed.SubscriptionError` if the
+        server refuses (the refused streams are then not part of the feed),
+        and :class:`~trio_feed.RequestTimeout` if no reply came within
+        ``request_timeout`` (the connection is then replaced, and the
+        replacement subscribes the streams, which stay part of the feed).
         The streams stay subscribed across reconnects.
         """
         parsed = [parse_stream(s) for s in streams]
@@ -225,8 +232,11 @@ class Feed:
                     await self.shards[index].request("SUBSCRIBE", names)
                 except Exception as exc:
                     if is_fatal(exc):
-                        self.subscriptions.remove(names)
+                        refused = exc.streams if isinstance(exc, SubscriptionError) else ()
+                        self.subscriptions.remove(refused or names)
                         raise
+                    if isinstance(exc, RequestTimeout):
+                        raise  # the streams stay wanted: the replacement subscribes them
                     # The connection dropped meanwhile: the streams stay wanted,
                     # and the replacement connection subscribes them.
                     logger.info("subscribe of %d streams deferred to the reconnect (%s)",
@@ -415,6 +425,7 @@ def open_feed(
     stale_after: float | None = None,
     ping_interval: float | None = 60.0,
     pong_timeout: float = 30.0,
+    request_timeout: float = 5.0,
     lag_threshold: float = 5.0,
     send_rate: float = 4.0,
     send_burst: float = 1.0,
@@ -457,7 +468,9 @@ def open_feed(
     ``rotate_after`` (``None``: never) and ``rotation_timeout``;
     ``stale_after`` (seconds of silence before reconnecting; default by
     stream kind); ``ping_interval`` (``None``: no pings of our own) and
-    ``pong_timeout``; ``lag_threshold`` (seconds of exchange lag counted in
+    ``pong_timeout``; ``request_timeout`` (seconds a SUBSCRIBE/UNSUBSCRIBE
+    waits for its reply: past it :class:`~trio_feed.RequestTimeout` and the
+    connection is replaced); ``lag_threshold`` (seconds of exchange lag counted in
     ``lagging``); ``send_rate``/``send_burst`` (the token bucket per
     connection); ``streams_per_connection`` (shard size, at most 1024);
     ``max_url_length``: streams that fit in a URL this long are subscribed in
@@ -486,7 +499,8 @@ def open_feed(
         retry_first_connect=retry_first_connect,
         backoff_initial=backoff_initial, backoff_cap=backoff_cap, healthy_after=healthy_after,
         rotate_after=rotate_after, rotation_timeout=rotation_timeout, stale_after=stale_after,
-        ping_interval=ping_interval, pong_timeout=pong_timeout, lag_threshold=lag_threshold,
+        ping_interval=ping_interval, pong_timeout=pong_timeout,
+        request_timeout=request_timeout, lag_threshold=lag_threshold,
         send_rate=send_rate, send_burst=send_burst,
         streams_per_connection=streams_per_connection, max_url_length=max_url_length,
         connect_options=connect_options,

@@ -62,6 +62,7 @@ from .._errors import (
     HandshakeError,
     InvalidStreamName,
     ProtocolError,
+    RequestTimeout,
     Stale,
     SubscriptionError,
     lone_exception,
@@ -103,7 +104,7 @@ STALE_AFTER_BY_KIND: dict[str, float] = {
 STALE_AFTER_SCHEDULED = 10.0
 
 _CONTROL = (ControlResponse, ControlError)
-_RETRYABLE = (ConnectionClosed, ProtocolError, HandshakeError, OSError,
+_RETRYABLE = (ConnectionClosed, ProtocolError, HandshakeError, RequestTimeout, OSError,
               trio.BrokenResourceError, trio.TooSlowError)
 
 
@@ -120,7 +121,8 @@ def is_fatal(exc: BaseException) -> bool:
     Retryable (and nothing else is): transport failures (``OSError``, broken streams), timeouts,
     closes (1006 abnormal, 1011 server error, 1008 rate limit, 1001 going
     away, ...), protocol violations by the server, a refused handshake with a
-    5xx or 429 status, and the watchdog.  Fatal: an invalid URL or stream
+    5xx or 429 status, a control request left unanswered
+    (:class:`~trio_feed.RequestTimeout`), and the watchdog.  Fatal: an invalid URL or stream
     name, TLS certificate verification failing, a handshake refused with any
     other 4xx (400 is Binance's answer to a bad stream name), an error reply
     to a SUBSCRIBE, a payload that is not a Binance message, and a
@@ -154,6 +156,8 @@ def reconnect_cause(exc: BaseException) -> str:
         return f"handshake {exc.status}"
     if isinstance(exc, trio.TooSlowError):
         return "connect timeout"
+    if isinstance(exc, RequestTimeout):
+        return "request timeout"
     if isinstance(exc, (OSError, trio.BrokenResourceError)):
         return "transport error"
     return type(exc).__name__
@@ -307,29 +311,52 @@ class Link:
     async def request(self, method: str, names: list[str]) -> None:
         """Send ``method`` for ``names`` (batched) and wait for every reply.
 
-        Raises :class:`~trio_feed.SubscriptionError` for an error reply, after
-        all replies arrived, and ``ConnectionClosed`` if the link ends first.
+        Raises :class:`~trio_feed.SubscriptionError` for an error reply (flat
+        or nested, naming the refused streams), after all replies arrived, and
+        ``ConnectionClosed`` if the link ends first.  A request not answered
+        within ``request_timeout`` seconds of being sent raises
+        :class:`~trio_feed.RequestTimeout` and ends the link: a connection
+        that ignores control requests is broken, and the shard replaces it.
         """
         conn = self.conn
         assert conn is not None
-        ids = []
+        timeout = self.context.options.request_timeout
+        deadlines: dict[int, float] = {}
         for request_id, text in self.requests.batches(method, names):
             self._replies[request_id] = trio.Event()
-            ids.append(request_id)
             await conn.send(text.decode())
-        error: BaseException | None = None
-        for request_id in ids:
-            await self._wait_reply(request_id)
+            deadlines[request_id] = trio.current_time() + timeout
+        errors: list[BaseException] = []
+        unanswered: list[str] = []
+        for request_id, deadline in deadlines.items():
+            with trio.move_on_at(deadline):
+                await self._replies[request_id].wait()
+            if not self._replies.pop(request_id).is_set():
+                # No reply within request_timeout: the link is broken.
+                unanswered += self.requests.pending.pop(request_id, ("", []))[1]
+                continue
             result = self._results.pop(request_id, None)
-            if isinstance(result, BaseException) and error is None:
-                error = result
-        if error is not None:
-            raise error
+            if isinstance(result, BaseException):
+                errors.append(result)
+        if unanswered:
+            timed_out = RequestTimeout(method, unanswered, timeout)
+            logger.warning("connection %s: %s", self.label, timed_out)
+            self.fail(timed_out)
+            raise timed_out
+        if errors:
+            first = errors[0]
+            if isinstance(first, SubscriptionError) and len(errors) > 1:
+                refused = [n for e in errors if isinstance(e, SubscriptionError) for n in e.streams]
+                raise SubscriptionError(first.code, first.msg, first.request_id, refused)
+            raise first
         logger.info("connection %s: %s %d streams", self.label, method, len(names))
 
-    async def _wait_reply(self, request_id: int) -> None:
-        await self._replies[request_id].wait()
-        del self._replies[request_id]
+    def fail(self, error: BaseException) -> None:
+        """End the link because of ``error`` (kept in :attr:`error`): the shard replaces it."""
+        if self.error is None:
+            self.error = error
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _on_control(self, event: ControlResponse | ControlError) -> None:
         request_id, result = self.requests.answer(event)
