@@ -34,7 +34,10 @@ Close codes follow RFC 6455 section 7.4.1; :class:`CloseCode` lives in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "BorrowError",
@@ -95,12 +98,35 @@ class MessageTooBig(ProtocolError):
 class HandshakeError(TrioFeedError):
     """The server refused the HTTP upgrade, or answered it incorrectly.
 
-    ``status`` is the HTTP status code when one was received, else ``None``.
+    ``status`` is the HTTP status code when one was received, else ``None``;
+    ``headers`` the response's headers (lowercased names; empty if none were
+    parsed).  ``retry_after`` is the ``Retry-After`` header in seconds from
+    now (it may be given in seconds or as an HTTP date), or ``None``.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers: Mapping[str, str] = dict(headers or {})
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - time.time())
 
 
 class ConnectionClosed(TrioFeedError):

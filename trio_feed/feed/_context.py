@@ -40,6 +40,7 @@ class FeedOptions:
     backoff_initial: float
     backoff_cap: float
     healthy_after: float
+    max_retry_after: float
     rotate_after: float | None
     rotation_timeout: float
     stale_after: float | None

@@ -419,6 +419,7 @@ def open_feed(
     backoff_initial: float = 0.5,
     backoff_cap: float = 30.0,
     healthy_after: float = 10.0,
+    max_retry_after: float = 300.0,
     attempt_limiter: AttemptLimiter | None = None,
     rotate_after: float | None = 23.5 * 3600,
     rotation_timeout: float = 60.0,
@@ -463,7 +464,9 @@ def open_feed(
     Resilience: ``reconnect`` (off: the first connection to end ends the
     feed); ``retry_first_connect`` (above); ``backoff_initial`` and
     ``backoff_cap`` (seconds), reset after a connection delivered data for
-    ``healthy_after`` seconds;
+    ``healthy_after`` seconds, and applied to rotations as well;
+    ``max_retry_after`` (the longest ``Retry-After`` of a 429 handshake that
+    is honoured, in seconds);
     ``attempt_limiter`` (share one between feeds to share the per-IP budget);
     ``rotate_after`` (``None``: never) and ``rotation_timeout``;
     ``stale_after`` (seconds of silence before reconnecting; default by
@@ -498,6 +501,7 @@ def open_feed(
         max_queued=max_queued, max_backlog_bytes=max_backlog_bytes, reconnect=reconnect,
         retry_first_connect=retry_first_connect,
         backoff_initial=backoff_initial, backoff_cap=backoff_cap, healthy_after=healthy_after,
+        max_retry_after=max_retry_after,
         rotate_after=rotate_after, rotation_timeout=rotation_timeout, stale_after=stale_after,
         ping_interval=ping_interval, pong_timeout=pong_timeout,
         request_timeout=request_timeout, lag_threshold=lag_threshold,

@@ -493,7 +493,9 @@ class Link:
         if self.first_data_at is None:
             self.first_data_at = now
             self.first_data.set()
-        elif not self.healthy and now - self.first_data_at >= self.context.options.healthy_after:
+        elif (not self.healthy and not self.shutdown_notice
+              and now - self.first_data_at >= self.context.options.healthy_after):
+            # A connection the server announced it is shutting down proves nothing.
             self.healthy = True
             self.shard.backoff.healthy()
         if self.held is not None:
