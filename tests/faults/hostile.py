@@ -333,12 +333,12 @@ class Hostile:
                         peer.push(data)
             with peer.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._read, peer)
-                    nursery.start_soon(self._write, peer)
+                    nursery.start_soon(_guard, self._read, peer)
+                    nursery.start_soon(_guard, self._write, peer)
                     if self.ping_interval:
-                        nursery.start_soon(self._ping, peer)
+                        nursery.start_soon(_guard, self._ping, peer)
                     if self.script is not None:
-                        nursery.start_soon(self.script, peer)
+                        nursery.start_soon(_guard, self.script, peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError, OSError):
             pass
         finally:
@@ -352,6 +352,8 @@ class Hostile:
             if peer.deaf:
                 await trio.sleep_forever()
             got = await peer.side.read_frame()
+            if peer.deaf:
+                await trio.sleep_forever()  # went deaf while this frame was on its way
             if got is None:
                 peer.closed = True
                 peer.scope.cancel()
@@ -401,6 +403,15 @@ class Hostile:
         for n in itertools.count():
             await trio.sleep(self.ping_interval)
             peer.push(frame(PING, b"%d" % n))
+
+
+async def _guard(task: Callable[[Peer], Awaitable[None]], peer: Peer) -> None:
+    """Run one of a connection's tasks; the client going away ends the connection."""
+    try:
+        await task(peer)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError, OSError):
+        peer.closed = True
+        peer.scope.cancel()
 
 
 @asynccontextmanager

@@ -47,6 +47,7 @@ class FeedOptions:
     ping_interval: float | None
     pong_timeout: float
     request_timeout: float
+    no_data_after: float | None
     lag_threshold: float
     send_rate: float
     send_burst: float

@@ -427,6 +427,7 @@ def open_feed(
     ping_interval: float | None = 60.0,
     pong_timeout: float = 30.0,
     request_timeout: float = 5.0,
+    no_data_after: float | None = 60.0,
     lag_threshold: float = 5.0,
     send_rate: float = 4.0,
     send_burst: float = 1.0,
@@ -469,8 +470,11 @@ def open_feed(
     is honoured, in seconds);
     ``attempt_limiter`` (share one between feeds to share the per-IP budget);
     ``rotate_after`` (``None``: never) and ``rotation_timeout``;
-    ``stale_after`` (seconds of silence before reconnecting; default by
-    stream kind); ``ping_interval`` (``None``: no pings of our own) and
+    ``stale_after`` (seconds without a complete message before reconnecting;
+    default by stream kind, see ``docs/resilience.md``); ``no_data_after``
+    (seconds after which a stream that never delivered is reported, in the
+    log and in ``statistics().streams[name].no_data``; ``None``: never);
+    ``ping_interval`` (``None``: no pings of our own) and
     ``pong_timeout``; ``request_timeout`` (seconds a SUBSCRIBE/UNSUBSCRIBE
     waits for its reply: past it :class:`~trio_feed.RequestTimeout` and the
     connection is replaced); ``lag_threshold`` (seconds of exchange lag counted in
@@ -504,7 +508,8 @@ def open_feed(
         max_retry_after=max_retry_after,
         rotate_after=rotate_after, rotation_timeout=rotation_timeout, stale_after=stale_after,
         ping_interval=ping_interval, pong_timeout=pong_timeout,
-        request_timeout=request_timeout, lag_threshold=lag_threshold,
+        request_timeout=request_timeout, no_data_after=no_data_after,
+        lag_threshold=lag_threshold,
         send_rate=send_rate, send_burst=send_burst,
         streams_per_connection=streams_per_connection, max_url_length=max_url_length,
         connect_options=connect_options,

@@ -31,11 +31,16 @@ Rule 2: every client-to-server frame goes through the link's token bucket.
     our pings and the automatic pongs all wait for a token (at most 5 in any
     second with the defaults).
 
-Rule 3: a link that stops hearing from the server is replaced.
-    Each read is bounded by ``stale_after`` seconds (the shortest of its
-    streams' kinds unless the caller chose): silence past it raises
-    :class:`Stale` and the shard reconnects.  Our own pings, every
-    ``ping_interval``, must be answered within ``pong_timeout``, or the same.
+Rule 3: a link that stops delivering is replaced.
+    Liveness is complete messages, per stream kind (:class:`_Watchdog`):
+    a kind pushed on a clock (depth, klines, tickers) is alive only through
+    its own data messages, an event-driven kind (trades, bookTicker) through
+    any complete message, pings included, unless a data message is half-way
+    through.  Bytes alone, partial frames and endless continuation frames
+    keep nothing alive.  Past its period (``stale_after``, or the kind's
+    default) the read raises :class:`Stale` and the shard reconnects.  Our
+    own pings, every ``ping_interval``, must be answered within
+    ``pong_timeout`` of being sent, or the same.
 
 Rule 4: what a link read but could not hand over is counted.
     A batch still in hand when the link is cancelled (while it waits for
@@ -115,6 +120,144 @@ def stale_after_for(streams: list[Stream]) -> float:
     return min(periods, default=max(STALE_AFTER_BY_KIND.values()))
 
 
+class _Watchdog:
+    """When a link has been quiet too long: liveness is complete messages, per stream kind.
+
+    A kind pushed on a clock (depth, klines, tickers: every kind not in
+    :data:`STALE_AFTER_BY_KIND`) is alive only through complete *data*
+    messages of its own kind, once it is *armed*: once a stream of that kind
+    has delivered on the shard.  Pings, pongs and partial frames keep nothing
+    alive there, so a server that pings but stopped pushing depth is
+    replaced.  Event-driven kinds (trades, bookTicker), and scheduled kinds
+    not armed yet, may be quiet for long (an illiquid symbol; a symbol that
+    does not exist, which Binance accepts and never feeds, and which
+    ``no_data_after`` reports instead of reconnecting for ever), so any
+    complete message keeps them alive, a ping or pong included, but only when
+    no data message is half-way through (a frame still arriving, or a
+    fragmented message not finished): a server trickling one endless message
+    is replaced too.  Each kind's period is ``stale_after`` if the caller
+    chose one, else its entry in :data:`STALE_AFTER_BY_KIND`
+    (:data:`STALE_AFTER_SCHEDULED` for the scheduled kinds, the longest
+    event-driven period for those not armed).
+
+    Which kinds a batch carried is found by a scan of its stream names, made
+    only for armed kinds not credited in the last tenth of their period (and
+    at most once a second for kinds not armed), so the cost is a few lookups
+    per batch, and an armed kind is replaced after between 0.9 and 1.0 times
+    its period of silence.
+    """
+
+    def __init__(self, streams: dict[str, Stream], armed: set[str], fixed: float | None,
+                 now: float) -> None:
+        self.fixed = fixed
+        #: Scheduled kinds that delivered on the shard (shared by its links).
+        self.armed = armed
+        #: Last time any complete message kept the event-driven kinds alive.
+        self.any_alive = now
+        #: Scheduled kind -> last time a data message of it arrived.
+        self.alive: dict[str, float] = {}
+        #: Scheduled kind -> its period.
+        self.scheduled: dict[str, float] = {}
+        self.event_period: float | None = None
+        self.only_kind: str | None = None
+        #: Stream name -> kind, for the scan.
+        self.kinds: dict[str, str] = {}
+        self._planned = -1
+        self._arm_scan = now
+        self.plan(streams, now)
+
+    def plan(self, streams: dict[str, Stream], now: float) -> None:
+        """Recompute the kinds and periods (the shard's streams changed, or a kind armed)."""
+        self._planned = len(streams)
+        self.kinds = {name: stream.kind for name, stream in streams.items()}
+        fixed = self.fixed
+        scheduled: dict[str, float] = {}
+        event: float | None = None
+        for kind in set(self.kinds.values()):
+            if kind in STALE_AFTER_BY_KIND:
+                period = fixed or STALE_AFTER_BY_KIND[kind]
+            elif kind in self.armed:
+                scheduled[kind] = fixed or STALE_AFTER_SCHEDULED
+                self.alive.setdefault(kind, now)
+                continue
+            else:
+                period = fixed or max(STALE_AFTER_BY_KIND.values())
+            event = period if event is None else min(event, period)
+        if not scheduled and event is None:
+            event = fixed or max(STALE_AFTER_BY_KIND.values())
+        self.scheduled = scheduled
+        self.event_period = event
+        kinds = set(self.kinds.values())
+        self.only_kind = next(iter(kinds)) if len(kinds) == 1 else None
+
+    def data(self, batch: list[Any], now: float) -> None:
+        """A chunk brought complete data messages (``batch``)."""
+        self.any_alive = now
+        alive = self.alive
+        want = {kind for kind, period in self.scheduled.items() if now - alive[kind] > period / 10}
+        if now >= self._arm_scan:
+            unarmed = {k for k in self.kinds.values()
+                       if k not in self.armed and k not in STALE_AFTER_BY_KIND}
+            if unarmed:
+                want |= unarmed
+                self._arm_scan = now + 1.0
+        if not want:
+            return
+        if self.only_kind is not None:
+            self._credit(self.only_kind, now)  # every data message is of that kind
+            return
+        kinds = self.kinds
+        for item in batch:
+            if isinstance(item, bytes):
+                if not item.startswith(b'{"stream":"'):
+                    continue
+                name: str | None = item[11 : item.find(b'"', 11)].decode()
+            else:
+                name = getattr(item, "stream", None)
+            kind = kinds.get(name) if name is not None else None
+            if kind is not None and kind in want:
+                self._credit(kind, now)
+                want.discard(kind)
+                if not want:
+                    return
+
+    def _credit(self, kind: str, now: float) -> None:
+        if kind in STALE_AFTER_BY_KIND:
+            return
+        self.alive[kind] = now
+        if kind not in self.armed:
+            self.armed.add(kind)
+            self._planned = -1  # re-plan: the kind is watched on its own from now on
+
+    def control(self, now: float) -> None:
+        """A complete control frame or reply arrived, with no data message half-way."""
+        self.any_alive = now
+
+    def shift(self, seconds: float) -> None:
+        if seconds > 0:
+            self.any_alive += seconds
+            for kind in self.alive:
+                self.alive[kind] += seconds
+
+    def deadline(self, streams: dict[str, Stream], now: float) -> tuple[float, str, float]:
+        """``(when, what, period)``: the earliest time a kind counts as stale."""
+        if len(streams) != self._planned:
+            self.plan(streams, now)
+        when, what, period = float("inf"), "", 0.0
+        if self.event_period is not None:
+            when, what, period = self.any_alive + self.event_period, "", self.event_period
+        for kind, kind_period in self.scheduled.items():
+            due = self.alive[kind] + kind_period
+            if due < when:
+                when, what, period = due, f"{kind} data ", kind_period
+        return when, what, period
+
+
+def _in_message(parser: Any) -> bool:
+    """Whether a data message is half-way through: a frame still arriving, or fragments."""
+    return bool(parser.buffered) or bool(getattr(parser, "_frag_opcode", 0))
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Errors that a reconnect cannot cure, so they go to the caller.
 
@@ -179,7 +322,8 @@ class LinkOwner(Protocol):
     context: FeedContext
     index: int
     streams: dict[str, Stream]
-    stale_after: float
+    #: Scheduled stream kinds that have delivered on the shard (see ``_Watchdog``).
+    armed: set[str]
     backoff: Backoff
     rotating: bool
 
@@ -372,14 +516,22 @@ class Link:
         options = self.context.options
         conn = self.conn
         assert conn is not None and options.ping_interval
+        next_ping = trio.current_time() + options.ping_interval
         while True:
-            await trio.sleep(options.ping_interval)
+            # Wake for the next ping, or when the oldest unanswered one runs out of time:
+            # a lost pong is noticed pong_timeout after its ping, not at the next ping.
+            oldest = min(self._pings.values(), default=None)
+            wake = next_ping if oldest is None else min(next_ping, oldest + options.pong_timeout)
+            await trio.sleep_until(wake)
             now = trio.current_time()
             for sent in self._pings.values():
-                if now - sent > options.pong_timeout:
+                if now - sent >= options.pong_timeout:
                     raise Stale(
                         f"no pong for {options.pong_timeout} s (pong_timeout)", "ping timeout"
                     )
+            if now < next_ping:
+                continue
+            next_ping = now + options.ping_interval
             self._ping_count += 1
             payload = b"%d" % self._ping_count
             self._pings[payload] = trio.current_time()
@@ -403,14 +555,18 @@ class Link:
         parser = conn.parser
         inline = feed.options.mode == "inline"
         decode = feed.decoder.decode
-        stale_after = self.shard.stale_after
         perf = time.perf_counter
         wall = feed.options.wall_clock
+        watch = _Watchdog(self.shard.streams, self.shard.armed, feed.options.stale_after,
+                          trio.current_time())
+        pings_seen = parser.pings_received
         try:
             while True:
                 # Messages first, then read: what arrived with the handshake reply,
                 # before the connection broke, or before a protocol violation, is
                 # delivered before the end is.
+                control = bool(parser.pongs) or parser.pings_received != pings_seen
+                pings_seen = parser.pings_received
                 if parser.pongs:
                     self._on_pongs(parser.pongs)
                 batch: list[Any] = []
@@ -456,14 +612,23 @@ class Link:
                             counters.copies += n
                     for special in specials:
                         self._special(special, batch)
+                now = trio.current_time()
+                if batch:
+                    watch.data(batch, now)
+                elif specials or (control and not _in_message(parser)):
+                    watch.control(now)
                 if batch:
                     await self._hand_over(batch, nbytes, received)
+                    # Time spent waiting for the consumer (block policy) is not silence.
+                    watch.shift(trio.current_time() - now)
                 if parser.error is not None:
                     raise parser.error
-                with trio.move_on_after(stale_after) as watch:
+                deadline, quiet, period = watch.deadline(self.shard.streams, trio.current_time())
+                with trio.move_on_at(deadline) as waited:
                     await conn.receive_more()
-                if watch.cancelled_caught:
-                    raise Stale(f"no frame for {stale_after} s (stale_after)", "stale")
+                if waited.cancelled_caught:
+                    raise Stale(f"no complete {quiet}message for {period} s (stale_after)",
+                                "stale")
         except ProtocolError as exc:
             await conn.fail(exc)
             raise

@@ -18,10 +18,11 @@ the delays grow, never a tight loop.
 counted by cause), the server sent ``serverShutdown``, or the link reached
 ``rotate_after`` seconds of age.
 
-**Rotating (make before break).**  Every rotation attempt first waits
-``backoff.next_delay()``, like a reconnect, while the old link goes on
-delivering: a server that sends ``serverShutdown`` to every new connection
-at once gets attempts at the backoff's pace, not one per round trip.  Then
+**Rotating (make before break).**  Every rotation attempt but the first
+since the backoff's last reset first waits ``backoff.next_rotation_delay()``,
+like a reconnect, while the old link goes on delivering: a server that sends
+``serverShutdown`` to every new connection at once gets attempts at the
+backoff's pace, not one per round trip.  Then
 start a new link that *holds* what it reads; wait until it delivers data (at
 most ``rotation_timeout`` seconds, then go ahead anyway: a quiet stream has
 nothing to lose); let the old link go on until it *covers* the new one: on
@@ -52,7 +53,7 @@ from .._errors import ConnectionClosed, HandshakeError, lone_exception
 from ..binance import Stream, combined_url
 from ._backoff import Backoff
 from ._context import FeedContext
-from ._link import Link, is_fatal, reconnect_cause, stale_after_for
+from ._link import Link, is_fatal, reconnect_cause
 
 __all__ = ["Shard"]
 
@@ -75,8 +76,11 @@ class Shard:
         options = context.options
         self.backoff = Backoff(initial=options.backoff_initial, cap=options.backoff_cap,
                                rng=options.rng)
-        self.stale_after = options.stale_after or stale_after_for(list(streams.values()))
         self.links: list[Link] = []
+        #: Scheduled stream kinds that have delivered here: their links watch them on their own.
+        self.armed: set[str] = set()
+        #: Stream name -> when it was subscribed, until the no-data check has seen it.
+        self.since: dict[str, float] = dict.fromkeys(streams, trio.current_time())
         self._numbers = 0
         self._nursery: trio.Nursery | None = None
         #: True once the first link is up and subscribed.
@@ -117,6 +121,8 @@ class Shard:
                 self._nursery = nursery
                 link = await self._connect(hold=False)
                 self.started = True
+                if self.context.options.no_data_after is not None:
+                    nursery.start_soon(self._watch_no_data, self.context.options.no_data_after)
                 task_status.started()
                 while True:
                     link = await self._supervise(link)
@@ -173,7 +179,7 @@ class Shard:
             # Rotation attempts go through the backoff too: a server that sends
             # serverShutdown to every new connection at once must not get a new
             # connection per round trip (the old link keeps delivering meanwhile).
-            delay = self.backoff.next_delay()
+            delay = self.backoff.next_rotation_delay()
             with trio.move_on_after(delay):
                 await link.done.wait()
         if link.done.is_set():
@@ -237,6 +243,37 @@ class Shard:
 
     async def request(self, method: str, names: list[str]) -> None:
         """Send a SUBSCRIBE/UNSUBSCRIBE on every live link of the shard (two during a rotation)."""
+        if method == "SUBSCRIBE":
+            now = trio.current_time()
+            for name in names:
+                self.since[name] = now
         links = [link for link in self.links if not link.done.is_set()]
         for link in links:
             await link.request(method, names)
+
+    async def _watch_no_data(self, delay: float) -> None:
+        """Report, once each, the streams that delivered nothing ``delay`` s after subscribing.
+
+        Binance accepts a stream for a symbol that does not exist and then
+        sends nothing, so without this a typo shows only as a stream that
+        never appears.  The report is a warning in the log and
+        ``statistics().streams[name].no_data``, which clears once data arrives.
+        """
+        counters = self.context.counters
+        while True:
+            now = trio.current_time()
+            due = now + delay
+            for name, since in list(self.since.items()):
+                if name not in self.streams:
+                    del self.since[name]  # unsubscribed
+                elif now - since < delay:
+                    due = min(due, since + delay)
+                else:
+                    del self.since[name]
+                    entry = counters.per_stream.get(name)
+                    if entry is None or not entry[0]:
+                        counters.no_data.add(name)
+                        logger.warning("shard %d: no data on %s %.0f s after subscribing it "
+                                       "(no_data_after); is the symbol listed?",
+                                       self.index, name, now - since)
+            await trio.sleep_until(due)

@@ -36,13 +36,19 @@ __all__ = ["FeedCounters", "FeedStatistics", "StreamStatistics"]
 
 @attrs.frozen
 class StreamStatistics:
-    """One stream's traffic and continuity."""
+    """One stream's traffic and continuity.
+
+    ``no_data`` is true while a stream has delivered nothing although it was
+    subscribed more than the feed's ``no_data_after`` seconds ago (an unknown
+    symbol on Binance is accepted and then simply silent).
+    """
 
     messages: int
     bytes: int
     duplicates: int
     gaps: int
     missing: int
+    no_data: bool = False
 
 
 @attrs.frozen
@@ -131,6 +137,8 @@ class FeedCounters:
     reconnects: Counter[str] = attrs.Factory(Counter)
     #: stream name -> [messages, bytes]
     per_stream: dict[str | None, list[int]] = attrs.Factory(dict)
+    #: Streams reported as silent since subscribed (``no_data_after``).
+    no_data: set[str] = attrs.Factory(set)
     lag: Samples = attrs.Factory(Samples)
     parse: Samples = attrs.Factory(Samples)
     ping_rtt: Samples = attrs.Factory(lambda: Samples(256))
@@ -145,10 +153,12 @@ class FeedCounters:
     def stream_statistics(
         self, continuity: Mapping[str | None, StreamContinuity]
     ) -> dict[str, StreamStatistics]:
-        names = set(self.per_stream) | set(continuity)
+        names = set(self.per_stream) | set(continuity) | self.no_data
         result = {}
         for name in names:
             messages, nbytes = self.per_stream.get(name, (0, 0))
             c = continuity.get(name, StreamContinuity(0, 0, 0))
-            result[str(name)] = StreamStatistics(messages, nbytes, c.duplicates, c.gaps, c.missing)
+            silent = messages == 0 and name in self.no_data
+            result[str(name)] = StreamStatistics(messages, nbytes, c.duplicates, c.gaps, c.missing,
+                                                 silent)
         return result
