@@ -55,8 +55,22 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return frame(CLOSE, code.to_bytes(2, "big") + reason.encode())
 
 
-def event_payload(stream: str, ident: int, when: int) -> bytes:
-    """A combined-stream data message for ``stream`` with id ``ident`` at time ``when``."""
+def fragmented(payload: bytes, parts: int, *, pings: bool = True) -> bytes:
+    """``payload`` as a text message in ``parts`` fragments, with a ping between each two
+    (if ``pings``)."""
+    size = -(-len(payload) // parts)
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
+    out = []
+    for n, piece in enumerate(pieces):
+        out.append(frame(TEXT if n == 0 else CONT, piece, fin=n == len(pieces) - 1))
+        if pings and n < len(pieces) - 1:
+            out.append(frame(PING, b"between fragments"))
+    return b"".join(out)
+
+
+def event_payload(stream: str, ident: int, when: int, padding: int = 0) -> bytes:
+    """A combined-stream data message for ``stream`` with id ``ident`` at time ``when``
+    (``padding`` bytes longer, in a field the decoder ignores)."""
     symbol, _, kind = stream.partition("@")
     sym = symbol.upper()
     data: dict[str, Any]
@@ -76,6 +90,8 @@ def event_payload(stream: str, ident: int, when: int) -> bytes:
                 "h": "2.0", "l": "0.5", "v": "10", "q": "10"}
     else:
         raise ValueError(f"the hostile server does not publish {kind!r}")
+    if padding:
+        data["x"] = "x" * padding
     return orjson.dumps({"stream": stream, "data": data})
 
 
@@ -113,12 +129,15 @@ class Peer:
     outgoing: list[bytes] = attrs.Factory(list)
     wakeup: trio.Event = attrs.Factory(trio.Event)
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    lock: trio.Lock = attrs.Factory(trio.Lock)
     #: Data is generated but not written (a half-open or silent server).
     paused: bool = False
     #: Stop reading the client's frames too (half-open: TCP stays open).
     deaf: bool = False
     #: Seconds between frames: each data frame gets its own write.
     spacing: float = 0.0
+    #: Send each data message in this many fragments (pings between them, every 50th id).
+    fragments: int = 1
     #: Skip this many events of each stream in the first tick this peer sees.
     skip_first: int = 0
     seen_tick: bool = False
@@ -126,14 +145,16 @@ class Peer:
 
     @property
     def client_times(self) -> list[float]:
-        return [t for t, _, _ in self.frames]
+        """When each client frame arrived, but the Close (it ends the connection anyway)."""
+        return [t for t, opcode, _ in self.frames if opcode != CLOSE]
 
     def push(self, data: bytes) -> None:
         self.outgoing.append(data)
         self.wakeup.set()
 
     async def send_raw(self, data: bytes) -> None:
-        await self.side.stream.send_all(data)
+        async with self.lock:
+            await self.side.stream.send_all(data)
 
     async def close(self, code: int, reason: str = "") -> None:
         """A clean close: our Close frame, then the end of TCP."""
@@ -143,6 +164,11 @@ class Peer:
                 await self.send_raw(close_frame(code, reason))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+        self.scope.cancel()
+
+    def drop(self) -> None:
+        """The end of TCP (FIN) without a Close frame: the client sees 1006."""
+        self.closed = True
         self.scope.cancel()
 
     def reset(self) -> None:
@@ -232,6 +258,8 @@ class Hostile:
         self.replay = 0
         self.rate_limit_closes = 0
         self._recent: dict[str, list[bytes]] = defaultdict(list)
+        #: id -> bytes of padding to add to that event (a huge message).
+        self.padding: dict[int, int] = {}
         self._ids = itertools.count(1)
 
     @property
@@ -281,8 +309,9 @@ class Hostile:
                     if drop:
                         self.skipped[stream].append(ident)
                         continue
-                    data = frame(TEXT, event_payload(stream, ident, when))
-                    frames.append((ident, data))
+                    payload = event_payload(stream, ident, when, self.padding.pop(ident, 0))
+                    data = frame(TEXT, payload)
+                    frames.append((ident, data, payload))
                     recent = self._recent[stream]
                     recent.append(data)
                     del recent[: -max(self.replay, 1)]
@@ -290,9 +319,10 @@ class Hostile:
                     if stream not in peer.streams or peer.paused:
                         continue
                     chosen = frames[peer.skip_first:] if not peer.seen_tick else frames
-                    for ident, data in chosen:
+                    for ident, data, payload in chosen:
                         peer.written[stream].append(ident)
-                        peer.push(data)
+                        peer.push(data if peer.fragments < 2 else fragmented(
+                            payload, peer.fragments, pings=ident % 50 == 0))
             for peer in peers:
                 if any(s in self.wanted for s in peer.streams):
                     peer.seen_tick = True
@@ -327,9 +357,11 @@ class Hostile:
             if self.replay and number > 1:
                 for name in names:
                     for data in self._recent[name][-self.replay:]:
-                        ident = orjson.loads(data[2:] if data[1] < 126 else data[4:])
-                        peer.written[name].append(ident["data"].get("t", ident["data"].get("u")))
-                        self.sent[name].append(peer.written[name][-1])
+                        head = 2 if data[1] < 126 else 4 if data[1] == 126 else 10
+                        body = orjson.loads(data[head:])["data"]
+                        ident = body.get("t", body.get("u"))
+                        peer.written[name].append(ident)
+                        self.sent[name].append(ident)
                         peer.push(data)
             with peer.scope:
                 async with trio.open_nursery() as nursery:
@@ -361,7 +393,7 @@ class Hostile:
             opcode, payload = got
             peer.frames.append((trio.current_time(), opcode, payload))
             limit = self.max_client_rate
-            if limit is not None:
+            if limit is not None and opcode != CLOSE:
                 now = trio.current_time()
                 recent = [t for t in peer.client_times if t >= now - 1.0 - 1e-9]
                 if len(recent) > limit:

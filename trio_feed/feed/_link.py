@@ -392,6 +392,11 @@ class Link:
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
                     nursery.start_soon(self._read_loop)
+                    # Pongs from a task of their own where the connection offers one, so
+                    # that reading never waits for the send gate to let a pong out.
+                    answer_pings = getattr(conn, "answer_pings", None)
+                    if answer_pings is not None:
+                        nursery.start_soon(answer_pings)
                     if options.ping_interval:
                         nursery.start_soon(self._ping_loop)
                     if later:
