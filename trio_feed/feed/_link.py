@@ -33,10 +33,11 @@ Rule 2: every client-to-server frame goes through the link's token bucket.
 
 Rule 3: a link that stops delivering is replaced.
     Liveness is complete messages, per stream kind (:class:`_Watchdog`):
-    a kind pushed on a clock (depth, klines, tickers) is alive only through
-    its own data messages, an event-driven kind (trades, bookTicker) through
-    any complete message, pings included, unless a data message is half-way
-    through.  Bytes alone, partial frames and endless continuation frames
+    a kind pushed on a clock (depth, klines, tickers), once it has delivered
+    on the shard, is alive only through its own data messages; an
+    event-driven kind (trades, bookTicker), or a scheduled one that never
+    delivered, through any complete message, pings included, unless a data
+    message is half-way through.  Bytes alone, partial frames and endless continuation frames
     keep nothing alive.  Past its period (``stale_after``, or the kind's
     default) the read raises :class:`Stale` and the shard reconnects.  Our
     own pings, every ``ping_interval``, must be answered within
