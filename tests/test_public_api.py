@@ -29,7 +29,8 @@ EXPECTED: dict[str, set[str]] = {
         "parse_stream", "run_channel", "run_inline",
         "DEFAULT_REST_URL", "OrderBook", "OrderBooks", "OrderBooksStatistics", "SnapshotError",
         "WeightBudget", "open_order_books", "RateLimited", "RecordingError",
-        "AttemptLimiter", "SlowConsumerError", "SlowConsumerPolicy", "StreamStatistics",
+        "RequestTimeout", "AttemptLimiter", "SlowConsumerError", "SlowConsumerPolicy",
+        "StreamStatistics",
     },
     "trio_feed.feed": {
         "AttemptLimiter", "Feed", "FeedStatistics", "SlowConsumerPolicy", "StreamStatistics",

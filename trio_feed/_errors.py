@@ -13,6 +13,7 @@ what went wrong precisely enough to act on::
     ├── InvalidStreamName        a Binance stream name that cannot exist (also ValueError)
     ├── DecodeError              a payload that is not a Binance message (also ValueError)
     ├── SubscriptionError        the server answered a control request with an error
+    ├── RequestTimeout           a control request got no reply within request_timeout
     ├── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
     ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
     ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
@@ -36,6 +37,11 @@ Close codes follow RFC 6455 section 7.4.1; :class:`CloseCode` lives in
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+
 __all__ = [
     "BorrowError",
     "BrokerError",
@@ -47,6 +53,7 @@ __all__ = [
     "ProtocolError",
     "RateLimited",
     "RecordingError",
+    "RequestTimeout",
     "SchemaError",
     "SinkClosed",
     "SlowConsumerError",
@@ -97,12 +104,35 @@ class MessageTooBig(ProtocolError):
 class HandshakeError(TrioFeedError):
     """The server refused the HTTP upgrade, or answered it incorrectly.
 
-    ``status`` is the HTTP status code when one was received, else ``None``.
+    ``status`` is the HTTP status code when one was received, else ``None``;
+    ``headers`` the response's headers (lowercased names; empty if none were
+    parsed).  ``retry_after`` is the ``Retry-After`` header in seconds from
+    now (it may be given in seconds or as an HTTP date), or ``None``.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers: Mapping[str, str] = dict(headers or {})
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - time.time())
 
 
 class ConnectionClosed(TrioFeedError):
@@ -144,14 +174,40 @@ class SubscriptionError(TrioFeedError):
     """The server answered a SUBSCRIBE/UNSUBSCRIBE/... request with an error.
 
     ``code`` and ``msg`` are Binance's error fields; ``request_id`` is the id
-    of the request it answered, when the server echoed one.
+    of the request it answered, when the server echoed one; ``streams`` the
+    streams that request named (empty when unknown).
     """
 
-    def __init__(self, code: int, msg: str, request_id: object = None) -> None:
-        super().__init__(f"Binance error {code}: {msg} (request id {request_id!r})")
+    def __init__(
+        self, code: int, msg: str, request_id: object = None, streams: Sequence[str] = ()
+    ) -> None:
+        text = f"Binance error {code}: {msg} (request id {request_id!r})"
+        if streams:
+            shown = ", ".join(streams[:5]) + (f" and {len(streams) - 5} more"
+                                              if len(streams) > 5 else "")
+            text += f" for {len(streams)} streams: {shown}"
+        super().__init__(text)
         self.code = code
         self.msg = msg
         self.request_id = request_id
+        self.streams = tuple(streams)
+
+
+class RequestTimeout(TrioFeedError):
+    """A control request (SUBSCRIBE, UNSUBSCRIBE...) got no reply within ``timeout`` seconds.
+
+    The connection that carried it is treated as broken and replaced; the
+    streams stay wanted, so the replacement subscribes them again.
+    """
+
+    def __init__(self, method: str, streams: Sequence[str], timeout: float) -> None:
+        super().__init__(
+            f"no reply to {method} of {len(streams)} streams within {timeout} s "
+            "(request_timeout); the connection is replaced"
+        )
+        self.method = method
+        self.streams = tuple(streams)
+        self.timeout = timeout
 
 
 class SlowConsumerError(TrioFeedError):

@@ -241,3 +241,12 @@ def test_limiter_property_no_window_exceeds_budget(
     for start in recorded:
         in_window = [t for t in recorded if start <= t < start + window]
         assert len(in_window) <= max_attempts, (start, in_window)
+
+
+def test_the_first_rotation_since_a_reset_goes_at_once_later_ones_back_off() -> None:
+    backoff = Backoff(initial=0.5, cap=30.0, rng=random.Random(1))
+    assert backoff.next_rotation_delay() == 0.0
+    second = backoff.next_rotation_delay()
+    assert 0.5 <= second <= 1.0  # d = 0.5 * 2**1, equal jitter
+    backoff.healthy()
+    assert backoff.next_rotation_delay() == 0.0

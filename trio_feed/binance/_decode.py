@@ -3,8 +3,10 @@
 A message can be typed from four places, and the decoder looks at them in
 the order ``STREAMS.md`` section 10 recommends:
 
-1. A **control reply** (``result`` or ``code`` at the top level, with no ``e``
-   and no ``stream``) becomes :class:`ControlResponse` or :class:`ControlError`.
+1. A **control reply** (``result``, ``code`` or ``error`` at the top level,
+   with no ``e`` and no ``stream``) becomes :class:`ControlResponse` or
+   :class:`ControlError`; an error comes flat (``{"code", "msg", "id"}``) or
+   nested (``{"error": {"code", "msg"}, "id"}``).
 2. A **combined envelope** ``{"stream": name, "data": payload}`` is unwrapped,
    and the payload is typed as below with ``name`` as its stream.
 3. A **JSON array** is an all-market stream: typed by the stream kind
@@ -380,7 +382,9 @@ class Decoder:
                 if type(data) is list:
                     return self._array(data, name)
                 return UnknownEvent(obj, name)
-            if "e" not in obj and name is None and ("result" in obj or "code" in obj):
+            if "e" not in obj and name is None and (
+                "result" in obj or "code" in obj or "error" in obj
+            ):
                 return self._control(obj)
             return self._object(obj, stream if stream is not None else self._raw_stream)
         if type(obj) is list:
@@ -438,6 +442,11 @@ class Decoder:
     def _control(o: _Object) -> Event:
         if "code" in o:
             return ControlError(o["code"], o.get("msg", ""), o.get("id"))
+        error = o.get("error")
+        if error.__class__ is dict:  # the nested shape: {"error": {"code", "msg"}, "id"}
+            return ControlError(error.get("code", -1), error.get("msg", ""), o.get("id"))
+        if error is not None:
+            return ControlError(-1, str(error), o.get("id"))
         return ControlResponse(o.get("id"), o["result"])
 
     def _stream(self, name: str) -> Stream | None:

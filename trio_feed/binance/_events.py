@@ -582,6 +582,9 @@ class ControlResponse:
 class ControlError:
     """An error reply to a control request: ``{"code": <int>, "msg": "...", "id": ...}``.
 
+    The nested shape ``{"error": {"code": <int>, "msg": "..."}, "id": ...}``
+    decodes to the same class (``code`` is ``-1`` if the error names none).
+
     Codes 0 to 3 are documented (unknown property, bad value type, invalid
     request, invalid JSON).  ``id`` is ``None`` when the server did not echo
     one, which it often does not.

@@ -55,6 +55,15 @@ class Backoff:
         self.failures += 1
         return ceiling / 2 + self._rng.random() * ceiling / 2
 
+    def next_rotation_delay(self) -> float:
+        """Like :meth:`next_delay`, for a make-before-break rotation: the first
+        one since the last reset goes at once (the connection it replaces was
+        fine), each later one waits as a failed attempt would."""
+        if self.failures == 0:
+            self.failures = 1
+            return 0.0
+        return self.next_delay()
+
     def healthy(self) -> None:
         """A connection proved healthy: start the schedule again from ``initial``."""
         self.failures = 0

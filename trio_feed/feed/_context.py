@@ -40,11 +40,14 @@ class FeedOptions:
     backoff_initial: float
     backoff_cap: float
     healthy_after: float
+    max_retry_after: float
     rotate_after: float | None
     rotation_timeout: float
     stale_after: float | None
     ping_interval: float | None
     pong_timeout: float
+    request_timeout: float
+    no_data_after: float | None
     lag_threshold: float
     send_rate: float
     send_burst: float

@@ -61,7 +61,7 @@ from typing import Any, Literal
 import orjson
 import trio
 
-from .._errors import DecodeError, lone_exception
+from .._errors import DecodeError, RequestTimeout, SubscriptionError, lone_exception
 from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
@@ -227,8 +227,11 @@ class Feed:
         Returns once the server confirmed every SUBSCRIBE, or once the
         connection carrying it dropped (the reconnect then subscribes them).
         Raises :class:`~trio_feed.InvalidStreamName` before sending anything
-        for a bad name, and :class:`~trio_feed.SubscriptionError` if the
-        server refuses (the refused streams are then not part of the feed).
+        for a bad name, :class:`~trio_feed.SubscriptionError` if the
+        server refuses (the refused streams are then not part of the feed),
+        and :class:`~trio_feed.RequestTimeout` if no reply came within
+        ``request_timeout`` (the connection is then replaced, and the
+        replacement subscribes the streams, which stay part of the feed).
         The streams stay subscribed across reconnects.
         """
         parsed = [parse_stream(s) for s in streams]
@@ -241,8 +244,11 @@ class Feed:
                     await self.shards[index].request("SUBSCRIBE", names)
                 except Exception as exc:
                     if is_fatal(exc):
-                        self.subscriptions.remove(names)
+                        refused = exc.streams if isinstance(exc, SubscriptionError) else ()
+                        self.subscriptions.remove(refused or names)
                         raise
+                    if isinstance(exc, RequestTimeout):
+                        raise  # the streams stay wanted: the replacement subscribes them
                     # The connection dropped meanwhile: the streams stay wanted,
                     # and the replacement connection subscribes them.
                     logger.info("subscribe of %d streams deferred to the reconnect (%s)",
@@ -466,12 +472,15 @@ def open_feed(
     backoff_initial: float = 0.5,
     backoff_cap: float = 30.0,
     healthy_after: float = 10.0,
+    max_retry_after: float = 300.0,
     attempt_limiter: AttemptLimiter | None = None,
     rotate_after: float | None = 23.5 * 3600,
     rotation_timeout: float = 60.0,
     stale_after: float | None = None,
     ping_interval: float | None = 60.0,
     pong_timeout: float = 30.0,
+    request_timeout: float = 5.0,
+    no_data_after: float | None = 60.0,
     lag_threshold: float = 5.0,
     send_rate: float = 4.0,
     send_burst: float = 1.0,
@@ -510,12 +519,19 @@ def open_feed(
     Resilience: ``reconnect`` (off: the first connection to end ends the
     feed); ``retry_first_connect`` (above); ``backoff_initial`` and
     ``backoff_cap`` (seconds), reset after a connection delivered data for
-    ``healthy_after`` seconds;
+    ``healthy_after`` seconds, and applied to rotations as well;
+    ``max_retry_after`` (the longest ``Retry-After`` of a 429 handshake that
+    is honoured, in seconds);
     ``attempt_limiter`` (share one between feeds to share the per-IP budget);
     ``rotate_after`` (``None``: never) and ``rotation_timeout``;
-    ``stale_after`` (seconds of silence before reconnecting; default by
-    stream kind); ``ping_interval`` (``None``: no pings of our own) and
-    ``pong_timeout``; ``lag_threshold`` (seconds of exchange lag counted in
+    ``stale_after`` (seconds without a complete message before reconnecting;
+    default by stream kind, see ``docs/resilience.md``); ``no_data_after``
+    (seconds after which a stream that never delivered is reported, in the
+    log and in ``statistics().streams[name].no_data``; ``None``: never);
+    ``ping_interval`` (``None``: no pings of our own) and
+    ``pong_timeout``; ``request_timeout`` (seconds a SUBSCRIBE/UNSUBSCRIBE
+    waits for its reply: past it :class:`~trio_feed.RequestTimeout` and the
+    connection is replaced); ``lag_threshold`` (seconds of exchange lag counted in
     ``lagging``); ``send_rate``/``send_burst`` (the token bucket per
     connection); ``streams_per_connection`` (shard size, at most 1024);
     ``max_url_length``: streams that fit in a URL this long are subscribed in
@@ -553,8 +569,11 @@ def open_feed(
         max_queued=max_queued, max_backlog_bytes=max_backlog_bytes, reconnect=reconnect,
         retry_first_connect=retry_first_connect,
         backoff_initial=backoff_initial, backoff_cap=backoff_cap, healthy_after=healthy_after,
+        max_retry_after=max_retry_after,
         rotate_after=rotate_after, rotation_timeout=rotation_timeout, stale_after=stale_after,
-        ping_interval=ping_interval, pong_timeout=pong_timeout, lag_threshold=lag_threshold,
+        ping_interval=ping_interval, pong_timeout=pong_timeout,
+        request_timeout=request_timeout, no_data_after=no_data_after,
+        lag_threshold=lag_threshold,
         send_rate=send_rate, send_burst=send_burst,
         streams_per_connection=streams_per_connection, max_url_length=max_url_length,
         connect_options=connect_options,

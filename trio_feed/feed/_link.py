@@ -31,11 +31,17 @@ S7: every client-to-server frame goes through the link's token bucket.
     our pings and the automatic pongs all wait for a token (at most 5 in any
     second with the defaults).
 
-S10: a link that stops hearing from the server is replaced.
-    Each read is bounded by ``stale_after`` seconds (the shortest of its
-    streams' kinds unless the caller chose): silence past it raises
-    :class:`Stale` and the shard reconnects.  Our own pings, every
-    ``ping_interval``, must be answered within ``pong_timeout``, or the same.
+S10: a link that stops delivering is replaced.
+    Liveness is complete messages, per stream kind (:class:`_Watchdog`):
+    a kind pushed on a clock (depth, klines, tickers), once it has delivered
+    on the shard, is alive only through its own data messages; an
+    event-driven kind (trades, bookTicker), or a scheduled one that never
+    delivered, through any complete message, pings included, unless a data
+    message is half-way through.  Bytes alone, partial frames and endless continuation frames
+    keep nothing alive.  Past its period (``stale_after``, or the kind's
+    default) the read raises :class:`Stale` and the shard reconnects.  Our
+    own pings, every ``ping_interval``, must be answered within
+    ``pong_timeout`` of being sent, or the same.
 
 S8: what a link read but could not hand over is counted.
     A batch still in hand when the link is cancelled (while it waits for
@@ -49,9 +55,9 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Iterable
 from typing import Any, Protocol
 
+import orjson
 import trio
 
 from .._connection import Connection, connect
@@ -62,11 +68,22 @@ from .._errors import (
     HandshakeError,
     InvalidStreamName,
     ProtocolError,
+    RequestTimeout,
     Stale,
     SubscriptionError,
     lone_exception,
 )
-from ..binance import ControlError, ControlResponse, ServerShutdown, Stream
+from ..binance import (
+    AggTrade,
+    BookTicker,
+    ControlError,
+    ControlResponse,
+    DepthUpdate,
+    PartialDepth,
+    ServerShutdown,
+    Stream,
+    Trade,
+)
 from ._backoff import Backoff
 from ._context import FeedContext
 from ._outbox import Batch
@@ -97,7 +114,7 @@ STALE_AFTER_BY_KIND: dict[str, float] = {
 STALE_AFTER_SCHEDULED = 10.0
 
 _CONTROL = (ControlResponse, ControlError)
-_RETRYABLE = (ConnectionClosed, ProtocolError, HandshakeError, OSError,
+_RETRYABLE = (ConnectionClosed, ProtocolError, HandshakeError, RequestTimeout, OSError,
               trio.BrokenResourceError, trio.TooSlowError)
 
 
@@ -108,13 +125,152 @@ def stale_after_for(streams: list[Stream]) -> float:
     return min(periods, default=max(STALE_AFTER_BY_KIND.values()))
 
 
+class _Watchdog:
+    """When a link has been quiet too long: liveness is complete messages, per stream kind.
+
+    A kind pushed on a clock (depth, klines, tickers: every kind not in
+    :data:`STALE_AFTER_BY_KIND`) is alive only through complete *data*
+    messages of its own kind, once it is *armed*: once a stream of that kind
+    has delivered on the shard.  Pings, pongs and partial frames keep nothing
+    alive there, so a server that pings but stopped pushing depth is
+    replaced.  Event-driven kinds (trades, bookTicker), and scheduled kinds
+    not armed yet, may be quiet for long (an illiquid symbol; a symbol that
+    does not exist, which Binance accepts and never feeds, and which
+    ``no_data_after`` reports instead of reconnecting for ever), so any
+    complete message keeps them alive, a ping or pong included, but only when
+    no data message is half-way through (a frame still arriving, or a
+    fragmented message not finished): a server trickling one endless message
+    is replaced too.  Each kind's period is ``stale_after`` if the caller
+    chose one, else its entry in :data:`STALE_AFTER_BY_KIND`
+    (:data:`STALE_AFTER_SCHEDULED` for the scheduled kinds, the longest
+    event-driven period for those not armed).
+
+    Which kinds a batch carried is found by a scan of its stream names, made
+    only for armed kinds not credited in the last tenth of their period (and
+    at most once a second for kinds not armed), so the cost is a few lookups
+    per batch, and an armed kind is replaced after between 0.9 and 1.0 times
+    its period of silence.
+    """
+
+    def __init__(self, streams: dict[str, Stream], armed: set[str], fixed: float | None,
+                 now: float) -> None:
+        self.fixed = fixed
+        #: Scheduled kinds that delivered on the shard (shared by its links).
+        self.armed = armed
+        #: Last time any complete message kept the event-driven kinds alive.
+        self.any_alive = now
+        #: Scheduled kind -> last time a data message of it arrived.
+        self.alive: dict[str, float] = {}
+        #: Scheduled kind -> its period.
+        self.scheduled: dict[str, float] = {}
+        self.event_period: float | None = None
+        self.only_kind: str | None = None
+        #: Stream name -> kind, for the scan.
+        self.kinds: dict[str, str] = {}
+        self._planned = -1
+        self._arm_scan = now
+        self.plan(streams, now)
+
+    def plan(self, streams: dict[str, Stream], now: float) -> None:
+        """Recompute the kinds and periods (the shard's streams changed, or a kind armed)."""
+        self._planned = len(streams)
+        self.kinds = {name: stream.kind for name, stream in streams.items()}
+        fixed = self.fixed
+        scheduled: dict[str, float] = {}
+        event: float | None = None
+        for kind in set(self.kinds.values()):
+            if kind in STALE_AFTER_BY_KIND:
+                period = fixed or STALE_AFTER_BY_KIND[kind]
+            elif kind in self.armed:
+                scheduled[kind] = fixed or STALE_AFTER_SCHEDULED
+                self.alive.setdefault(kind, now)
+                continue
+            else:
+                period = fixed or max(STALE_AFTER_BY_KIND.values())
+            event = period if event is None else min(event, period)
+        if not scheduled and event is None:
+            event = fixed or max(STALE_AFTER_BY_KIND.values())
+        self.scheduled = scheduled
+        self.event_period = event
+        kinds = set(self.kinds.values())
+        self.only_kind = next(iter(kinds)) if len(kinds) == 1 else None
+
+    def data(self, batch: list[Any], now: float) -> None:
+        """A chunk brought complete data messages (``batch``)."""
+        self.any_alive = now
+        alive = self.alive
+        want = {kind for kind, period in self.scheduled.items() if now - alive[kind] > period / 10}
+        if now >= self._arm_scan:
+            unarmed = {k for k in self.kinds.values()
+                       if k not in self.armed and k not in STALE_AFTER_BY_KIND}
+            if unarmed:
+                want |= unarmed
+                self._arm_scan = now + 1.0
+        if not want:
+            return
+        if self.only_kind is not None:
+            self._credit(self.only_kind, now)  # every data message is of that kind
+            return
+        kinds = self.kinds
+        for item in batch:
+            if isinstance(item, bytes):
+                if not item.startswith(b'{"stream":"'):
+                    continue
+                name: str | None = item[11 : item.find(b'"', 11)].decode()
+            else:
+                name = getattr(item, "stream", None)
+            kind = kinds.get(name) if name is not None else None
+            if kind is not None and kind in want:
+                self._credit(kind, now)
+                want.discard(kind)
+                if not want:
+                    return
+
+    def _credit(self, kind: str, now: float) -> None:
+        if kind in STALE_AFTER_BY_KIND:
+            return
+        self.alive[kind] = now
+        if kind not in self.armed:
+            self.armed.add(kind)
+            self._planned = -1  # re-plan: the kind is watched on its own from now on
+
+    def control(self, now: float) -> None:
+        """A complete control frame or reply arrived, with no data message half-way."""
+        self.any_alive = now
+
+    def shift(self, seconds: float) -> None:
+        if seconds > 0:
+            self.any_alive += seconds
+            for kind in self.alive:
+                self.alive[kind] += seconds
+
+    def deadline(self, streams: dict[str, Stream], now: float) -> tuple[float, str, float]:
+        """``(when, what, period)``: the earliest time a kind counts as stale."""
+        if len(streams) != self._planned:
+            self.plan(streams, now)
+        when, what, period = float("inf"), "", 0.0
+        if self.event_period is not None:
+            when, what, period = self.any_alive + self.event_period, "", self.event_period
+        for kind, kind_period in self.scheduled.items():
+            due = self.alive[kind] + kind_period
+            if due < when:
+                when, what, period = due, f"{kind} data ", kind_period
+        return when, what, period
+
+
+def _in_message(parser: Any) -> bool:
+    """Whether a data message is half-way through: a frame still arriving, or fragments."""
+    return bool(parser.buffered) or bool(getattr(parser, "_frag_opcode", 0))
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Errors that a reconnect cannot cure, so they go to the caller.
 
     Retryable (and nothing else is): transport failures (``OSError``, broken streams), timeouts,
     closes (1006 abnormal, 1011 server error, 1008 rate limit, 1001 going
     away, ...), protocol violations by the server, a refused handshake with a
-    5xx or 429 status, and the watchdog.  Fatal: an invalid URL or stream
+    5xx or 429 status, a control request left unanswered
+    (:class:`~trio_feed.RequestTimeout`), and the watchdog.  Fatal: an invalid URL or stream
     name, TLS certificate verification failing, a handshake refused with any
     other 4xx (400 is Binance's answer to a bad stream name), an error reply
     to a SUBSCRIBE, a payload that is not a Binance message, and a
@@ -148,6 +304,8 @@ def reconnect_cause(exc: BaseException) -> str:
         return f"handshake {exc.status}"
     if isinstance(exc, trio.TooSlowError):
         return "connect timeout"
+    if isinstance(exc, RequestTimeout):
+        return "request timeout"
     if isinstance(exc, (OSError, trio.BrokenResourceError)):
         return "transport error"
     return type(exc).__name__
@@ -189,7 +347,8 @@ class LinkOwner(Protocol):
     context: FeedContext
     index: int
     streams: dict[str, Stream]
-    stale_after: float
+    #: Scheduled stream kinds that have delivered on the shard (see ``_Watchdog``).
+    armed: set[str]
     backoff: Backoff
     rotating: bool
 
@@ -221,9 +380,12 @@ class Link:
         self.first_data_at: float | None = None
         self.healthy = False
         self._scope: trio.CancelScope | None = None
-        #: Event time ``E`` of the newest event handed over, and of the first held.
-        self.last_event_time = -1
-        self.first_event_time: int | None = None
+        #: During a rotation, per stream: the position this (old) link has handed
+        #: over (``t``, ``a``, ``u``, or ``E`` for streams without ids) ...
+        self.reached: dict[str | None, int] = {}
+        #: ... and, on the new link that holds, the position an old link must have
+        #: reached so that nothing lies between it and the first event held.
+        self.needs: dict[str | None, int] = {}
         self._progress = trio.lowlevel.ParkingLot()
         self._pings: dict[bytes, float] = {}
         self._ping_count = 0
@@ -255,6 +417,11 @@ class Link:
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
                     nursery.start_soon(self._read_loop)
+                    # Pongs from a task of their own where the connection offers one, so
+                    # that reading never waits for the send gate to let a pong out.
+                    answer_pings = getattr(conn, "answer_pings", None)
+                    if answer_pings is not None:
+                        nursery.start_soon(answer_pings)
                     if options.ping_interval:
                         nursery.start_soon(self._ping_loop)
                     if later:
@@ -318,29 +485,52 @@ class Link:
     async def request(self, method: str, names: list[str]) -> None:
         """Send ``method`` for ``names`` (batched) and wait for every reply.
 
-        Raises :class:`~trio_feed.SubscriptionError` for an error reply, after
-        all replies arrived, and ``ConnectionClosed`` if the link ends first.
+        Raises :class:`~trio_feed.SubscriptionError` for an error reply (flat
+        or nested, naming the refused streams), after all replies arrived, and
+        ``ConnectionClosed`` if the link ends first.  A request not answered
+        within ``request_timeout`` seconds of being sent raises
+        :class:`~trio_feed.RequestTimeout` and ends the link: a connection
+        that ignores control requests is broken, and the shard replaces it.
         """
         conn = self.conn
         assert conn is not None
-        ids = []
+        timeout = self.context.options.request_timeout
+        deadlines: dict[int, float] = {}
         for request_id, text in self.requests.batches(method, names):
             self._replies[request_id] = trio.Event()
-            ids.append(request_id)
             await conn.send(text.decode())
-        error: BaseException | None = None
-        for request_id in ids:
-            await self._wait_reply(request_id)
+            deadlines[request_id] = trio.current_time() + timeout
+        errors: list[BaseException] = []
+        unanswered: list[str] = []
+        for request_id, deadline in deadlines.items():
+            with trio.move_on_at(deadline):
+                await self._replies[request_id].wait()
+            if not self._replies.pop(request_id).is_set():
+                # No reply within request_timeout: the link is broken.
+                unanswered += self.requests.pending.pop(request_id, ("", []))[1]
+                continue
             result = self._results.pop(request_id, None)
-            if isinstance(result, BaseException) and error is None:
-                error = result
-        if error is not None:
-            raise error
+            if isinstance(result, BaseException):
+                errors.append(result)
+        if unanswered:
+            timed_out = RequestTimeout(method, unanswered, timeout)
+            logger.warning("connection %s: %s", self.label, timed_out)
+            self.fail(timed_out)
+            raise timed_out
+        if errors:
+            first = errors[0]
+            if isinstance(first, SubscriptionError) and len(errors) > 1:
+                refused = [n for e in errors if isinstance(e, SubscriptionError) for n in e.streams]
+                raise SubscriptionError(first.code, first.msg, first.request_id, refused)
+            raise first
         logger.info("connection %s: %s %d streams", self.label, method, len(names))
 
-    async def _wait_reply(self, request_id: int) -> None:
-        await self._replies[request_id].wait()
-        del self._replies[request_id]
+    def fail(self, error: BaseException) -> None:
+        """End the link because of ``error`` (kept in :attr:`error`): the shard replaces it."""
+        if self.error is None:
+            self.error = error
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _on_control(self, event: ControlResponse | ControlError) -> None:
         request_id, result = self.requests.answer(event)
@@ -356,14 +546,22 @@ class Link:
         options = self.context.options
         conn = self.conn
         assert conn is not None and options.ping_interval
+        next_ping = trio.current_time() + options.ping_interval
         while True:
-            await trio.sleep(options.ping_interval)
+            # Wake for the next ping, or when the oldest unanswered one runs out of time:
+            # a lost pong is noticed pong_timeout after its ping, not at the next ping.
+            oldest = min(self._pings.values(), default=None)
+            wake = next_ping if oldest is None else min(next_ping, oldest + options.pong_timeout)
+            await trio.sleep_until(wake)
             now = trio.current_time()
             for sent in self._pings.values():
-                if now - sent > options.pong_timeout:
+                if now - sent >= options.pong_timeout:
                     raise Stale(
                         f"no pong for {options.pong_timeout} s (pong_timeout)", "ping timeout"
                     )
+            if now < next_ping:
+                continue
+            next_ping = now + options.ping_interval
             self._ping_count += 1
             payload = b"%d" % self._ping_count
             self._pings[payload] = trio.current_time()
@@ -388,14 +586,18 @@ class Link:
         inline = feed.options.mode == "inline"
         decode = feed.decoder.decode
         undecodable = self._undecodable
-        stale_after = self.shard.stale_after
         perf = time.perf_counter
         wall = feed.options.wall_clock
+        watch = _Watchdog(self.shard.streams, self.shard.armed, feed.options.stale_after,
+                          trio.current_time())
+        pings_seen = parser.pings_received
         try:
             while True:
                 # Messages first, then read: what arrived with the handshake reply,
                 # before the connection broke, or before a protocol violation, is
                 # delivered before the end is.
+                control = bool(parser.pongs) or parser.pings_received != pings_seen
+                pings_seen = parser.pings_received
                 if parser.pongs:
                     self._on_pongs(parser.pongs)
                 batch = Batch(self)
@@ -403,6 +605,8 @@ class Link:
                 nbytes = 0
                 #: A payload that ends the connection (bad UTF-8) or the feed (DecodeError).
                 failure: Exception | None = None
+                #: Control replies and notices in this chunk (they keep the watchdog fed).
+                specials = 0
                 received = wall()
                 started = perf()
                 try:
@@ -422,6 +626,7 @@ class Link:
                                 view.release()
                             if event.__class__ in _SPECIAL:
                                 self._special(event)
+                                specials += 1
                             else:
                                 append(event)
                                 nbytes += size
@@ -446,6 +651,7 @@ class Link:
                                     event = None  # the consumer decodes it again, in order
                                 if event.__class__ in _SPECIAL:
                                     self._special(event)
+                                    specials += 1
                                 else:  # data in a shape the fast check did not recognise
                                     append(payload)
                                     nbytes += len(payload)
@@ -468,16 +674,25 @@ class Link:
                             feed.note_lag(batch, received)
                         else:
                             counters.copies += n
+                now = trio.current_time()
+                if batch:
+                    watch.data(batch, now)
+                elif specials or (control and not _in_message(parser)):
+                    watch.control(now)
                 if batch:
                     await self._hand_over(batch, nbytes, received)
+                    # Time spent waiting for the consumer (block policy) is not silence.
+                    watch.shift(trio.current_time() - now)
                 if failure is not None:
                     raise failure
                 if parser.error is not None:
                     raise parser.error
-                with trio.move_on_after(stale_after) as watch:
+                deadline, quiet, period = watch.deadline(self.shard.streams, trio.current_time())
+                with trio.move_on_at(deadline) as waited:
                     await conn.receive_more()
-                if watch.cancelled_caught:
-                    raise Stale(f"no frame for {stale_after} s (stale_after)", "stale")
+                if waited.cancelled_caught:
+                    raise Stale(f"no complete {quiet}message for {period} s (stale_after)",
+                                "stale")
         except ProtocolError as exc:
             await conn.fail(exc)
             raise
@@ -517,12 +732,13 @@ class Link:
         if self.first_data_at is None:
             self.first_data_at = now
             self.first_data.set()
-        elif not self.healthy and now - self.first_data_at >= self.context.options.healthy_after:
+        elif (not self.healthy and not self.shutdown_notice
+              and now - self.first_data_at >= self.context.options.healthy_after):
+            # A connection the server announced it is shutting down proves nothing.
             self.healthy = True
             self.shard.backoff.healthy()
         if self.held is not None:
-            if self.first_event_time is None:
-                self.first_event_time = _event_time_in(batch)
+            _note_needs(self.needs, batch)
             self.held.append((batch, nbytes, received))
             return
         outbox = self.context.outbox
@@ -530,15 +746,17 @@ class Link:
         while not outbox.put(batch, nbytes, received):
             await outbox.wait_space()  # block policy, backlog full: stop reading
         self._in_hand = 0
-        if self.shard.rotating:
-            when = _event_time_in(reversed(batch))
-            if when is not None and when > self.last_event_time:
-                self.last_event_time = when
-                self._progress.unpark_all()
+        if self.shard.rotating and _note_reached(self.reached, batch):
+            self._progress.unpark_all()
 
-    async def wait_until_caught_up(self, event_time: int) -> None:
-        """Return once this link handed over an event at ``event_time`` or later, or ended."""
-        while self.last_event_time < event_time and not self.done.is_set():
+    def covers(self, needs: dict[str | None, int]) -> bool:
+        """Whether this link has handed over, on every stream, the position in ``needs``."""
+        reached = self.reached
+        return all(reached.get(stream, -1) >= need for stream, need in needs.items())
+
+    async def wait_until_covered(self, new: Link) -> None:
+        """Return once this link covers every stream ``new`` holds (see ``needs``), or ended."""
+        while not self.covers(new.needs) and not self.done.is_set():
             await self._progress.park()
 
     def release(self) -> None:
@@ -553,21 +771,89 @@ class Link:
 _SPECIAL = frozenset({ControlResponse, ControlError, ServerShutdown})
 
 
-def _event_time_in(items: Iterable[Any]) -> int | None:
-    """The event time ``E`` of the first item that has one (owned bytes or an event)."""
-    for item in items:
-        if isinstance(item, bytes):
-            start = item.find(b'"E":')
-            if start < 0:
-                continue
-            start += 4
-            end = start
-            while end < len(item) and 48 <= item[end] <= 57:
-                end += 1
-            if end > start:
-                return int(item[start:end])
+def _mark(item: Any) -> tuple[str | None, int, int] | None:
+    """``(stream, position, need)`` of one data message (owned bytes or an event).
+
+    ``position`` is how far the message takes its stream: the trade id ``t``,
+    the aggregate id ``a``, the update id ``u`` (diff depth, bookTicker,
+    partial depth's ``lastUpdateId``), or, for streams without ids, the event
+    time ``E``.  ``need`` is the position an older connection must have
+    handed over for nothing to lie between it and this message: the id just
+    before it for consecutive ids (``t - 1``, ``a - 1``, ``U - 1``), the
+    message itself for ids that only grow and for event times.
+    """
+    if isinstance(item, bytes):
+        try:
+            obj = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            return None
+        if obj.__class__ is not dict:
+            return None
+        stream = obj.get("stream")
+        data = obj.get("data") if stream.__class__ is str else obj
+        if data.__class__ is not dict:
+            return None
+        kind = data.get("e")
+        if kind == "trade":
+            key, first = "t", "t"
+        elif kind == "aggTrade":
+            key, first = "a", "a"
+        elif kind == "depthUpdate":
+            key, first = "u", "U"
+        elif kind is None and "u" in data:  # spot bookTicker
+            key = first = "u"
+        elif kind is None and "lastUpdateId" in data:  # partial depth
+            key = first = "lastUpdateId"
         else:
-            when = getattr(item, "event_time", None)
-            if when.__class__ is int:
-                return when
+            key = first = "E"
+        position, start = data.get(key), data.get(first)
+        if position.__class__ is not int or start.__class__ is not int:
+            return None
+        return stream, position, start - 1 if kind in _CONSECUTIVE else start
+    stream = getattr(item, "stream", None)
+    if isinstance(item, Trade):
+        return stream, item.trade_id, item.trade_id - 1
+    if isinstance(item, AggTrade):
+        return stream, item.agg_trade_id, item.agg_trade_id - 1
+    if isinstance(item, DepthUpdate):
+        return stream, item.final_update_id, item.first_update_id - 1
+    if isinstance(item, BookTicker):
+        return stream, item.update_id, item.update_id
+    if isinstance(item, PartialDepth):
+        return stream, item.last_update_id, item.last_update_id
+    when = getattr(item, "event_time", None)
+    if when.__class__ is int:
+        return stream, when, when
     return None
+
+
+#: ``e`` values whose ids are consecutive per stream.
+_CONSECUTIVE = frozenset({"trade", "aggTrade", "depthUpdate"})
+
+
+def _note_needs(needs: dict[str | None, int], batch: list[Any]) -> None:
+    """Record, for streams met for the first time, what an older link must cover."""
+    for item in batch:
+        if isinstance(item, bytes) and item.startswith(b'{"stream":"'):
+            end = item.find(b'"', 11)
+            if item[11:end].decode() in needs:
+                continue
+        mark = _mark(item)
+        if mark is not None and mark[0] not in needs:
+            needs[mark[0]] = mark[2]
+
+
+def _note_reached(reached: dict[str | None, int], batch: list[Any]) -> bool:
+    """Record the newest position per stream of a batch handed over; ``True`` if any moved."""
+    moved = False
+    done: set[str | None] = set()
+    for item in reversed(batch):
+        mark = _mark(item)
+        if mark is None or mark[0] in done:
+            continue
+        stream, position, _ = mark
+        done.add(stream)
+        if position > reached.get(stream, -1):
+            reached[stream] = position
+            moved = True
+    return moved

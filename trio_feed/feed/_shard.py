@@ -6,9 +6,11 @@ rotation).  Its :meth:`Shard.run` task is a loop over three situations:
 
 **Connecting.**  Wait for the feed's attempt budget
 (:class:`~trio_feed._backoff.AttemptLimiter`), start a link, and on a
-retryable failure wait ``backoff.next_delay()`` and try again.  A fatal
-failure (``_link.is_fatal``) is raised to the feed, which hands it to the
-consumer.  The backoff is reset only by a link that delivered data for
+retryable failure wait ``backoff.next_delay()`` and try again.  A refused
+handshake that says when to come back (``Retry-After`` on a 429) waits that
+long instead, if longer, up to ``max_retry_after``.  A fatal failure
+(``_link.is_fatal``) is raised to the feed, which hands it to the consumer.
+The backoff is reset only by a link that delivered data for
 ``healthy_after`` seconds, so a server that accepts and drops at once makes
 the delays grow, never a tight loop.
 
@@ -16,18 +18,25 @@ the delays grow, never a tight loop.
 counted by cause), the server sent ``serverShutdown``, or the link reached
 ``rotate_after`` seconds of age.
 
-**Rotating (make before break).**  Start a new link that *holds* what it
-reads; wait until it delivers data (at most ``rotation_timeout`` seconds,
-then go ahead anyway: a quiet stream has nothing to lose); let the old link
-go on until it has handed over an event as recent as the first one the new
-link holds (by event time ``E``, bounded by ``rotation_timeout`` again),
-since older ticks may still be on their way to it in the server's queue or
+**Rotating (make before break).**  Every rotation attempt but the first
+since the backoff's last reset first waits ``backoff.next_rotation_delay()``,
+like a reconnect, while the old link goes on delivering: a server that sends
+``serverShutdown`` to every new connection at once gets attempts at the
+backoff's pace, not one per round trip.  Then
+start a new link that *holds* what it reads; wait until it delivers data (at
+most ``rotation_timeout`` seconds, then go ahead anyway: a quiet stream has
+nothing to lose); let the old link go on until it *covers* the new one: on
+every stream the new link holds, the old one has handed over the id just
+before the new one's first (``t - 1``, ``a - 1``, ``U - 1``; the same
+``u`` for bookTicker and partial depth; the same event time ``E`` for
+streams without ids), bounded by ``rotation_timeout`` again, since the
+messages between may still be on their way to it in the server's queue or
 in TCP buffers; retire the old link, which stops at its next await; then
 release the new link's held batches.  Since the outbox is FIFO, everything
 the old link delivered precedes everything the new one does, and the feed's
 continuity filter drops the overlap by trade and update ids.  If the new
 link cannot connect, the old one keeps running and the rotation is retried
-after the backoff delay.
+after the next backoff delay.
 
 S4: no task outlives its shard, and no shard outlives its feed.  Links run
 in the shard's nursery; the shard runs in the feed's.
@@ -40,11 +49,11 @@ from urllib.parse import quote
 
 import trio
 
-from .._errors import ConnectionClosed, lone_exception
+from .._errors import ConnectionClosed, HandshakeError, lone_exception
 from ..binance import Stream, combined_url
 from ._backoff import Backoff
 from ._context import FeedContext
-from ._link import Link, is_fatal, reconnect_cause, stale_after_for
+from ._link import Link, is_fatal, reconnect_cause
 
 __all__ = ["Shard"]
 
@@ -67,8 +76,11 @@ class Shard:
         options = context.options
         self.backoff = Backoff(initial=options.backoff_initial, cap=options.backoff_cap,
                                rng=options.rng)
-        self.stale_after = options.stale_after or stale_after_for(list(streams.values()))
         self.links: list[Link] = []
+        #: Scheduled stream kinds that have delivered here: their links watch them on their own.
+        self.armed: set[str] = set()
+        #: Stream name -> when it was subscribed, until the no-data check has seen it.
+        self.since: dict[str, float] = dict.fromkeys(streams, trio.current_time())
         self._numbers = 0
         self._nursery: trio.Nursery | None = None
         #: True once the first link is up and subscribed.
@@ -109,6 +121,8 @@ class Shard:
                 self._nursery = nursery
                 link = await self._connect(hold=False)
                 self.started = True
+                if self.context.options.no_data_after is not None:
+                    nursery.start_soon(self._watch_no_data, self.context.options.no_data_after)
                 task_status.started()
                 while True:
                     link = await self._supervise(link)
@@ -142,6 +156,11 @@ class Shard:
                     raise  # a first connection that fails is most likely misconfigured
                 feed.counters.connect_failures += 1
                 delay = self.backoff.next_delay()
+                retry_after = exc.retry_after if isinstance(exc, HandshakeError) else None
+                if retry_after is not None:
+                    # The server said when to come back (429 Retry-After): not sooner,
+                    # but never later than max_retry_after.
+                    delay = max(delay, min(retry_after, feed.options.max_retry_after))
                 logger.warning("shard %d: connection failed (%s: %s); retrying in %.2f s",
                                self.index, type(exc).__name__, exc, delay)
                 await trio.sleep(delay)
@@ -156,6 +175,13 @@ class Shard:
         )
         with trio.move_on_at(deadline):
             await link.attention.wait()
+        if not link.done.is_set():
+            # Rotation attempts go through the backoff too: a server that sends
+            # serverShutdown to every new connection at once must not get a new
+            # connection per round trip (the old link keeps delivering meanwhile).
+            delay = self.backoff.next_rotation_delay()
+            with trio.move_on_after(delay):
+                await link.done.wait()
         if link.done.is_set():
             self.links.remove(link)
             error = link.error or ConnectionClosed(1006, "connection ended")
@@ -194,18 +220,16 @@ class Shard:
             # The replacement died before delivering: keep the old one, try again later.
             self.rotating = False
             self.links.remove(new)
-            delay = self.backoff.next_delay()
-            logger.warning("shard %d: replacement failed; retrying rotation in %.2f s",
-                           self.index, delay)
-            await trio.sleep(delay)
+            logger.warning("shard %d: replacement failed; retrying the rotation after the "
+                           "backoff", self.index)
             return old
-        # The old connection may still hold ticks older than the new one's first
-        # event, in the server's queue or in TCP buffers: let it catch up to
-        # that event (bounded by rotation_timeout) before retiring it.
-        target = new.first_event_time
-        if target is not None:
-            with trio.move_on_after(options.rotation_timeout):
-                await old.wait_until_caught_up(target)
+        # The old connection may still hold messages older than the new one's
+        # first, in the server's queue or in TCP buffers: let it catch up, on
+        # every stream the new one holds, to the id just before that stream's
+        # first held message (the event time for streams without ids), bounded
+        # by rotation_timeout, before retiring it.
+        with trio.move_on_after(options.rotation_timeout):
+            await old.wait_until_covered(new)
         old.retire()
         await old.done.wait()
         self.rotating = False
@@ -219,6 +243,37 @@ class Shard:
 
     async def request(self, method: str, names: list[str]) -> None:
         """Send a SUBSCRIBE/UNSUBSCRIBE on every live link of the shard (two during a rotation)."""
+        if method == "SUBSCRIBE":
+            now = trio.current_time()
+            for name in names:
+                self.since[name] = now
         links = [link for link in self.links if not link.done.is_set()]
         for link in links:
             await link.request(method, names)
+
+    async def _watch_no_data(self, delay: float) -> None:
+        """Report, once each, the streams that delivered nothing ``delay`` s after subscribing.
+
+        Binance accepts a stream for a symbol that does not exist and then
+        sends nothing, so without this a typo shows only as a stream that
+        never appears.  The report is a warning in the log and
+        ``statistics().streams[name].no_data``, which clears once data arrives.
+        """
+        counters = self.context.counters
+        while True:
+            now = trio.current_time()
+            due = now + delay
+            for name, since in list(self.since.items()):
+                if name not in self.streams:
+                    del self.since[name]  # unsubscribed
+                elif now - since < delay:
+                    due = min(due, since + delay)
+                else:
+                    del self.since[name]
+                    entry = counters.per_stream.get(name)
+                    if entry is None or not entry[0]:
+                        counters.no_data.add(name)
+                        logger.warning("shard %d: no data on %s %.0f s after subscribing it "
+                                       "(no_data_after); is the symbol listed?",
+                                       self.index, name, now - since)
+            await trio.sleep_until(due)

@@ -45,7 +45,12 @@ _Bytes = bytes  # (the field ``bytes`` shadows the type inside the classes below
 
 @attrs.frozen
 class StreamStatistics:
-    """One stream's traffic and continuity."""
+    """One stream's traffic and continuity.
+
+    ``no_data`` is true while a stream has delivered nothing although it was
+    subscribed more than the feed's ``no_data_after`` seconds ago (an unknown
+    symbol on Binance is accepted and then simply silent).
+    """
 
     messages: int
     bytes: int
@@ -56,6 +61,8 @@ class StreamStatistics:
     resets: int = 0
     #: Payloads that did not decode, skipped under ``on_decode_error="skip"``.
     skipped: int = 0
+    #: True if the stream had no event ``no_data_after`` s after it was subscribed.
+    no_data: bool = False
 
 
 @attrs.frozen
@@ -156,6 +163,8 @@ class FeedCounters:
     #: stream name (as the payload said, if it did) -> payloads skipped
     skipped: Counter[str | None] = attrs.Factory(Counter)
     skipped_payloads: deque[_Bytes] = attrs.Factory(lambda: deque(maxlen=SKIPPED_KEPT))
+    #: Streams reported as silent since subscribed (``no_data_after``).
+    no_data: set[str] = attrs.Factory(set)
     lag: Samples = attrs.Factory(Samples)
     parse: Samples = attrs.Factory(Samples)
     ping_rtt: Samples = attrs.Factory(lambda: Samples(256))
@@ -175,11 +184,12 @@ class FeedCounters:
     def stream_statistics(
         self, continuity: Mapping[str | None, StreamContinuity]
     ) -> dict[str, StreamStatistics]:
-        names = set(self.per_stream) | set(continuity) | set(self.skipped)
+        names = set(self.per_stream) | set(continuity) | set(self.skipped) | self.no_data
         result = {}
         for name in names:
             messages, nbytes = self.per_stream.get(name, (0, 0))
             c = continuity.get(name, StreamContinuity(0, 0, 0))
+            silent = messages == 0 and name in self.no_data
             result[str(name)] = StreamStatistics(messages, nbytes, c.duplicates, c.gaps, c.missing,
-                                                 c.resets, self.skipped.get(name, 0))
+                                                 c.resets, self.skipped.get(name, 0), silent)
         return result

@@ -116,7 +116,8 @@ class Requests:
 
     def answer(self, reply: ControlResponse | ControlError) -> tuple[int | None, object]:
         """Match a reply: ``(request id, result)``, the result being a
-        :class:`~trio_feed.SubscriptionError` for an error reply.
+        :class:`~trio_feed.SubscriptionError` for an error reply (naming the
+        request's streams; flat and nested error shapes decode alike).
 
         An error without an id (Binance omits it for some codes) is matched to
         the oldest pending request, which is the one it answers because the
@@ -126,7 +127,8 @@ class Requests:
             request_id = reply.id if reply.id in self.pending else None
             if request_id is None and reply.id is None and self.pending:
                 request_id = next(iter(self.pending))
-            result: object = SubscriptionError(reply.code, reply.msg, request_id)
+            streams = self.pending[request_id][1] if request_id is not None else []
+            result: object = SubscriptionError(reply.code, reply.msg, request_id, streams)
         else:
             request_id = reply.id if reply.id in self.pending else None
             result = reply.result

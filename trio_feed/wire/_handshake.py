@@ -128,7 +128,9 @@ def parse_response(data: bytes | bytearray, key: str) -> tuple[HandshakeResponse
     response = HandshakeResponse(status, reason, headers)
     if status != 101:
         raise HandshakeError(
-            f"the server refused the WebSocket upgrade: HTTP {status} {reason}".rstrip(), status
+            f"the server refused the WebSocket upgrade: HTTP {status} {reason}".rstrip(),
+            status,
+            headers,
         )
     if headers.get("upgrade", "").lower() != "websocket":
         raise HandshakeError("the 101 response lacks 'Upgrade: websocket'", status)
