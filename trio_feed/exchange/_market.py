@@ -85,7 +85,8 @@ from typing import Any
 import attrs
 import orjson
 
-from ..binance._streams import Stream, parse_stream
+from ..binance._limits import SPOT
+from ..binance._streams import KLINE_INTERVALS, TICKER_WINDOWS, Stream, interval_ms, parse_stream
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -93,7 +94,6 @@ __all__ = [
     "TICK_MS",
     "Market",
     "SymbolSpec",
-    "envelope",
     "format_decimal",
 ]
 
@@ -103,7 +103,7 @@ EPOCH_MS = 1_700_000_000_000
 TICK_MS = 100
 DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt")
 #: The REST depth endpoint caps ``limit`` here.
-MAX_DEPTH_LIMIT = 5000
+MAX_DEPTH_LIMIT = SPOT.max_snapshot_limit
 
 _SCALE = 100_000_000
 _MINUTE = 60_000
@@ -119,14 +119,9 @@ _FIRST_TRADE_ID = 5_000_000
 _FIRST_AGG_ID = 2_000_000
 _FIRST_BLOCK_ID = 500
 
-_FIXED_INTERVALS = {
-    "1s": 1000, "1m": _MINUTE, "3m": 3 * _MINUTE, "5m": 5 * _MINUTE, "15m": 15 * _MINUTE,
-    "30m": 30 * _MINUTE, "1h": 60 * _MINUTE, "2h": 120 * _MINUTE, "4h": 240 * _MINUTE,
-    "6h": 360 * _MINUTE, "8h": 480 * _MINUTE, "12h": 720 * _MINUTE, "1d": _DAY,
-    "3d": 3 * _DAY,
-}
-_KLINE_INTERVALS = (*_FIXED_INTERVALS, "1w", "1M")
-_WINDOWS = {"1h": 60 * _MINUTE, "4h": 240 * _MINUTE, "1d": _DAY}
+_FIXED_INTERVALS = {interval: length for interval in KLINE_INTERVALS
+                    if (length := interval_ms(interval)) is not None}
+_WINDOWS = {window: _FIXED_INTERVALS[window] for window in TICKER_WINDOWS}
 _AVG_PRICE_WINDOW = 5 * _MINUTE
 
 
@@ -144,11 +139,6 @@ def _format_percent(change: int, base: int) -> str:
     milli = abs(change) * 100_000 // base
     sign = "-" if change < 0 and milli else ""
     return f"{sign}{milli // 1000}.{milli % 1000:03d}"
-
-
-def envelope(name: str, raw: bytes) -> bytes:
-    """Wrap one serialised payload in the combined-stream envelope."""
-    return b'{"stream":' + orjson.dumps(name) + b',"data":' + raw + b"}"
 
 
 @attrs.frozen
@@ -335,7 +325,7 @@ class _Symbol:
         self.min_bar: _Bar | None = None
         self.klines = {
             (interval, offset): _Kline(interval, offset, now)
-            for interval in _KLINE_INTERVALS if interval != "1s"
+            for interval in KLINE_INTERVALS if interval != "1s"
             for offset in (0, _PLUS_8)
         }
         self.hist: list[_Bar] = []

@@ -65,27 +65,21 @@ import h11
 import orjson
 import trio
 
+from ..binance._limits import SPOT
 from ..binance._streams import Stream
 from ._market import MAX_DEPTH_LIMIT, Market
 
 __all__ = ["Faults", "RestEndpoint", "RestStatistics", "depth_weight", "split_session"]
 
 #: Binance's spot REQUEST_WEIGHT budget per minute per IP.
-DEFAULT_WEIGHT_LIMIT = 6000
+DEFAULT_WEIGHT_LIMIT = SPOT.weight_limit
 _MAX_REQUEST_BYTES = 16 * 1024
 _SESSION = re.compile(r"/s/([A-Za-z0-9_-]{1,64})(/.*)?$")
 
 
 def depth_weight(limit: int) -> int:
     """Request weight of ``GET /api/v3/depth`` with ``limit`` (capped at 5000 first)."""
-    limit = min(limit, MAX_DEPTH_LIMIT)
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
+    return SPOT.depth_weight(limit)
 
 
 def split_session(target: str) -> tuple[str, str]:
@@ -304,9 +298,10 @@ class RestEndpoint:
             return _json(405, {"code": -1, "msg": "method not allowed"})
         if parts.path == "/api/v3/ping":
             return self._weighed(1, {})
-        if parts.path != "/api/v3/depth":
+        if parts.path != SPOT.snapshot_path:
             return _json(404, {"code": -1, "msg": f"unknown path {parts.path!r}: the local "
-                                                  "exchange serves /api/v3/depth and /api/v3/ping"})
+                                                  f"exchange serves {SPOT.snapshot_path} and "
+                                                  "/api/v3/ping"})
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         symbol = query.get("symbol", "")
         if not symbol:

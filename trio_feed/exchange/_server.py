@@ -126,25 +126,25 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from .._errors import InvalidStreamName
-from ..binance._streams import Stream, combined_url, parse_stream, raw_url
+from ..binance._limits import SPOT
+from ..binance._streams import Stream, parse_stream
+from ..binance._urls import combined_url, parse_stream_url, raw_url
 from ._faults import ClientTraffic, Refusals, half_close, max_rate
 from ._hooks import HookedWebSocket, check_hooks, receive_request
 from ._market import DEFAULT_SYMBOLS, Market
 from ._rest import RestEndpoint, split_session
-from ._session import CLOSE_GRACE, MAX_LAG, Gate, Session
+from ._session import CLOSE_GRACE, MAX_LAG, MAX_STREAMS, Gate, Session
 from ._shared import SharedMarket
 from ._statistics import ConnectionInfo, Counters, ExchangeStatistics
 
 __all__ = ["ConnectionInfo", "ExchangeStatistics", "LocalExchange", "open_exchange"]
 
-#: Binance's limit of streams per connection.
-MAX_STREAMS = 1024
 #: How long a client may take to send its upgrade request.
 CONNECT_TIMEOUT = 10.0
 #: The close code and reason when the exchange shuts down.
@@ -162,31 +162,22 @@ class _Rejection(Exception):
 
 def _parse_target(target: str) -> tuple[bool, list[Stream]]:
     """``(combined, streams)`` for a request target, or :class:`_Rejection`."""
-    parts = urlsplit(target)
-    path = parts.path.rstrip("/") or "/"
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unit = query.get("timeUnit")
+    parsed = parse_stream_url(target)
+    if parsed is None:
+        path = urlsplit(target).path
+        raise _Rejection(404, f"unknown path {path!r}: use /ws/<stream> or /stream?streams=")
+    unit = parsed.time_unit
     if unit is not None and unit.lower() != "millisecond":
         raise _Rejection(400, f"timeUnit {unit!r} is not supported by the local exchange")
-    if path == "/ws" or path.startswith("/ws/"):
-        combined = False
-        names = [unquote(segment) for segment in path[len("/ws/"):].split("/")] \
-            if path != "/ws" else []
-    elif path == "/stream":
-        combined = True
-        text = query.get("streams", "")
-        names = text.split("/") if text else []
-    else:
-        raise _Rejection(404, f"unknown path {parts.path!r}: use /ws/<stream> or /stream?streams=")
     streams: dict[str, Stream] = {}
-    for name in names:
+    for name in parsed.names:
         try:
             streams.setdefault(name, parse_stream(name))
         except InvalidStreamName as exc:
             raise _Rejection(400, f"invalid stream {name!r}: {exc}") from None
     if len(streams) > MAX_STREAMS:
         raise _Rejection(400, f"too many streams: {len(streams)} > {MAX_STREAMS}")
-    return combined, list(streams.values())
+    return parsed.combined, list(streams.values())
 
 
 
@@ -566,8 +557,8 @@ def open_exchange(
     seed: int = 0,
     symbols: Iterable[str] = DEFAULT_SYMBOLS,
     rate: float | None = 1000.0,
-    ping_interval: float | None = 20.0,
-    pong_timeout: float = 60.0,
+    ping_interval: float | None = SPOT.ping_interval,
+    pong_timeout: float = SPOT.pong_timeout,
     ssl_context: ssl.SSLContext | None = None,
     max_messages: int | None = None,
     shared_market: bool = False,

@@ -64,11 +64,13 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed
 
-from ..binance._streams import Stream
+from ..binance._limits import SPOT
+from ..binance._streams import SERVER_SHUTDOWN, Stream
+from ..binance._urls import envelope
 from . import _control
 from ._faults import ClientTraffic, half_close, reset
 from ._hooks import HookedWebSocket
-from ._market import Market, envelope
+from ._market import Market
 from ._rest import Faults
 from ._shared import SharedMarket
 from ._statistics import ConnectionInfo, Counters
@@ -76,7 +78,7 @@ from ._statistics import ConnectionInfo, Counters
 __all__ = ["CLOSE_GRACE", "MAX_LAG", "Gate", "Host", "Session"]
 
 #: Binance's limit of streams per connection.
-MAX_STREAMS = 1024
+MAX_STREAMS = SPOT.streams_per_connection
 #: How long a closing handshake may take before the TCP connection is dropped.
 CLOSE_GRACE = 1.0
 #: How far behind schedule the sender may fall before the schedule restarts.
@@ -429,7 +431,7 @@ class Session:
         if self.closing is not None:
             return
         raw = orjson.dumps(self.market.server_shutdown())
-        text = (envelope("!serverShutdown", raw) if self.combined else raw).decode()
+        text = (envelope(SERVER_SHUTDOWN, raw) if self.combined else raw).decode()
         try:
             await self.send_text(text, counted=True)
         except ConnectionClosed:
