@@ -20,8 +20,10 @@ import pytest
 import trio
 import trio.testing
 
+from trio_feed import HandshakeError, InvalidSymbol
 from trio_feed.binance import BookState, DepthUpdate, NeedSnapshot, OrderBook, PriceLevel, Rules
 from trio_feed.books._books import (
+    RETRY_FIRST,
     OrderBooks,
     RateLimited,
     SnapshotError,
@@ -204,6 +206,34 @@ async def test_snapshot_failures_raise_snapshot_error() -> None:
                     await books.wait_live()
             with pytest.raises(trio.ClosedResourceError):
                 await books.wait_updated()
+
+
+async def test_invalid_symbol_fails_at_once_and_is_not_retried() -> None:
+    # The stream side lists ethusdt; the REST side does not, as when a symbol is
+    # delisted between the two: its depth endpoint answers 400 -1121.
+    with trio.fail_after(10):
+        async with open_exchange(seed=14, rate=500.0) as streams, \
+                open_exchange(symbols=["btcusdt"]) as rest:
+            started = trio.current_time()
+            with pytest.raises(InvalidSymbol) as caught:
+                async with open_order_books(["ethusdt"], base_url=streams.base_url,
+                                            rest_url=rest.rest_url) as books:
+                    await books.wait_live()
+            assert trio.current_time() - started < RETRY_FIRST + 1.0
+            assert rest.rest.statistics().requests == 1
+    assert isinstance(caught.value, SnapshotError)
+    assert caught.value.symbol.lower() == "ethusdt"
+    assert "ETHUSDT" in str(caught.value).upper() and "Invalid symbol" in str(caught.value)
+
+
+async def test_a_stream_on_an_unknown_symbol_fails_at_once() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt"]) as exchange:
+            with pytest.raises(HandshakeError) as caught:
+                async with open_order_books(["btcusdt", "xyzusdt"], base_url=exchange.base_url,
+                                            rest_url=exchange.rest_url):
+                    pass  # pragma: no cover
+    assert caught.value.status == 400
 
 
 async def test_http_fetcher_reads_weight_headers_and_429() -> None:
@@ -404,4 +434,14 @@ def test_orderbook_example_runs_on_the_embedded_exchange() -> None:
     lines = result.stdout.splitlines()
     assert any(" live " in line and "spread" in line for line in lines), lines[:5]
     assert lines[-1].startswith("-- ") and "updates" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_orderbook_example_refuses_an_unknown_symbol_at_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "orderbook.py"), "xyzusdt", "--limit", "1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "HTTP 400" in result.stderr
     assert "Traceback" not in result.stderr

@@ -29,6 +29,7 @@ EXPECTED: dict[str, set[str]] = {
         "parse_stream", "run_channel", "run_inline",
         "DEFAULT_REST_URL", "OrderBook", "OrderBooks", "OrderBooksStatistics", "SnapshotError",
         "WeightBudget", "open_order_books", "RateLimited", "RecordingError",
+        "InvalidSymbol",
         "AttemptLimiter", "SlowConsumerError", "SlowConsumerPolicy", "StreamStatistics",
     },
     "trio_feed.feed": {
@@ -36,7 +37,8 @@ EXPECTED: dict[str, set[str]] = {
         "open_feed",
     },
     "trio_feed.books": {
-        "DEFAULT_REST_URL", "OrderBooks", "OrderBooksStatistics", "RateLimited", "SnapshotError",
+        "DEFAULT_REST_URL", "InvalidSymbol", "OrderBooks", "OrderBooksStatistics", "RateLimited",
+        "SnapshotError",
         "WeightBudget", "open_order_books",
     },
     "trio_feed.recording": {

@@ -15,6 +15,7 @@ what went wrong precisely enough to act on::
     ├── SubscriptionError        the server answered a control request with an error
     ├── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
     ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
+    │   └── InvalidSymbol        the depth endpoint does not list the symbol (-1121)
     ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
     └── RecordingError           a recording that cannot be read or written
 
@@ -39,6 +40,7 @@ __all__ = [
     "DecodeError",
     "HandshakeError",
     "InvalidStreamName",
+    "InvalidSymbol",
     "MessageTooBig",
     "ProtocolError",
     "RateLimited",
@@ -170,6 +172,18 @@ class SnapshotError(TrioFeedError):
     ``max_snapshot_failures`` consecutive failures (429s do not count).  The
     cause is chained as ``__cause__``.
     """
+
+class InvalidSymbol(SnapshotError):
+    """The exchange does not list ``symbol``: its depth endpoint answered ``-1121``.
+
+    Raised from the ``async with open_order_books(...)`` block at the first
+    such answer, never retried: no later request can succeed.
+    """
+
+    def __init__(self, symbol: str, message: str = "Invalid symbol.") -> None:
+        super().__init__(f"the exchange does not list the symbol {symbol!r} ({message})")
+        self.symbol = symbol
+
 
 class RateLimited(TrioFeedError):
     """Raised by a snapshot fetcher for HTTP 429 or 418: wait ``retry_after`` seconds."""

@@ -108,6 +108,16 @@ async def test_errors_are_json_with_binance_codes() -> None:
                      (503, -1), (405, -1)]
 
 
+async def test_unknown_symbol_is_refused_before_any_connection_opens() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt"]) as exchange:
+            responses = await http(exchange.rest.port, "/api/v3/depth?symbol=XYZUSDT",
+                                   "/api/v3/depth?symbol=ethusdt", "/api/v3/depth?symbol=BTCUSDT")
+    assert [(status, orjson.loads(body)) for status, _, body in responses[:2]] == [
+        (400, {"code": -1121, "msg": "Invalid symbol."})] * 2
+    assert responses[2][0] == 503  # a listed symbol, but no connection's market to read
+
+
 async def test_malformed_request_gets_400_and_close() -> None:
     with trio.fail_after(10):
         async with open_exchange() as exchange:

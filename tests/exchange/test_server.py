@@ -21,6 +21,8 @@ from trio_websocket import (
 
 from trio_feed.exchange import ExchangeStatistics, Market, open_exchange
 
+from .many_streams import many_streams
+
 
 async def receive(ws: WebSocketConnection) -> Any:
     return orjson.loads(await ws.get_message())
@@ -238,19 +240,55 @@ async def test_invalid_stream_in_subscribe_changes_nothing() -> None:
 
 
 async def test_at_most_1024_streams() -> None:
-    names = [f"s{i}@trade" for i in range(1024)]
+    symbols, names = many_streams(1025)
+    one_more = names.pop()
     with trio.fail_after(10):
-        async with open_exchange(max_messages=0) as exchange, \
+        async with open_exchange(max_messages=0, symbols=symbols) as exchange, \
                 open_websocket_url(f"{exchange.base_url}/stream") as ws:
             assert await request(ws, {"method": "SUBSCRIBE", "params": names, "id": 1}) \
                 == {"result": None, "id": 1}
-            reply = await request(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@trade"],
-                                       "id": 2})
+            reply = await request(ws, {"method": "SUBSCRIBE", "params": [one_more], "id": 2})
             assert reply["code"] == 2 and reply["id"] == 2 and "1024" in reply["msg"]
             with pytest.raises(ConnectionRejected) as rejected:
-                async with open_websocket_url(exchange.combined_url([*names, "x@trade"])):
+                async with open_websocket_url(exchange.combined_url([*names, one_more])):
                     pass  # pragma: no cover
             assert rejected.value.status_code == 400
+            assert rejected.value.body is not None
+            assert b"too many streams" in rejected.value.body
+
+
+async def test_unknown_symbol_is_refused_in_subscribe() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt"]) as exchange, \
+                open_websocket_url(f"{exchange.base_url}/ws") as ws:
+            reply = await request(ws, {"method": "SUBSCRIBE",
+                                       "params": ["btcusdt@trade", "xyzusdt@trade"], "id": 7})
+            assert reply["code"] == 2 and reply["id"] == 7
+            assert reply["msg"].startswith("Invalid request: invalid stream 'xyzusdt@trade'")
+            assert "Invalid symbol 'xyzusdt'" in reply["msg"]
+            assert await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 8}) \
+                == {"result": [], "id": 8}
+            # All-market streams name no symbol; unsubscribing from nothing is harmless.
+            assert await request(ws, {"method": "SUBSCRIBE", "params": ["!miniTicker@arr"],
+                                      "id": 9}) == {"result": None, "id": 9}
+            assert await reply_to(ws, {"method": "UNSUBSCRIBE", "params": ["xyzusdt@trade"],
+                                       "id": 10}) == {"result": None, "id": 10}
+
+
+async def test_unknown_symbol_is_refused_in_the_url() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt", "ethusdt"]) as exchange:
+            for url in (exchange.combined_url(["btcusdt@trade", "xyzusdt@depth@100ms"]),
+                        exchange.raw_url("xyzusdt@trade")):
+                with pytest.raises(ConnectionRejected) as rejected:
+                    async with open_websocket_url(url):
+                        pass  # pragma: no cover
+                assert rejected.value.status_code == 400
+                assert rejected.value.body is not None
+                assert b"Invalid symbol 'xyzusdt'" in rejected.value.body
+            assert exchange.statistics().handshakes_rejected == 2
+            async with open_websocket_url(exchange.combined_url(["ethusdt@trade"])) as ws:
+                assert (await receive(ws))["data"]["s"] == "ETHUSDT"
 
 
 @pytest.mark.parametrize(("path", "status", "text"), [

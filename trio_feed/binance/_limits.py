@@ -19,7 +19,10 @@ import attrs
 
 from ._book import Rules
 
-__all__ = ["SPOT", "USDM_FUTURES", "Venue", "venue_for"]
+__all__ = ["INVALID_SYMBOL_CODE", "SPOT", "USDM_FUTURES", "Venue", "venue_for"]
+
+#: The REST error code for a symbol the exchange does not list (``"Invalid symbol."``).
+INVALID_SYMBOL_CODE = -1121
 
 
 @attrs.frozen

@@ -67,15 +67,16 @@ import attrs
 import httpx
 import trio
 
-from .._errors import RateLimited, SnapshotError, lone_exception
+from .._errors import InvalidSymbol, RateLimited, SnapshotError, lone_exception
 from ..binance import DEFAULT_BASE_URL, DepthUpdate, NeedSnapshot, OrderBook, PartialDepth, Rules
 from ..binance._book import parse_depth_snapshot
-from ..binance._limits import SPOT, USDM_FUTURES, venue_for
+from ..binance._limits import INVALID_SYMBOL_CODE, SPOT, USDM_FUTURES, venue_for
 from ..feed import Feed, open_feed
 
 __all__ = [
     "DEFAULT_REST_URL",
     "FUTURES_REST_URL",
+    "InvalidSymbol",
     "OrderBooks",
     "OrderBooksStatistics",
     "RateLimited",
@@ -224,6 +225,8 @@ class _HttpFetcher:
         used = response.headers.get("x-mbx-used-weight-1m")
         if used is not None and used.isdigit():
             self.budget.note_server_usage(int(used))
+        if response.status_code == 400:
+            _raise_invalid_symbol(response, symbol)
         if response.status_code in (418, 429):
             try:
                 retry = float(response.headers.get("retry-after", "60"))
@@ -233,6 +236,16 @@ class _HttpFetcher:
                               response.status_code)
         response.raise_for_status()
         return parse_depth_snapshot(response.content, symbol)
+
+
+def _raise_invalid_symbol(response: httpx.Response, symbol: str) -> None:
+    """Raise :class:`InvalidSymbol` for Binance's ``{"code":-1121,...}`` answer."""
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    if isinstance(body, dict) and body.get("code") == INVALID_SYMBOL_CODE:
+        raise InvalidSymbol(symbol, str(body.get("msg", "Invalid symbol.")))
 
 
 async def _not_open(symbol: str, limit: int) -> PartialDepth:

@@ -7,9 +7,10 @@ Errors follow the documented templates: ``{"code":0,"msg":"Unknown
 property","id":...}`` carries the id, codes 1, 2 and 3 do not, except for
 the errors Binance does not document, which carry it: a stream name that
 :func:`~trio_feed.binance.parse_stream` rejects (code 2, the message names
-the stream) and a SUBSCRIBE that would exceed the streams a
-connection may carry (code 2).  A SUBSCRIBE with any invalid name changes
-nothing.
+the stream), a SUBSCRIBE to a stream on a symbol the exchange does not list
+(code 2, ``Invalid symbol``; an UNSUBSCRIBE of one is a harmless no-op) and a
+SUBSCRIBE that would exceed the streams a connection may carry (code 2).  A
+SUBSCRIBE with any invalid name changes nothing.
 
 The protocol only reads and changes what :class:`ControlTarget` exposes, so
 it knows nothing about sending, queues or timers (``_session``).
@@ -43,6 +44,9 @@ class ControlTarget(Protocol):
     @property
     def max_streams(self) -> int:
         """The most streams the connection may carry."""
+
+    def known_symbol(self, symbol: str) -> bool:
+        """Whether the exchange lists this (lowercase) symbol."""
 
     def log_request(self, method: str, params: list[Any]) -> None:
         """Record a SUBSCRIBE or UNSUBSCRIBE, valid or not."""
@@ -123,9 +127,14 @@ def _subscription(target: ControlTarget, method: str, params: list[Any],
                             "a stream name must be a string",
                          request_id=request_id, with_id=True)
         try:
-            streams[name] = parse_stream(name)
+            stream = streams[name] = parse_stream(name)
         except InvalidStreamName as exc:
             return error(2, f"Invalid request: invalid stream {name!r}: {exc}",
+                         request_id=request_id, with_id=True)
+        if method == "SUBSCRIBE" and stream.symbol is not None \
+                and not target.known_symbol(stream.symbol):
+            return error(2, f"Invalid request: invalid stream {name!r}: Invalid symbol "
+                            f"{stream.symbol!r}: the exchange does not list it",
                          request_id=request_id, with_id=True)
     subs = target.subs
     if method == "UNSUBSCRIBE":

@@ -589,9 +589,10 @@ class Market:
     Call :meth:`step` to advance one tick, then ask what each stream emits
     for that tick with :meth:`payloads` (dicts, as Binance sends them) or
     :meth:`encoded` (the same, serialised once with orjson).  A stream for a
-    symbol this market does not trade is valid and simply emits nothing, as
-    on Binance.  ``!serverShutdown`` also emits nothing by itself: it is
-    pushed by the exchange, see :meth:`server_shutdown`.
+    symbol this market does not trade simply emits nothing here (the
+    exchange refuses such streams before they reach a market).
+    ``!serverShutdown`` also emits nothing by itself: it is pushed by the
+    exchange, see :meth:`server_shutdown`.
 
     ``clock``, if given, returns the time in epoch milliseconds and replaces
     the simulated clock; the market is then no longer reproducible.

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -65,7 +65,7 @@ import h11
 import orjson
 import trio
 
-from ..binance._limits import SPOT
+from ..binance._limits import INVALID_SYMBOL_CODE, SPOT
 from ..binance._streams import Stream
 from ._market import MAX_DEPTH_LIMIT, Market
 
@@ -191,8 +191,11 @@ class RestEndpoint:
     ``weight_limit`` may be changed at any time.
     """
 
-    def __init__(self, host: str, *, weight_limit: int = DEFAULT_WEIGHT_LIMIT) -> None:
+    def __init__(self, host: str, *, weight_limit: int = DEFAULT_WEIGHT_LIMIT,
+                 symbols: Iterable[str] | None = None) -> None:
         self.host = host
+        #: The symbols the exchange lists (``None``: whatever the market trades).
+        self.symbols = None if symbols is None else frozenset(s.lower() for s in symbols)
         self.port = 0
         self.weight_limit = weight_limit
         self._sessions: dict[str, list[Market]] = {}
@@ -312,13 +315,15 @@ class RestEndpoint:
             return _json(400, {"code": -1100, "msg": "Illegal characters found in parameter "
                                                      "'limit'; legal range is '^[0-9]{1,20}$'."})
         limit = min(int(text), MAX_DEPTH_LIMIT)
+        if self.symbols is not None and symbol.lower() not in self.symbols:
+            return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
         market = self.market_for(session)
         if market is None:
             return _json(503, {"code": -1, "msg": f"no stream connection is open in session "
                                                   f"{session!r}: the local exchange serves the "
                                                   "book of that connection's market"})
         if symbol.lower() not in market.symbols:
-            return _json(400, {"code": -1121, "msg": "Invalid symbol."})
+            return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
         weight = depth_weight(limit)
         if not self._charge(weight):
             return self._too_many()

@@ -61,8 +61,10 @@ URLs.  ``/ws/<stream>[/<stream>...]`` and ``/ws`` deliver bare payloads
 ``{"stream":name,"data":payload}`` envelopes (``combined`` starts true).
 Path segments and the query are percent-decoded; in the query a bare ``+`` is
 a space, as in any form-encoded query, so ``@+08:00`` must be sent as
-``@%2B08:00`` (``combined_url`` does).  An invalid stream name is refused
-with HTTP 400 and a body naming it, an unknown path with 404, and a
+``@%2B08:00`` (``combined_url`` does).  An invalid stream name, or a stream
+on a symbol the exchange does not list, is refused with HTTP 400 and a body
+naming it (so a typo fails at once instead of delivering nothing), an unknown
+path with 404, and a
 ``timeUnit`` other than milliseconds with 400: the market has no microsecond
 clock.
 
@@ -122,7 +124,7 @@ from __future__ import annotations
 import itertools
 import math
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -160,8 +162,19 @@ class _Rejection(Exception):
         self.body = text.encode()
 
 
-def _parse_target(target: str) -> tuple[bool, list[Stream]]:
-    """``(combined, streams)`` for a request target, or :class:`_Rejection`."""
+def unknown_symbol(stream: Stream, symbols: Container[str] | None) -> str | None:
+    """Why ``stream`` names a symbol not in ``symbols`` (``None``: it does not, or no list)."""
+    if symbols is None or stream.symbol is None or stream.symbol in symbols:
+        return None
+    return f"Invalid symbol {stream.symbol!r}: the exchange does not list it"
+
+
+def _parse_target(target: str, symbols: Container[str] | None = None
+                  ) -> tuple[bool, list[Stream]]:
+    """``(combined, streams)`` for a request target, or :class:`_Rejection`.
+
+    With ``symbols``, a stream on any other symbol is refused too.
+    """
     parsed = parse_stream_url(target)
     if parsed is None:
         path = urlsplit(target).path
@@ -172,9 +185,12 @@ def _parse_target(target: str) -> tuple[bool, list[Stream]]:
     streams: dict[str, Stream] = {}
     for name in parsed.names:
         try:
-            streams.setdefault(name, parse_stream(name))
+            stream = streams.setdefault(name, parse_stream(name))
         except InvalidStreamName as exc:
             raise _Rejection(400, f"invalid stream {name!r}: {exc}") from None
+        unknown = unknown_symbol(stream, symbols)
+        if unknown is not None:
+            raise _Rejection(400, f"invalid stream {name!r}: {unknown}")
     if len(streams) > MAX_STREAMS:
         raise _Rejection(400, f"too many streams: {len(streams)} > {MAX_STREAMS}")
     return parsed.combined, list(streams.values())
@@ -211,7 +227,7 @@ class LocalExchange:
         self.port = 0
         self._counters = Counters()
         #: The HTTP/1.1 REST endpoint (snapshots, weights) and its fault hooks.
-        self.rest = RestEndpoint(host)
+        self.rest = RestEndpoint(host, symbols=self.symbols)
         self.faults = self.rest.faults
         self._shared: SharedMarket | None = None
         if shared_market:
@@ -441,7 +457,7 @@ class LocalExchange:
             return
         try:
             session, target = split_session(request.path)
-            combined, streams = _parse_target(target)
+            combined, streams = _parse_target(target, self.symbols)
         except _Rejection as rejection:
             counters.handshakes_rejected += 1
             await self._reject(request, rejection.status, rejection.body)

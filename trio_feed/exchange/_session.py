@@ -114,6 +114,7 @@ class Gate:
 class Host(Protocol):
     """What a session needs of the exchange that accepted it (:class:`LocalExchange`)."""
 
+    symbols: tuple[str, ...]
     rate: float | None
     max_messages: int | None
     max_queued_messages: int
@@ -500,6 +501,9 @@ class Session:
     @property
     def max_streams(self) -> int:
         return MAX_STREAMS
+
+    def known_symbol(self, symbol: str) -> bool:
+        return symbol in self.exchange.symbols
 
     def log_request(self, method: str, params: list[Any]) -> None:
         self.exchange.subscribe_requests.append(
