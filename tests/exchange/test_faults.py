@@ -410,7 +410,7 @@ async def test_accept_and_close(autojump_clock: trio.testing.MockClock) -> None:
 async def test_a_shared_market_continues_across_connections(
         autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(1000):
-        async with open_exchange(shared_market=True, rate=100, seed=3) as exchange:
+        async with open_exchange(shared_market=True, rate=100, seed=3, clock=None) as exchange:
             url = exchange.combined_url(["btcusdt@trade"])
             async with open_connection(url) as old:
                 olds = [loads(await old.receive())["data"] for _ in range(20)]

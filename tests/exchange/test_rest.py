@@ -67,7 +67,7 @@ def test_depth_weight_table() -> None:
 
 async def test_depth_answers_the_connection_book_with_weights() -> None:
     with trio.fail_after(10):
-        async with open_exchange(seed=4, rate=None, max_messages=3) as exchange:
+        async with open_exchange(seed=4, rate=None, max_messages=3, clock=None) as exchange:
             port = exchange.rest.port
             (status, _, body), = await http(port, "/api/v3/depth?symbol=BTCUSDT")
             assert status == 503 and b"no stream connection" in body
@@ -179,6 +179,13 @@ def test_faults_drop_and_reorder_on_the_send_path() -> None:
     faults.reorder_depth("btcusdt", session="a")
     assert faults.filter("a", depth, [b"e4"]) == []
     assert faults.filter("a", depth, [b"e5"]) == [b"e5", b"e4"] and not faults.armed
+    # Ticks that emit no event of the stream (its cadence is slower than the
+    # ticks) neither take the held event nor release it.
+    faults.reorder_depth("btcusdt", session="a")
+    assert faults.filter("a", depth, []) == []
+    assert faults.filter("a", depth, [b"e6"]) == []
+    assert faults.filter("a", depth, []) == [] and faults.armed
+    assert faults.filter("a", depth, [b"e7"]) == [b"e7", b"e6"] and not faults.armed
     with pytest.raises(ValueError):
         faults.drop_depth("btcusdt", 0)
 

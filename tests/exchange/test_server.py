@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import logging
 import os
 import ssl
+import time
 from typing import Any
 
 import orjson
@@ -19,7 +21,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from trio_feed.exchange import ExchangeStatistics, Market, open_exchange
+from trio_feed import open_feed
+from trio_feed.exchange import EPOCH_MS, TICK_MS, ExchangeStatistics, Market, open_exchange
 
 from .many_streams import many_streams
 
@@ -99,7 +102,7 @@ async def test_combined_path_delivers_envelopes() -> None:
     streams = ["btcusdt@trade", "ethusdt@depth@100ms", "bnbusdt@bookTicker",
                "btcusdt@kline_1m@+08:00"]
     with trio.fail_after(10):
-        async with open_exchange(rate=None) as exchange, \
+        async with open_exchange(rate=None, clock=None) as exchange, \
                 open_websocket_url(exchange.combined_url(streams)) as ws:
             assert "%2B08:00" in exchange.combined_url(streams)
             messages = await collect(ws, 300)
@@ -112,7 +115,7 @@ async def test_combined_path_delivers_envelopes() -> None:
 async def test_same_seed_same_messages() -> None:
     streams = ["btcusdt@trade", "btcusdt@depth@100ms", "ethusdt@bookTicker", "!miniTicker@arr"]
     with trio.fail_after(10):
-        async with open_exchange(rate=None, seed=42) as exchange:
+        async with open_exchange(rate=None, seed=42, clock=None) as exchange:
             async with open_websocket_url(exchange.combined_url(streams)) as first, \
                     open_websocket_url(exchange.combined_url(streams)) as second:
                 ours, theirs = await collect(first, 200), await collect(second, 200)
@@ -318,7 +321,7 @@ async def test_percent_encoded_names_are_accepted() -> None:
 
 async def test_pacing() -> None:
     with trio.fail_after(10):
-        async with open_exchange(rate=100) as exchange, \
+        async with open_exchange(rate=100, clock=None) as exchange, \
                 open_websocket_url(exchange.raw_url("btcusdt@depth@100ms")) as ws:
             start = trio.current_time()
             await collect(ws, 20)
@@ -438,3 +441,70 @@ def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError):
         open_exchange(symbols=["BTCUSDT"])
     assert Market(symbols=["btcusdt"]).symbols == ("btcusdt",)
+
+
+# -- the clock and the ids ------------------------------------------------------------------
+
+
+async def test_events_carry_the_wall_clock_by_default() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(rate=200) as exchange, \
+                open_websocket_url(exchange.raw_url("btcusdt@aggTrade")) as ws:
+            events = await collect(ws, 20)
+            now_ms = time.time() * 1000
+    assert all(abs(now_ms - e["E"]) < 5000 for e in events)
+    assert all(e["T"] <= e["E"] for e in events)
+
+
+async def test_a_pinned_clock_is_still_the_simulated_one() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(rate=None, clock=None) as exchange, \
+                open_websocket_url(exchange.raw_url("btcusdt@depth@100ms")) as ws:
+            events = await collect(ws, 3)
+    assert [e["E"] for e in events] == [EPOCH_MS + k * TICK_MS for k in (1, 2, 3)]
+    assert events[0]["U"] == 1_000_001  # the fixed first ids
+
+
+async def test_a_custom_clock_stamps_events() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(rate=None, clock=lambda: 1_800_000_000_000) as exchange, \
+                open_websocket_url(exchange.raw_url("btcusdt@trade")) as ws:
+            events = await collect(ws, 5)
+    assert {e["E"] for e in events} == {1_800_000_000_000}
+    assert events[0]["t"] == 1_800_000_000_000 * 1000 + 5_000_000
+
+
+async def test_a_feed_on_the_embedded_exchange_sees_no_lag(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trio_feed")
+    with trio.fail_after(10):
+        async with open_exchange(rate=200) as exchange, \
+                open_feed(["btcusdt@trade"], base_url=exchange.base_url) as feed:
+            async for _ in feed:
+                if feed.statistics().messages >= 50:
+                    break
+            stats = feed.statistics()
+    assert stats.lag_p99 is not None and stats.lag_p99 < 5000
+    assert stats.lagging == 0
+    assert not [r for r in caplog.records if "exchange lag" in r.getMessage()]
+
+
+async def test_a_restarted_exchange_continues_its_ids_forward() -> None:
+    streams = ["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@depth@100ms"]
+    last: dict[str, int] = {}
+    with trio.fail_after(10):
+        for run in range(2):
+            async with open_exchange(rate=None) as exchange, \
+                    open_websocket_url(exchange.combined_url(streams)) as ws:
+                got: dict[str, list[int]] = {name: [] for name in streams}
+                while not all(got.values()):
+                    message = await receive(ws)
+                    data = message["data"]
+                    got[message["stream"]].append(data.get("t", data.get("a", data.get("U"))))
+                    if "u" in data:
+                        got[message["stream"]][-1] = data["U"]
+            firsts = {name: ids[0] for name, ids in got.items()}
+            if run:
+                assert all(firsts[name] > last[name] for name in streams)
+            last = {name: max(ids) for name, ids in got.items()}
+            await trio.sleep(0.002)  # a later start, by the wall clock

@@ -161,7 +161,7 @@ class Faults:
         if stream.kind != "depth" or stream.symbol is None:
             return batch
         key = (session, stream.symbol)
-        held = self._held.pop((session, stream.name), None)
+        held_key = (session, stream.name)
         out = list(batch)
         to_drop = self._drop.get(key, 0)
         while to_drop and out:
@@ -173,8 +173,9 @@ class Faults:
                 self._drop[key] = to_drop
             else:
                 del self._drop[key]
-        if held is not None:
-            out.append(held)  # after the event that followed it
+        if held_key in self._held:
+            if out:  # a tick without an event of this stream does not release it
+                out.append(self._held.pop(held_key))  # after the event that followed it
         elif key in self._reorder and out:
             self._reorder.discard(key)
             self._held[(session, stream.name)] = out.pop(0)

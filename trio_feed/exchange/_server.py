@@ -33,9 +33,12 @@ Rule 1: no task outlives its connection, and none outlives the exchange:
 
 Markets.  By default each connection gets its *own* ``Market(seed)``, replayed
 from tick 0, and the market only advances while the connection has at least
-one subscription.  So two connections with the same seed and the same
-subscriptions receive the same sequence, whether they subscribed in the URL or
-with SUBSCRIBE, and however long they waited before doing so.
+one subscription.  Its events are stamped with the wall clock and its ids
+start from it (``clock``), so a client sees a true lag and a reconnection or
+a restarted exchange moves ids forward.  With ``clock=None`` (the simulated
+clock, fixed first ids) two connections with the same seed and the same
+subscriptions receive the same sequence, whether they subscribed in the URL
+or with SUBSCRIBE, and however long they waited before doing so.
 ``shared_market=True`` trades that for continuity: one market for the whole
 exchange, stepped at ``rate`` from the moment the exchange opens, its
 payloads fanned out to every subscriber (see ``_shared``).  A reconnecting
@@ -124,10 +127,10 @@ from __future__ import annotations
 import itertools
 import math
 import ssl
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import trio
@@ -139,13 +142,15 @@ from ..binance._streams import Stream, parse_stream
 from ..binance._urls import combined_url, parse_stream_url, raw_url
 from ._faults import ClientTraffic, Refusals, half_close, max_rate
 from ._hooks import HookedWebSocket, check_hooks, receive_request
-from ._market import DEFAULT_SYMBOLS, Market
+from ._market import DEFAULT_SYMBOLS, Market, ids_from_clock, wall_clock_ms
 from ._rest import RestEndpoint, split_session
 from ._session import CLOSE_GRACE, MAX_LAG, MAX_STREAMS, Gate, Session
 from ._shared import SharedMarket
 from ._statistics import ConnectionInfo, Counters, ExchangeStatistics
 
-__all__ = ["ConnectionInfo", "ExchangeStatistics", "LocalExchange", "open_exchange"]
+__all__ = [
+    "ConnectionInfo", "ExchangeStatistics", "LocalExchange", "TrioWallClock", "open_exchange",
+]
 
 #: How long a client may take to send its upgrade request.
 CONNECT_TIMEOUT = 10.0
@@ -197,6 +202,28 @@ def _parse_target(target: str, symbols: Container[str] | None = None
 
 
 
+class TrioWallClock:
+    """Epoch milliseconds: the wall clock at the first call, then advanced on trio's clock.
+
+    Under trio's real clock this is the wall clock (but monotonic: a wall
+    clock step does not move it); under ``trio.testing.MockClock`` it runs
+    in the test's virtual time.  Outside ``trio.run`` it reads the wall clock.
+    """
+
+    def __init__(self) -> None:
+        self._anchor: tuple[int, float] | None = None
+
+    def __call__(self) -> int:
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            return wall_clock_ms()
+        if self._anchor is None:
+            self._anchor = (wall_clock_ms(), now)
+        wall, start = self._anchor
+        return wall + int((now - start) * 1000)
+
+
 class LocalExchange:
     """A running local exchange; see :func:`open_exchange`.
 
@@ -212,7 +239,8 @@ class LocalExchange:
                  ssl_context: ssl.SSLContext | None, max_messages: int | None,
                  shared_market: bool = False, max_queued_messages: int = 100_000,
                  max_lifetime: float | None = None,
-                 max_client_messages_per_second: float | None = None) -> None:
+                 max_client_messages_per_second: float | None = None,
+                 clock: Callable[[], int] | None = None) -> None:
         self.host = host
         self.seed = seed
         self.symbols = tuple(symbols)
@@ -224,6 +252,8 @@ class LocalExchange:
         self.max_queued_messages = max_queued_messages
         self.max_lifetime = max_lifetime
         self.max_client_messages_per_second = max_client_messages_per_second
+        #: What stamps event times (epoch ms); ``None``: the simulated clock.
+        self.clock = clock
         self.port = 0
         self._counters = Counters()
         #: The HTTP/1.1 REST endpoint (snapshots, weights) and its fault hooks.
@@ -232,7 +262,7 @@ class LocalExchange:
         self._shared: SharedMarket | None = None
         if shared_market:
             assert rate
-            self._shared = SharedMarket(Market(seed, self.symbols), rate, self.faults, MAX_LAG)
+            self._shared = SharedMarket(self.market(), rate, self.faults, MAX_LAG)
         self._connections: dict[Session, None] = {}
         self._numbers = itertools.count()
         self._all_closed = trio.Event()
@@ -277,11 +307,17 @@ class LocalExchange:
         return combined_url(streams, self.base_url)
 
     def market(self) -> Market:
-        """A fresh market with this exchange's seed: what every connection replays.
+        """A fresh market with this exchange's seed, symbols and clock, as each connection gets.
 
-        With a shared market, its tick ``k`` is the shared market's tick ``k``.
+        On the simulated clock (``clock=None``) it is what every connection
+        replays, and with a shared market its tick ``k`` is the shared
+        market's tick ``k``.  On another clock its ids start from the clock
+        now (``ids_from_clock``), and its cadences follow that clock.
         """
-        return Market(self.seed, self.symbols)
+        clock = self.clock
+        if clock is None:
+            return Market(self.seed, self.symbols)
+        return Market(self.seed, self.symbols, clock=clock, id_base=ids_from_clock(clock))
 
     @property
     def shared_market(self) -> Market | None:
@@ -479,7 +515,7 @@ class LocalExchange:
                     pass
             return
         shared = self._shared
-        market = shared.market if shared is not None else Market(self.seed, self.symbols)
+        market = shared.market if shared is not None else self.market()
         connection = Session(self, ws, stream, traffic, next(self._numbers), combined, streams,
                              market=market, shared=shared, counters=self._counters,
                              gate=self._gate, session=session)
@@ -581,6 +617,7 @@ def open_exchange(
     max_queued_messages: int = 100_000,
     max_lifetime: float | None = None,
     max_client_messages_per_second: float | None = None,
+    clock: Callable[[], int] | Literal["wall"] | None = "wall",
 ) -> AbstractAsyncContextManager[LocalExchange]:
     """Serve Binance's public streams from a simulated market on ``host:port``.
 
@@ -592,6 +629,18 @@ def open_exchange(
     possible); ``ping_interval`` (``None``: never) and ``pong_timeout`` are
     Binance's keepalive, 20 s and 60 s; ``ssl_context`` (a server context)
     serves ``wss://``; ``max_messages`` caps the data messages per connection.
+
+    ``clock`` (a callable returning epoch milliseconds) stamps every event.
+    The default, ``"wall"``, is the wall clock as the exchange opens,
+    advanced on trio's clock (:class:`TrioWallClock`): real time, so that a
+    client measures a true lag, and virtual time under
+    ``trio.testing.MockClock``, so that cadences keep up with a test's
+    jumps.  Each market's ids start from the clock too (``clock() * 1000``
+    above the simulated market's), so an exchange started later continues
+    the ids of one started earlier.  A test that needs reproducible data
+    passes ``clock=None``: the simulated clock, from ``EPOCH_MS`` in steps
+    of ``TICK_MS`` per tick, and fixed first ids, so that two connections
+    with one seed receive the same data.
 
     By default each connection replays its own market from tick 0, at
     ``rate`` per connection.  ``shared_market=True`` runs one market for the
@@ -634,6 +683,7 @@ def open_exchange(
                              shared_market=shared_market,
                              max_queued_messages=max_queued_messages,
                              max_lifetime=max_lifetime,
-                             max_client_messages_per_second=max_client_messages_per_second)
+                             max_client_messages_per_second=max_client_messages_per_second,
+                             clock=TrioWallClock() if clock == "wall" else clock)
     exchange.port = port
     return _OpenExchange(exchange)
