@@ -135,7 +135,7 @@ async def test_same_seed_same_messages() -> None:
 
 async def test_subscribe_list_unsubscribe() -> None:
     with trio.fail_after(10):
-        async with open_exchange(rate=2000) as exchange, \
+        async with open_exchange(rate=2000, clock=None) as exchange, \
                 open_websocket_url(f"{exchange.base_url}/ws") as ws:
             assert await silent_for(ws, 0.05) == []
             reply = await request(ws, {"method": "SUBSCRIBE",
