@@ -1,10 +1,10 @@
 """open_order_books over real sockets: the local exchange's stream and REST endpoint.
 
-The exchange is the oracle: a connection replays ``Market(seed)`` from tick
-0, so replaying a fresh market to the book's ``last_update_id`` gives the
-true book to compare with.  The weight-budget tests drive the snapshot
-scheduler with a fake fetcher under ``MockClock``, with no sockets, so
-virtual minutes pass in milliseconds.
+The exchange is the oracle: on the simulated clock (``clock=None``) a
+connection replays ``Market(seed)`` from tick 0, so replaying a fresh market
+to the book's ``last_update_id`` gives the true book to compare with.  The
+weight-budget tests drive the snapshot scheduler with a fake fetcher under
+``MockClock``, with no sockets, so virtual minutes pass in milliseconds.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import pytest
 import trio
 import trio.testing
 
+from trio_feed import HandshakeError, InvalidSymbol
 from trio_feed.binance import BookState, DepthUpdate, NeedSnapshot, OrderBook, PriceLevel, Rules
 from trio_feed.books._books import (
+    RETRY_FIRST,
     OrderBooks,
     RateLimited,
     SnapshotError,
@@ -81,7 +83,7 @@ async def wait_for_state(books: OrderBooks, symbol: str, state: BookState) -> in
 
 async def test_books_sync_and_equal_the_exchange_book() -> None:
     with trio.fail_after(20):
-        async with open_exchange(seed=7, rate=500.0) as exchange, open_order_books(
+        async with open_exchange(seed=7, rate=500.0, clock=None) as exchange, open_order_books(
             SYMBOLS, base_url=exchange.base_url, rest_url=exchange.rest_url
         ) as books:
             assert set(books) == set(SYMBOLS) and len(books) == 2
@@ -106,7 +108,8 @@ async def test_gap_is_detected_and_the_stale_book_is_served_while_resyncing() ->
     gate = trio.Event()
     calls = 0
     with trio.fail_after(20):
-        async with open_exchange(seed=8, rate=500.0) as exchange, httpx.AsyncClient() as client:
+        async with open_exchange(seed=8, rate=500.0, clock=None) as exchange, \
+                httpx.AsyncClient() as client:
             async def fetch(symbol: str, limit: int) -> bytes:
                 nonlocal calls
                 calls += 1
@@ -141,7 +144,7 @@ async def test_gap_is_detected_and_the_stale_book_is_served_while_resyncing() ->
 
 async def test_out_of_order_event_forces_a_resync() -> None:
     with trio.fail_after(20):
-        async with open_exchange(seed=9, rate=500.0) as exchange, open_order_books(
+        async with open_exchange(seed=9, rate=500.0, clock=None) as exchange, open_order_books(
             SYMBOLS, base_url=exchange.base_url, rest_url=exchange.rest_url
         ) as books:
             await books.wait_live()
@@ -156,7 +159,7 @@ async def test_out_of_order_event_forces_a_resync() -> None:
 
 async def test_stale_snapshot_is_refetched() -> None:
     with trio.fail_after(20):
-        async with open_exchange(seed=10, rate=500.0) as exchange, open_order_books(
+        async with open_exchange(seed=10, rate=500.0, clock=None) as exchange, open_order_books(
             SYMBOLS, base_url=exchange.base_url, rest_url=exchange.rest_url
         ) as books:
             await books.wait_live()
@@ -172,7 +175,7 @@ async def test_stale_snapshot_is_refetched() -> None:
 
 async def test_sessions_pair_each_client_with_its_own_market() -> None:
     with trio.fail_after(20):
-        async with open_exchange(seed=11, rate=500.0) as exchange:
+        async with open_exchange(seed=11, rate=500.0, clock=None) as exchange:
             base_a, rest_a = exchange.session_urls("a")
             base_b, rest_b = exchange.session_urls("b")
             async with open_order_books(["btcusdt"], base_url=base_a, rest_url=rest_a) as a:
@@ -192,7 +195,7 @@ async def test_sessions_pair_each_client_with_its_own_market() -> None:
 
 async def test_snapshot_failures_raise_snapshot_error() -> None:
     with trio.fail_after(20):
-        async with open_exchange(seed=12, rate=500.0) as exchange:
+        async with open_exchange(seed=12, rate=500.0, clock=None) as exchange:
             async with trio.open_nursery() as nursery:  # a port that refuses connections
                 listeners = await nursery.start(trio.serve_tcp, lambda stream: None, 0)
                 port = listeners[0].socket.getsockname()[1]
@@ -206,9 +209,37 @@ async def test_snapshot_failures_raise_snapshot_error() -> None:
                 await books.wait_updated()
 
 
+async def test_invalid_symbol_fails_at_once_and_is_not_retried() -> None:
+    # The stream side lists ethusdt; the REST side does not, as when a symbol is
+    # delisted between the two: its depth endpoint answers 400 -1121.
+    with trio.fail_after(10):
+        async with open_exchange(seed=14, rate=500.0, clock=None) as streams, \
+                open_exchange(symbols=["btcusdt"]) as rest:
+            started = trio.current_time()
+            with pytest.raises(InvalidSymbol) as caught:
+                async with open_order_books(["ethusdt"], base_url=streams.base_url,
+                                            rest_url=rest.rest_url) as books:
+                    await books.wait_live()
+            assert trio.current_time() - started < RETRY_FIRST + 1.0
+            assert rest.rest.statistics().requests == 1
+    assert isinstance(caught.value, SnapshotError)
+    assert caught.value.symbol.lower() == "ethusdt"
+    assert "ETHUSDT" in str(caught.value).upper() and "Invalid symbol" in str(caught.value)
+
+
+async def test_a_stream_on_an_unknown_symbol_fails_at_once() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt"]) as exchange:
+            with pytest.raises(HandshakeError) as caught:
+                async with open_order_books(["btcusdt", "xyzusdt"], base_url=exchange.base_url,
+                                            rest_url=exchange.rest_url):
+                    pass  # pragma: no cover
+    assert caught.value.status == 400
+
+
 async def test_http_fetcher_reads_weight_headers_and_429() -> None:
     with trio.fail_after(10):
-        async with open_exchange(seed=13, rate=500.0) as exchange, open_order_books(
+        async with open_exchange(seed=13, rate=500.0, clock=None) as exchange, open_order_books(
             ["btcusdt"], base_url=exchange.base_url, rest_url=exchange.rest_url
         ) as books, httpx.AsyncClient() as client:
             await books.wait_live()
@@ -404,4 +435,14 @@ def test_orderbook_example_runs_on_the_embedded_exchange() -> None:
     lines = result.stdout.splitlines()
     assert any(" live " in line and "spread" in line for line in lines), lines[:5]
     assert lines[-1].startswith("-- ") and "updates" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_orderbook_example_refuses_an_unknown_symbol_at_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "orderbook.py"), "xyzusdt", "--limit", "1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "HTTP 400" in result.stderr
     assert "Traceback" not in result.stderr

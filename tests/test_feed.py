@@ -58,7 +58,7 @@ async def test_combined_stream_gives_typed_events(mode: str) -> None:
 
 async def test_both_modes_see_the_same_event_sequence() -> None:
     with trio.fail_after(10):
-        async with open_exchange(seed=11, rate=0) as exchange:
+        async with open_exchange(seed=11, rate=0, clock=None) as exchange:
             results = []
             for mode in ("inline", "channel"):
                 async with open_feed(STREAMS, mode=mode, base_url=exchange.base_url) as feed:

@@ -29,15 +29,16 @@ EXPECTED: dict[str, set[str]] = {
         "parse_stream", "run_channel", "run_inline",
         "DEFAULT_REST_URL", "OrderBook", "OrderBooks", "OrderBooksStatistics", "SnapshotError",
         "WeightBudget", "open_order_books", "RateLimited", "RecordingError",
-        "RequestTimeout", "AttemptLimiter", "SlowConsumerError", "SlowConsumerPolicy",
-        "StreamStatistics",
+        "RequestTimeout", "InvalidSymbol", "AttemptLimiter", "SlowConsumerError",
+        "SlowConsumerPolicy", "StreamStatistics",
     },
     "trio_feed.feed": {
         "AttemptLimiter", "Feed", "FeedStatistics", "SlowConsumerPolicy", "StreamStatistics",
         "open_feed",
     },
     "trio_feed.books": {
-        "DEFAULT_REST_URL", "OrderBooks", "OrderBooksStatistics", "RateLimited", "SnapshotError",
+        "DEFAULT_REST_URL", "InvalidSymbol", "OrderBooks", "OrderBooksStatistics", "RateLimited",
+        "SnapshotError",
         "WeightBudget", "open_order_books",
     },
     "trio_feed.recording": {

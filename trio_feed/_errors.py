@@ -16,6 +16,7 @@ what went wrong precisely enough to act on::
     ├── RequestTimeout           a control request got no reply within request_timeout
     ├── SlowConsumerError        the consumer fell behind under the 'disconnect' policy
     ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
+    │   └── InvalidSymbol        the depth endpoint does not list the symbol (-1121)
     ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
     ├── RecordingError           a recording that cannot be read or written
     └── BrokerError              the Redis Streams broker refused something (trio_feed.broker)
@@ -49,6 +50,7 @@ __all__ = [
     "DecodeError",
     "HandshakeError",
     "InvalidStreamName",
+    "InvalidSymbol",
     "MessageTooBig",
     "ProtocolError",
     "RateLimited",
@@ -232,6 +234,18 @@ class SnapshotError(TrioFeedError):
     ``max_snapshot_failures`` consecutive failures (429s do not count).  The
     cause is chained as ``__cause__``.
     """
+
+class InvalidSymbol(SnapshotError):
+    """The exchange does not list ``symbol``: its depth endpoint answered ``-1121``.
+
+    Raised from the ``async with open_order_books(...)`` block at the first
+    such answer, never retried: no later request can succeed.
+    """
+
+    def __init__(self, symbol: str, message: str = "Invalid symbol.") -> None:
+        super().__init__(f"the exchange does not list the symbol {symbol!r} ({message})")
+        self.symbol = symbol
+
 
 class RateLimited(TrioFeedError):
     """Raised by a snapshot fetcher for HTTP 429 or 418: wait ``retry_after`` seconds."""

@@ -35,6 +35,12 @@ def test_bad_stream_name_exits_2(command: str, tmp_path: Path) -> None:
     assert_error(run_cli(command, "btcusdt@nonsense", *extra), 2, "unknown stream kind")
 
 
+def test_unknown_symbol_on_the_embedded_exchange_fails_at_once() -> None:
+    result = run_cli("stream", "xyzusdt@trade", "--limit", "1")
+    assert_error(result, 1, "stream?streams=xyzusdt@trade refused the WebSocket upgrade",
+                 "HTTP 400")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["record", "btcusdt@trade"], "the following arguments are required: -o/--output"),
     (["stream", "btcusdt@trade", "--limit", "0"], "must be at least 1"),

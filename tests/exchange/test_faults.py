@@ -29,6 +29,7 @@ from trio_feed import ConnectionClosed, HandshakeError, open_connection
 from trio_feed.exchange import ConnectionInfo, open_exchange
 from trio_feed.exchange._hooks import check_hooks
 
+from .many_streams import many_streams
 from .test_server import task_count
 
 
@@ -409,7 +410,7 @@ async def test_accept_and_close(autojump_clock: trio.testing.MockClock) -> None:
 async def test_a_shared_market_continues_across_connections(
         autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(1000):
-        async with open_exchange(shared_market=True, rate=100, seed=3) as exchange:
+        async with open_exchange(shared_market=True, rate=100, seed=3, clock=None) as exchange:
             url = exchange.combined_url(["btcusdt@trade"])
             async with open_connection(url) as old:
                 olds = [loads(await old.receive())["data"] for _ in range(20)]
@@ -503,9 +504,9 @@ async def test_leaving_a_paused_exchange_closes_everything(
 
 
 async def test_subscriptions_are_logged_and_connections_listed() -> None:
-    names = [f"s{i}@trade" for i in range(1500)]
+    symbols, names = many_streams(1500)
     with trio.fail_after(10):
-        async with open_exchange(max_messages=0) as exchange:
+        async with open_exchange(max_messages=0, symbols=symbols) as exchange:
             start = trio.current_time()
             async with open_connection(f"{exchange.base_url}/stream") as first, \
                     open_connection(f"{exchange.base_url}/stream") as second:

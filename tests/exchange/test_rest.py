@@ -67,7 +67,7 @@ def test_depth_weight_table() -> None:
 
 async def test_depth_answers_the_connection_book_with_weights() -> None:
     with trio.fail_after(10):
-        async with open_exchange(seed=4, rate=None, max_messages=3) as exchange:
+        async with open_exchange(seed=4, rate=None, max_messages=3, clock=None) as exchange:
             port = exchange.rest.port
             (status, _, body), = await http(port, "/api/v3/depth?symbol=BTCUSDT")
             assert status == 503 and b"no stream connection" in body
@@ -106,6 +106,16 @@ async def test_errors_are_json_with_binance_codes() -> None:
     codes = [(status, orjson.loads(body).get("code")) for status, _, body in responses]
     assert codes == [(400, -1102), (400, -1121), (400, -1100), (400, -1100), (404, -1),
                      (503, -1), (405, -1)]
+
+
+async def test_unknown_symbol_is_refused_before_any_connection_opens() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt"]) as exchange:
+            responses = await http(exchange.rest.port, "/api/v3/depth?symbol=XYZUSDT",
+                                   "/api/v3/depth?symbol=ethusdt", "/api/v3/depth?symbol=BTCUSDT")
+    assert [(status, orjson.loads(body)) for status, _, body in responses[:2]] == [
+        (400, {"code": -1121, "msg": "Invalid symbol."})] * 2
+    assert responses[2][0] == 503  # a listed symbol, but no connection's market to read
 
 
 async def test_malformed_request_gets_400_and_close() -> None:
@@ -169,6 +179,13 @@ def test_faults_drop_and_reorder_on_the_send_path() -> None:
     faults.reorder_depth("btcusdt", session="a")
     assert faults.filter("a", depth, [b"e4"]) == []
     assert faults.filter("a", depth, [b"e5"]) == [b"e5", b"e4"] and not faults.armed
+    # Ticks that emit no event of the stream (its cadence is slower than the
+    # ticks) neither take the held event nor release it.
+    faults.reorder_depth("btcusdt", session="a")
+    assert faults.filter("a", depth, []) == []
+    assert faults.filter("a", depth, [b"e6"]) == []
+    assert faults.filter("a", depth, []) == [] and faults.armed
+    assert faults.filter("a", depth, [b"e7"]) == [b"e7", b"e6"] and not faults.armed
     with pytest.raises(ValueError):
         faults.drop_depth("btcusdt", 0)
 

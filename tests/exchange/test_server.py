@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import logging
 import os
 import ssl
+import time
 from typing import Any
 
 import orjson
@@ -19,7 +21,10 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from trio_feed.exchange import ExchangeStatistics, Market, open_exchange
+from trio_feed import open_feed
+from trio_feed.exchange import EPOCH_MS, TICK_MS, ExchangeStatistics, Market, open_exchange
+
+from .many_streams import many_streams
 
 
 async def receive(ws: WebSocketConnection) -> Any:
@@ -97,7 +102,7 @@ async def test_combined_path_delivers_envelopes() -> None:
     streams = ["btcusdt@trade", "ethusdt@depth@100ms", "bnbusdt@bookTicker",
                "btcusdt@kline_1m@+08:00"]
     with trio.fail_after(10):
-        async with open_exchange(rate=None) as exchange, \
+        async with open_exchange(rate=None, clock=None) as exchange, \
                 open_websocket_url(exchange.combined_url(streams)) as ws:
             assert "%2B08:00" in exchange.combined_url(streams)
             messages = await collect(ws, 300)
@@ -110,7 +115,7 @@ async def test_combined_path_delivers_envelopes() -> None:
 async def test_same_seed_same_messages() -> None:
     streams = ["btcusdt@trade", "btcusdt@depth@100ms", "ethusdt@bookTicker", "!miniTicker@arr"]
     with trio.fail_after(10):
-        async with open_exchange(rate=None, seed=42) as exchange:
+        async with open_exchange(rate=None, seed=42, clock=None) as exchange:
             async with open_websocket_url(exchange.combined_url(streams)) as first, \
                     open_websocket_url(exchange.combined_url(streams)) as second:
                 ours, theirs = await collect(first, 200), await collect(second, 200)
@@ -130,7 +135,7 @@ async def test_same_seed_same_messages() -> None:
 
 async def test_subscribe_list_unsubscribe() -> None:
     with trio.fail_after(10):
-        async with open_exchange(rate=2000) as exchange, \
+        async with open_exchange(rate=2000, clock=None) as exchange, \
                 open_websocket_url(f"{exchange.base_url}/ws") as ws:
             assert await silent_for(ws, 0.05) == []
             reply = await request(ws, {"method": "SUBSCRIBE",
@@ -238,19 +243,55 @@ async def test_invalid_stream_in_subscribe_changes_nothing() -> None:
 
 
 async def test_at_most_1024_streams() -> None:
-    names = [f"s{i}@trade" for i in range(1024)]
+    symbols, names = many_streams(1025)
+    one_more = names.pop()
     with trio.fail_after(10):
-        async with open_exchange(max_messages=0) as exchange, \
+        async with open_exchange(max_messages=0, symbols=symbols) as exchange, \
                 open_websocket_url(f"{exchange.base_url}/stream") as ws:
             assert await request(ws, {"method": "SUBSCRIBE", "params": names, "id": 1}) \
                 == {"result": None, "id": 1}
-            reply = await request(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@trade"],
-                                       "id": 2})
+            reply = await request(ws, {"method": "SUBSCRIBE", "params": [one_more], "id": 2})
             assert reply["code"] == 2 and reply["id"] == 2 and "1024" in reply["msg"]
             with pytest.raises(ConnectionRejected) as rejected:
-                async with open_websocket_url(exchange.combined_url([*names, "x@trade"])):
+                async with open_websocket_url(exchange.combined_url([*names, one_more])):
                     pass  # pragma: no cover
             assert rejected.value.status_code == 400
+            assert rejected.value.body is not None
+            assert b"too many streams" in rejected.value.body
+
+
+async def test_unknown_symbol_is_refused_in_subscribe() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt"]) as exchange, \
+                open_websocket_url(f"{exchange.base_url}/ws") as ws:
+            reply = await request(ws, {"method": "SUBSCRIBE",
+                                       "params": ["btcusdt@trade", "xyzusdt@trade"], "id": 7})
+            assert reply["code"] == 2 and reply["id"] == 7
+            assert reply["msg"].startswith("Invalid request: invalid stream 'xyzusdt@trade'")
+            assert "Invalid symbol 'xyzusdt'" in reply["msg"]
+            assert await request(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 8}) \
+                == {"result": [], "id": 8}
+            # All-market streams name no symbol; unsubscribing from nothing is harmless.
+            assert await request(ws, {"method": "SUBSCRIBE", "params": ["!miniTicker@arr"],
+                                      "id": 9}) == {"result": None, "id": 9}
+            assert await reply_to(ws, {"method": "UNSUBSCRIBE", "params": ["xyzusdt@trade"],
+                                       "id": 10}) == {"result": None, "id": 10}
+
+
+async def test_unknown_symbol_is_refused_in_the_url() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(symbols=["btcusdt", "ethusdt"]) as exchange:
+            for url in (exchange.combined_url(["btcusdt@trade", "xyzusdt@depth@100ms"]),
+                        exchange.raw_url("xyzusdt@trade")):
+                with pytest.raises(ConnectionRejected) as rejected:
+                    async with open_websocket_url(url):
+                        pass  # pragma: no cover
+                assert rejected.value.status_code == 400
+                assert rejected.value.body is not None
+                assert b"Invalid symbol 'xyzusdt'" in rejected.value.body
+            assert exchange.statistics().handshakes_rejected == 2
+            async with open_websocket_url(exchange.combined_url(["ethusdt@trade"])) as ws:
+                assert (await receive(ws))["data"]["s"] == "ETHUSDT"
 
 
 @pytest.mark.parametrize(("path", "status", "text"), [
@@ -280,7 +321,7 @@ async def test_percent_encoded_names_are_accepted() -> None:
 
 async def test_pacing() -> None:
     with trio.fail_after(10):
-        async with open_exchange(rate=100) as exchange, \
+        async with open_exchange(rate=100, clock=None) as exchange, \
                 open_websocket_url(exchange.raw_url("btcusdt@depth@100ms")) as ws:
             start = trio.current_time()
             await collect(ws, 20)
@@ -400,3 +441,70 @@ def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError):
         open_exchange(symbols=["BTCUSDT"])
     assert Market(symbols=["btcusdt"]).symbols == ("btcusdt",)
+
+
+# -- the clock and the ids ------------------------------------------------------------------
+
+
+async def test_events_carry_the_wall_clock_by_default() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(rate=200) as exchange, \
+                open_websocket_url(exchange.raw_url("btcusdt@aggTrade")) as ws:
+            events = await collect(ws, 20)
+            now_ms = time.time() * 1000
+    assert all(abs(now_ms - e["E"]) < 5000 for e in events)
+    assert all(e["T"] <= e["E"] for e in events)
+
+
+async def test_a_pinned_clock_is_still_the_simulated_one() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(rate=None, clock=None) as exchange, \
+                open_websocket_url(exchange.raw_url("btcusdt@depth@100ms")) as ws:
+            events = await collect(ws, 3)
+    assert [e["E"] for e in events] == [EPOCH_MS + k * TICK_MS for k in (1, 2, 3)]
+    assert events[0]["U"] == 1_000_001  # the fixed first ids
+
+
+async def test_a_custom_clock_stamps_events() -> None:
+    with trio.fail_after(10):
+        async with open_exchange(rate=None, clock=lambda: 1_800_000_000_000) as exchange, \
+                open_websocket_url(exchange.raw_url("btcusdt@trade")) as ws:
+            events = await collect(ws, 5)
+    assert {e["E"] for e in events} == {1_800_000_000_000}
+    assert events[0]["t"] == 1_800_000_000_000 * 1000 + 5_000_000
+
+
+async def test_a_feed_on_the_embedded_exchange_sees_no_lag(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trio_feed")
+    with trio.fail_after(10):
+        async with open_exchange(rate=200) as exchange, \
+                open_feed(["btcusdt@trade"], base_url=exchange.base_url) as feed:
+            async for _ in feed:
+                if feed.statistics().messages >= 50:
+                    break
+            stats = feed.statistics()
+    assert stats.lag_p99 is not None and stats.lag_p99 < 5000
+    assert stats.lagging == 0
+    assert not [r for r in caplog.records if "exchange lag" in r.getMessage()]
+
+
+async def test_a_restarted_exchange_continues_its_ids_forward() -> None:
+    streams = ["btcusdt@trade", "btcusdt@aggTrade", "btcusdt@depth@100ms"]
+    last: dict[str, int] = {}
+    with trio.fail_after(10):
+        for run in range(2):
+            async with open_exchange(rate=None) as exchange, \
+                    open_websocket_url(exchange.combined_url(streams)) as ws:
+                got: dict[str, list[int]] = {name: [] for name in streams}
+                while not all(got.values()):
+                    message = await receive(ws)
+                    data = message["data"]
+                    got[message["stream"]].append(data.get("t", data.get("a", data.get("U"))))
+                    if "u" in data:
+                        got[message["stream"]][-1] = data["U"]
+            firsts = {name: ids[0] for name, ids in got.items()}
+            if run:
+                assert all(firsts[name] > last[name] for name in streams)
+            last = {name: max(ids) for name, ids in got.items()}
+            await trio.sleep(0.002)  # a later start, by the wall clock

@@ -1,4 +1,4 @@
-"""The Binance vocabulary: stream names and URLs, typed events, decoding.
+"""The Binance vocabulary: stream names and URLs, typed events, decoding, limits.
 
 Nothing here knows about sockets or trio; the local exchange and the client
 both speak through this package, so they cannot disagree about a name.
@@ -39,7 +39,8 @@ from ._events import (
     UnknownEvent,
     format_event,
 )
-from ._streams import DEFAULT_BASE_URL, KINDS, Stream, combined_url, parse_stream, raw_url
+from ._streams import KINDS, Stream, parse_stream
+from ._urls import DEFAULT_BASE_URL, combined_url, raw_url
 
 __all__ = [
     "DEFAULT_BASE_URL",

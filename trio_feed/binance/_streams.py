@@ -1,4 +1,4 @@
-"""Binance stream names and the URLs that carry them.
+"""Binance stream names.
 
 A stream name is the only key Binance gives for some payloads: bookTicker and
 partial depth carry no ``e`` field, and partial depth not even a symbol.  So
@@ -7,30 +7,29 @@ the name is parsed once, at subscription time, into a :class:`Stream` whose
 same names with the same function, so the client and the server cannot
 disagree about what a name means.
 
-Source: ``../shared/binance/STREAMS.md`` sections 1 and 4.
+Source: ``STREAMS.md`` §1 and §4.  The URLs that carry them are ``_urls``'s.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from urllib.parse import quote
 
 import attrs
 
 from .._errors import InvalidStreamName
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "KINDS",
+    "KLINE_INTERVALS",
+    "SERVER_SHUTDOWN",
+    "TICKER_WINDOWS",
     "Stream",
-    "combined_url",
+    "interval_ms",
     "parse_stream",
-    "raw_url",
 ]
 
-#: Binance spot production.  Port 9443 is the documented default; 443 works too.
-DEFAULT_BASE_URL = "wss://stream.binance.com:9443"
+#: The stream name Binance gives its ``serverShutdown`` notice in an envelope.
+SERVER_SHUTDOWN = "!serverShutdown"
 
 #: Every stream kind this library knows, with the ``e`` value its events carry
 #: (``None`` when the payload has no ``e`` and must be typed by stream name).
@@ -53,12 +52,26 @@ KINDS: dict[str, str | None] = {
     "serverShutdown": "serverShutdown",
 }
 
-KLINE_INTERVALS = frozenset(
-    "1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M".split()
-)
-TICKER_WINDOWS = frozenset({"1h", "4h", "1d"})
+#: Kline intervals, shortest first.  ``1w`` opens on Monday and ``1M`` on
+#: the first of the month, so only the others have a fixed length.
+KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
+                   "1d", "3d", "1w", "1M")
+#: Rolling-window ticker windows (``@ticker_<w>``).
+TICKER_WINDOWS = ("1h", "4h", "1d")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DEPTH_LEVELS = frozenset({5, 10, 20})
 DEPTH_SPEEDS = frozenset({"100ms", "1000ms"})
+
+
+
+def interval_ms(interval: str) -> int | None:
+    """The length of a kline interval or ticker window in ms; ``None`` for ``1w`` and ``1M``."""
+    if interval not in KLINE_INTERVALS:
+        raise ValueError(f"unknown kline interval {interval!r}")
+    if interval in ("1w", "1M"):
+        return None
+    return int(interval[:-1]) * _UNIT_MS[interval[-1]]
+
 
 _SYMBOL_BAD = re.compile(r"[\s@/!?&#%]")
 
@@ -159,7 +172,7 @@ def _parse_all_market(name: str) -> Stream:
         return Stream(name, "miniTicker_arr")
     if name == "!ticker@arr":
         return Stream(name, "ticker_arr")
-    if name == "!serverShutdown":
+    if name == SERVER_SHUTDOWN:
         return Stream(name, "serverShutdown")
     match = re.fullmatch(r"!ticker_(\w+)@arr", name)
     if match and match.group(1) in TICKER_WINDOWS:
@@ -170,29 +183,3 @@ def _parse_all_market(name: str) -> Stream:
             "'<symbol>@bookTicker' per symbol instead"
         )
     raise InvalidStreamName(f"{name!r}: unknown all-market stream")
-
-
-def _base(base_url: str) -> str:
-    if not base_url.startswith(("ws://", "wss://")):
-        raise ValueError(f"base URL must start with ws:// or wss://, got {base_url!r}")
-    return base_url.rstrip("/")
-
-
-def raw_url(stream: str | Stream, base_url: str = DEFAULT_BASE_URL) -> str:
-    """The ``/ws/<stream>`` URL: payloads arrive bare, without an envelope."""
-    parsed = parse_stream(stream)
-    return f"{_base(base_url)}/ws/{quote(parsed.name, safe='@!_:')}"
-
-
-def combined_url(streams: Iterable[str | Stream], base_url: str = DEFAULT_BASE_URL) -> str:
-    """The ``/stream?streams=a/b`` URL: every payload arrives in a ``{"stream","data"}`` envelope.
-
-    ``+`` (in ``@+08:00`` klines) is percent-encoded, so that it cannot be read
-    as a space in the query string.
-    """
-    names = [parse_stream(s).name for s in streams]
-    if not names:
-        raise ValueError("a combined URL needs at least one stream")
-    return f"{_base(base_url)}/stream?streams=" + "/".join(
-        quote(n, safe="@!_:") for n in names
-    )

@@ -7,6 +7,7 @@ this package adds what needs I/O: depth snapshots fetched under a weight budget,
 
 from ._books import (
     DEFAULT_REST_URL,
+    InvalidSymbol,
     OrderBooks,
     OrderBooksStatistics,
     RateLimited,
@@ -17,6 +18,7 @@ from ._books import (
 
 __all__ = [
     "DEFAULT_REST_URL",
+    "InvalidSymbol",
     "OrderBooks",
     "OrderBooksStatistics",
     "RateLimited",

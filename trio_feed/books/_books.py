@@ -67,14 +67,16 @@ import attrs
 import httpx
 import trio
 
-from .._errors import RateLimited, SnapshotError, lone_exception
+from .._errors import InvalidSymbol, RateLimited, SnapshotError, lone_exception
 from ..binance import DEFAULT_BASE_URL, DepthUpdate, NeedSnapshot, OrderBook, PartialDepth, Rules
 from ..binance._book import parse_depth_snapshot
+from ..binance._limits import INVALID_SYMBOL_CODE, SPOT, USDM_FUTURES, venue_for
 from ..feed import Feed, open_feed
 
 __all__ = [
     "DEFAULT_REST_URL",
     "FUTURES_REST_URL",
+    "InvalidSymbol",
     "OrderBooks",
     "OrderBooksStatistics",
     "RateLimited",
@@ -85,12 +87,12 @@ __all__ = [
 ]
 
 #: Binance spot REST API.
-DEFAULT_REST_URL = "https://api.binance.com"
+DEFAULT_REST_URL = SPOT.rest_url
 #: Binance USD-M futures REST API.
-FUTURES_REST_URL = "https://fapi.binance.com"
+FUTURES_REST_URL = USDM_FUTURES.rest_url
 #: REQUEST_WEIGHT per minute per IP: spot, USD-M futures.
-SPOT_WEIGHT_LIMIT = 6000
-FUTURES_WEIGHT_LIMIT = 2400
+SPOT_WEIGHT_LIMIT = SPOT.weight_limit
+FUTURES_WEIGHT_LIMIT = USDM_FUTURES.weight_limit
 #: Seconds between retries of a failed snapshot request, doubling up to the cap.
 RETRY_FIRST = 0.5
 RETRY_CAP = 30.0
@@ -108,11 +110,7 @@ def depth_weight(limit: int, rules: Rules | str = Rules.SPOT) -> int:
     1001-5000 -> 250.  USD-M futures (``/fapi/v1/depth``): up to 50 -> 2,
     100 -> 5, 500 -> 10, 1000 -> 20.
     """
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    if Rules(rules) is Rules.USDM_FUTURES:
-        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
-    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+    return venue_for(rules).depth_weight(limit)
 
 
 class WeightBudget:
@@ -218,8 +216,7 @@ class _HttpFetcher:
 
     def __init__(self, client: httpx.AsyncClient, rest_url: str, rules: Rules,
                  budget: WeightBudget) -> None:
-        path = "/fapi/v1/depth" if rules is Rules.USDM_FUTURES else "/api/v3/depth"
-        self.url = rest_url.rstrip("/") + path
+        self.url = rest_url.rstrip("/") + venue_for(rules).snapshot_path
         self.client = client
         self.budget = budget
 
@@ -228,6 +225,8 @@ class _HttpFetcher:
         used = response.headers.get("x-mbx-used-weight-1m")
         if used is not None and used.isdigit():
             self.budget.note_server_usage(int(used))
+        if response.status_code == 400:
+            _raise_invalid_symbol(response, symbol)
         if response.status_code in (418, 429):
             try:
                 retry = float(response.headers.get("retry-after", "60"))
@@ -237,6 +236,16 @@ class _HttpFetcher:
                               response.status_code)
         response.raise_for_status()
         return parse_depth_snapshot(response.content, symbol)
+
+
+def _raise_invalid_symbol(response: httpx.Response, symbol: str) -> None:
+    """Raise :class:`InvalidSymbol` for Binance's ``{"code":-1121,...}`` answer."""
+    try:
+        body = response.json()
+    except ValueError:
+        return
+    if isinstance(body, dict) and body.get("code") == INVALID_SYMBOL_CODE:
+        raise InvalidSymbol(symbol, str(body.get("msg", "Invalid symbol.")))
 
 
 async def _not_open(symbol: str, limit: int) -> PartialDepth:
@@ -532,11 +541,11 @@ def open_order_books(
     :class:`~trio_feed.InvalidStreamName` at once for a bad symbol.
     """
     chosen = Rules(rules)
-    futures = chosen is Rules.USDM_FUTURES
+    venue = venue_for(chosen)
     if limit is None:
-        limit = 1000 if futures else 5000
+        limit = venue.max_snapshot_limit
     if weight_limit is None:
-        weight_limit = FUTURES_WEIGHT_LIMIT if futures else SPOT_WEIGHT_LIMIT
+        weight_limit = venue.weight_limit
     if depth_weight(limit, chosen) > weight_limit:
         raise ValueError(f"a snapshot with limit={limit} weighs more than weight_limit")
     return OrderBooks(

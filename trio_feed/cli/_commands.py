@@ -19,14 +19,14 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import attrs
 import orjson
 import trio
 
 from .._errors import ConnectionClosed
-from ..binance import DEFAULT_BASE_URL, Event, combined_url, format_event, raw_url
+from ..binance import DEFAULT_BASE_URL, Event, combined_url, format_event
+from ..binance._urls import parse_stream_url, raw_streams_url
 from ..feed import Feed, FeedStatistics, open_feed
 from ..recording import RecordCounters, RecordingWriter, compute_stats, record
 from ._errors import CliError, check_streams
@@ -123,27 +123,16 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _is_full_url(url: str) -> bool:
-    path = urlsplit(url).path.rstrip("/")
-    return path == "/ws" or path.startswith("/ws/") or path == "/stream"
+    return parse_stream_url(url) is not None
 
 
 def _streams_in_url(url: str) -> list[str]:
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if path.startswith("/ws/"):
-        return [unquote(s) for s in path[len("/ws/"):].split("/") if s]
-    if path == "/stream":
-        text = dict(parse_qsl(parts.query, keep_blank_values=True)).get("streams", "")
-        return [s for s in text.split("/") if s]
-    return []
+    parsed = parse_stream_url(url)
+    return [] if parsed is None else [name for name in parsed.names if name]
 
 
 def _stream_url(base: str, names: list[str], raw: bool) -> str:
-    if not raw:
-        return combined_url(names, base)
-    if len(names) == 1:
-        return raw_url(names[0], base)
-    return base.rstrip("/") + "/ws/" + "/".join(quote(n, safe="@!_:") for n in names)
+    return raw_streams_url(names, base) if raw else combined_url(names, base)
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .._errors import InvalidStreamName
 from ..binance import KINDS
@@ -21,7 +21,7 @@ from ..binance._streams import DEPTH_LEVELS, DEPTH_SPEEDS, KLINE_INTERVALS, TICK
 __all__ = ["FORMS", "explain", "kinds_help", "name_in"]
 
 
-def _ordered(values: frozenset[str]) -> list[str]:
+def _ordered(values: Iterable[str]) -> list[str]:
     unit = {"s": 0, "m": 1, "h": 2, "d": 3, "w": 4, "M": 5}
     return sorted(values, key=lambda v: (unit.get(v[-1], 9), int(v[:-1]) if v[:-1].isdigit()
                                          else 0))

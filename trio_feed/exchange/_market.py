@@ -9,8 +9,10 @@ client rebuilds from the diff-depth stream is therefore the book that
 ``depth_snapshot`` reports, ``bookTicker`` agrees with both, and every ticker
 and kline can be recomputed from the trades that were sent.
 
-The module is pure: no trio, no sockets, no wall clock.  The server steps one
-:class:`Market` per connection and sends what :meth:`Market.encoded` returns.
+The module is pure: no trio, no sockets, and the wall clock only when asked
+for (:func:`wall_clock_ms`, the exchange's default clock).  The server steps
+one :class:`Market` per connection and sends what :meth:`Market.encoded`
+returns.
 
 Theory of operation
 -------------------
@@ -21,6 +23,10 @@ and every :meth:`Market.step` (a *tick*) advances it by :data:`TICK_MS`,
 callable may replace it (it must return epoch milliseconds); the market then
 reads it once per tick and never lets time go backwards.  Every cadence below
 is "the first tick at or after each boundary", so both clocks behave the same.
+The local exchange passes the wall clock by default, so that event times are
+real and a client's lag is measured against them, and starts each market's
+ids from that clock (:func:`ids_from_clock`), so that a restarted exchange
+continues its ids forward.
 
 One ``random.Random(seed)`` drives everything, and it is consulted only inside
 :meth:`~Market.step`, in a fixed order over the symbols.  Building payloads
@@ -76,6 +82,7 @@ from __future__ import annotations
 import calendar
 import datetime
 import random
+import time
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -85,16 +92,19 @@ from typing import Any
 import attrs
 import orjson
 
-from ..binance._streams import Stream, parse_stream
+from ..binance._limits import SPOT
+from ..binance._streams import KLINE_INTERVALS, TICKER_WINDOWS, Stream, interval_ms, parse_stream
 
 __all__ = [
     "DEFAULT_SYMBOLS",
     "EPOCH_MS",
+    "IDS_PER_MS",
     "TICK_MS",
     "Market",
     "SymbolSpec",
-    "envelope",
     "format_decimal",
+    "ids_from_clock",
+    "wall_clock_ms",
 ]
 
 #: Where the simulated clock starts: 2023-11-14T22:13:20Z, in ms.
@@ -103,7 +113,7 @@ EPOCH_MS = 1_700_000_000_000
 TICK_MS = 100
 DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt")
 #: The REST depth endpoint caps ``limit`` here.
-MAX_DEPTH_LIMIT = 5000
+MAX_DEPTH_LIMIT = SPOT.max_snapshot_limit
 
 _SCALE = 100_000_000
 _MINUTE = 60_000
@@ -119,15 +129,30 @@ _FIRST_TRADE_ID = 5_000_000
 _FIRST_AGG_ID = 2_000_000
 _FIRST_BLOCK_ID = 500
 
-_FIXED_INTERVALS = {
-    "1s": 1000, "1m": _MINUTE, "3m": 3 * _MINUTE, "5m": 5 * _MINUTE, "15m": 15 * _MINUTE,
-    "30m": 30 * _MINUTE, "1h": 60 * _MINUTE, "2h": 120 * _MINUTE, "4h": 240 * _MINUTE,
-    "6h": 360 * _MINUTE, "8h": 480 * _MINUTE, "12h": 720 * _MINUTE, "1d": _DAY,
-    "3d": 3 * _DAY,
-}
-_KLINE_INTERVALS = (*_FIXED_INTERVALS, "1w", "1M")
-_WINDOWS = {"1h": 60 * _MINUTE, "4h": 240 * _MINUTE, "1d": _DAY}
+_FIXED_INTERVALS = {interval: length for interval in KLINE_INTERVALS
+                    if (length := interval_ms(interval)) is not None}
+_WINDOWS = {window: _FIXED_INTERVALS[window] for window in TICKER_WINDOWS}
 _AVG_PRICE_WINDOW = 5 * _MINUTE
+
+
+def wall_clock_ms() -> int:
+    """The wall clock in epoch milliseconds: the local exchange's default clock."""
+    return time.time_ns() // 1_000_000
+
+
+#: Ids a market may consume per millisecond of its clock, per symbol and id
+#: sequence, and still start below a market started a millisecond later.
+IDS_PER_MS = 1000
+
+
+def ids_from_clock(clock: Callable[[], int]) -> int:
+    """An ``id_base`` above every id of a market started earlier on ``clock``.
+
+    ``clock() * IDS_PER_MS``: a market that consumed fewer than ``IDS_PER_MS``
+    ids per millisecond (the local exchange makes a few per tick, and far
+    fewer than 1000 ticks per millisecond) stays below a later one's first id.
+    """
+    return int(clock()) * IDS_PER_MS
 
 
 def format_decimal(units: int) -> str:
@@ -144,11 +169,6 @@ def _format_percent(change: int, base: int) -> str:
     milli = abs(change) * 100_000 // base
     sign = "-" if change < 0 and milli else ""
     return f"{sign}{milli // 1000}.{milli % 1000:03d}"
-
-
-def envelope(name: str, raw: bytes) -> bytes:
-    """Wrap one serialised payload in the combined-stream envelope."""
-    return b'{"stream":' + orjson.dumps(name) + b',"data":' + raw + b"}"
 
 
 @attrs.frozen
@@ -300,7 +320,7 @@ _Closed = tuple[int, int, "_Bar | None", int]  # (open time, end, bar, close pri
 class _Symbol:
     """One symbol's book, trades and statistics.  See the module docstring."""
 
-    def __init__(self, name: str, spec: SymbolSpec, now: int) -> None:
+    def __init__(self, name: str, spec: SymbolSpec, now: int, id_base: int = 0) -> None:
         self.name = name
         self.upper = name.upper()
         self.spec = spec
@@ -311,10 +331,10 @@ class _Symbol:
         self.asks: dict[int, int] = {}
         self.best_bid = 0
         self.best_ask = 0
-        self.update_id = _FIRST_UPDATE_ID
-        self.trade_id = _FIRST_TRADE_ID - 1
-        self.agg_id = _FIRST_AGG_ID - 1
-        self.block_id = _FIRST_BLOCK_ID - 1
+        self.update_id = id_base + _FIRST_UPDATE_ID
+        self.trade_id = id_base + _FIRST_TRADE_ID - 1
+        self.agg_id = id_base + _FIRST_AGG_ID - 1
+        self.block_id = id_base + _FIRST_BLOCK_ID - 1
         self.last_price = self.fair
         self.last_qty = 0
         self.last_trade_time = now
@@ -335,7 +355,7 @@ class _Symbol:
         self.min_bar: _Bar | None = None
         self.klines = {
             (interval, offset): _Kline(interval, offset, now)
-            for interval in _KLINE_INTERVALS if interval != "1s"
+            for interval in KLINE_INTERVALS if interval != "1s"
             for offset in (0, _PLUS_8)
         }
         self.hist: list[_Bar] = []
@@ -599,12 +619,16 @@ class Market:
     Call :meth:`step` to advance one tick, then ask what each stream emits
     for that tick with :meth:`payloads` (dicts, as Binance sends them) or
     :meth:`encoded` (the same, serialised once with orjson).  A stream for a
-    symbol this market does not trade is valid and simply emits nothing, as
-    on Binance.  ``!serverShutdown`` also emits nothing by itself: it is
-    pushed by the exchange, see :meth:`server_shutdown`.
+    symbol this market does not trade simply emits nothing here (the
+    exchange refuses such streams before they reach a market).
+    ``!serverShutdown`` also emits nothing by itself: it is pushed by the
+    exchange, see :meth:`server_shutdown`.
 
     ``clock``, if given, returns the time in epoch milliseconds and replaces
     the simulated clock; the market is then no longer reproducible.
+    ``id_base`` is added to every first id (update, trade, aggTrade and block
+    trade ids), so that a market started later can continue the ids of one
+    started earlier; :func:`ids_from_clock` derives it from a clock.
     """
 
     def __init__(
@@ -613,10 +637,13 @@ class Market:
         symbols: Iterable[str] = DEFAULT_SYMBOLS,
         *,
         clock: Callable[[], int] | None = None,
+        id_base: int = 0,
     ) -> None:
         names = tuple(dict.fromkeys(symbols))
         if not names:
             raise ValueError("a market needs at least one symbol")
+        if id_base < 0:
+            raise ValueError(f"id_base must be >= 0, got {id_base!r}")
         for name in names:
             stream = parse_stream(f"{name}@trade")
             if stream.symbol != name:
@@ -627,7 +654,7 @@ class Market:
         self._now = EPOCH_MS if clock is None else int(clock())
         self._prev = self._now
         self._tick = 0
-        self._symbols = {name: _Symbol(name, SymbolSpec.for_symbol(name), self._now)
+        self._symbols = {name: _Symbol(name, SymbolSpec.for_symbol(name), self._now, id_base)
                          for name in names}
         for symbol in self._symbols.values():
             symbol.seed_book(self._rng)

@@ -61,7 +61,8 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from ..binance._streams import Stream, combined_url, raw_url
+from ..binance._streams import Stream
+from ..binance._urls import combined_url, raw_url
 from ..recording import Record, read_recording, unwrap
 from ._server import _parse_target, _Rejection, exit_nursery
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -65,27 +65,21 @@ import h11
 import orjson
 import trio
 
+from ..binance._limits import INVALID_SYMBOL_CODE, SPOT
 from ..binance._streams import Stream
 from ._market import MAX_DEPTH_LIMIT, Market
 
 __all__ = ["Faults", "RestEndpoint", "RestStatistics", "depth_weight", "split_session"]
 
 #: Binance's spot REQUEST_WEIGHT budget per minute per IP.
-DEFAULT_WEIGHT_LIMIT = 6000
+DEFAULT_WEIGHT_LIMIT = SPOT.weight_limit
 _MAX_REQUEST_BYTES = 16 * 1024
 _SESSION = re.compile(r"/s/([A-Za-z0-9_-]{1,64})(/.*)?$")
 
 
 def depth_weight(limit: int) -> int:
     """Request weight of ``GET /api/v3/depth`` with ``limit`` (capped at 5000 first)."""
-    limit = min(limit, MAX_DEPTH_LIMIT)
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
+    return SPOT.depth_weight(limit)
 
 
 def split_session(target: str) -> tuple[str, str]:
@@ -167,7 +161,7 @@ class Faults:
         if stream.kind != "depth" or stream.symbol is None:
             return batch
         key = (session, stream.symbol)
-        held = self._held.pop((session, stream.name), None)
+        held_key = (session, stream.name)
         out = list(batch)
         to_drop = self._drop.get(key, 0)
         while to_drop and out:
@@ -179,8 +173,9 @@ class Faults:
                 self._drop[key] = to_drop
             else:
                 del self._drop[key]
-        if held is not None:
-            out.append(held)  # after the event that followed it
+        if held_key in self._held:
+            if out:  # a tick without an event of this stream does not release it
+                out.append(self._held.pop(held_key))  # after the event that followed it
         elif key in self._reorder and out:
             self._reorder.discard(key)
             self._held[(session, stream.name)] = out.pop(0)
@@ -197,8 +192,11 @@ class RestEndpoint:
     ``weight_limit`` may be changed at any time.
     """
 
-    def __init__(self, host: str, *, weight_limit: int = DEFAULT_WEIGHT_LIMIT) -> None:
+    def __init__(self, host: str, *, weight_limit: int = DEFAULT_WEIGHT_LIMIT,
+                 symbols: Iterable[str] | None = None) -> None:
         self.host = host
+        #: The symbols the exchange lists (``None``: whatever the market trades).
+        self.symbols = None if symbols is None else frozenset(s.lower() for s in symbols)
         self.port = 0
         self.weight_limit = weight_limit
         self._sessions: dict[str, list[Market]] = {}
@@ -304,9 +302,10 @@ class RestEndpoint:
             return _json(405, {"code": -1, "msg": "method not allowed"})
         if parts.path == "/api/v3/ping":
             return self._weighed(1, {})
-        if parts.path != "/api/v3/depth":
+        if parts.path != SPOT.snapshot_path:
             return _json(404, {"code": -1, "msg": f"unknown path {parts.path!r}: the local "
-                                                  "exchange serves /api/v3/depth and /api/v3/ping"})
+                                                  f"exchange serves {SPOT.snapshot_path} and "
+                                                  "/api/v3/ping"})
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         symbol = query.get("symbol", "")
         if not symbol:
@@ -317,13 +316,15 @@ class RestEndpoint:
             return _json(400, {"code": -1100, "msg": "Illegal characters found in parameter "
                                                      "'limit'; legal range is '^[0-9]{1,20}$'."})
         limit = min(int(text), MAX_DEPTH_LIMIT)
+        if self.symbols is not None and symbol.lower() not in self.symbols:
+            return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
         market = self.market_for(session)
         if market is None:
             return _json(503, {"code": -1, "msg": f"no stream connection is open in session "
                                                   f"{session!r}: the local exchange serves the "
                                                   "book of that connection's market"})
         if symbol.lower() not in market.symbols:
-            return _json(400, {"code": -1121, "msg": "Invalid symbol."})
+            return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
         weight = depth_weight(limit)
         if not self._charge(weight):
             return self._too_many()

@@ -20,27 +20,25 @@ why that needs its private reader methods and how they are checked).  Owning
 the stream is what lets a fault drop a connection with a FIN or an RST and no
 Close frame.
 
-Each accepted connection runs, in one nursery, a *receiver* that answers
-control messages, and an *output* nursery holding a *writer* (drains the
-connection's outgoing queue), the *sender* (per-connection market only:
-steps the market and sends data), the *keeper* (server pings) and, with
-``max_lifetime``, an *expiry* timer.  A close (for any reason) runs as one
-more task in the connection's nursery: Close frame, at most ``CLOSE_GRACE``
-for the peer's reply, then the nursery is cancelled.  So:
+Each accepted connection is a ``_session.Session``: its receiver answers
+control messages (``_control``), and its output tasks send data, pings and
+queued replies; ``_session`` says how, and how its outgoing queue is bounded.
+So:
 
 EXC1: no task outlives its connection, and none outlives the exchange:
-    when the receiver sees the connection end, the connection's nursery is
-    cancelled (or, if a close or drop is in progress, that task cancels it
-    when done); leaving ``open_exchange`` closes every open connection
-    (1001, with a short grace period) and then cancels the exchange's
-    nursery, which holds the listeners, the connections and the shared
-    market's ticker.
+    a session's tasks end with its nursery (``_session``); leaving
+    ``open_exchange`` closes every open connection (1001, with a short grace
+    period) and then cancels the exchange's nursery, which holds the
+    listeners, the connections and the shared market's ticker.
 
 Markets.  By default each connection gets its *own* ``Market(seed)``, replayed
 from tick 0, and the market only advances while the connection has at least
-one subscription.  So two connections with the same seed and the same
-subscriptions receive the same sequence, whether they subscribed in the URL or
-with SUBSCRIBE, and however long they waited before doing so.
+one subscription.  Its events are stamped with the wall clock and its ids
+start from it (``clock``), so a client sees a true lag and a reconnection or
+a restarted exchange moves ids forward.  With ``clock=None`` (the simulated
+clock, fixed first ids) two connections with the same seed and the same
+subscriptions receive the same sequence, whether they subscribed in the URL
+or with SUBSCRIBE, and however long they waited before doing so.
 ``shared_market=True`` trades that for continuity: one market for the whole
 exchange, stepped at ``rate`` from the moment the exchange opens, its
 payloads fanned out to every subscriber (see ``_shared``).  A reconnecting
@@ -57,64 +55,19 @@ see ``_rest`` for why, for request weights and 429s, and for the faults
 ``exchange.faults`` injects (dropped or reordered diff events, stale
 snapshots).
 
-Pacing.  ``rate`` is market ticks per second (per connection, or for the
-shared market); each tick sends every payload the subscribed streams emit for
-it (see ``_market``: trades on most ticks, ``@depth@100ms`` every tick,
-``@depth`` and tickers every tenth).  Ticks are scheduled on trio's clock at
-``start + k / rate``; a late sender (a slow reader, a busy loop) sends late
-ticks back to back, and forgives lag beyond one second, so a stalled client
-is not flooded when it resumes.  ``rate=None`` or ``0`` (per-connection
-markets only) runs ticks back to back, yielding to trio every few ticks that
-sent nothing.  ``max_messages`` stops data (not control replies, not pings)
-after that many messages per connection, leaving the connection open.
-
-Outgoing queue.  Control replies and ``serverShutdown`` notices are written
-at once when nothing is queued ahead of them and sending is not paused, and
-otherwise go to the connection's bounded outgoing queue, which the writer
-drains in order; shared-market data always goes through that queue.  The
-receiver therefore never waits for a slow client or a pause, so the client's
-messages, pings and pongs keep being read and counted.  A queue that would
-exceed ``max_queued_messages`` closes the connection with 1008
-``"slow client"``; what it could not hold, and whatever is still queued when
-a connection ends, counts in ``messages_dropped``.  The Close can only be
-written once the socket accepts data again, so a client that has stopped
-reading altogether sees 1008 if it resumes within ``CLOSE_GRACE``, and a
-dropped TCP connection (1006) otherwise.
-
-EXC2: no data message for a stream is sent after the response to the
-    UNSUBSCRIBE that removed it.  The sender and the writer recheck the
-    subscription (the very ``Stream`` object, so an UNSUBSCRIBE followed by a
-    SUBSCRIBE does not revive queued data) before every send, and a response
-    is either written before the receiver yields (trio-websocket serialises
-    frames in the order ``send_message`` is called) or queued behind the data
-    it must follow.
-
-Keepalive.  Every ``ping_interval`` seconds the keeper sends a ping with a
-fresh payload and waits up to ``pong_timeout`` for the matching pong.  A
-missing pong counts in ``pongs_missed`` and ends the connection: a Close with
-code 1008 (policy violation) and reason ``"pong timeout"``, a short wait for
-the peer's Close, then the TCP connection is dropped either way.  The keeper
-is its own task, so a ping never waits for data, but a client that stops
-reading altogether fills the socket, the ping cannot be written, and it is
-disconnected by the same timeout, which is what Binance does too.  The
-client's own pings are answered by trio-websocket's reader.
-
-Control protocol (``STREAMS.md`` §3).  Responses are ``{"result":...,"id":...}``.
-Errors follow the documented templates: ``{"code":0,"msg":"Unknown property",
-"id":...}`` carries the id, codes 1, 2 and 3 do not, except for the two errors
-Binance does not document, which carry it: a stream name that
-:func:`~trio_feed.binance.parse_stream` rejects (code 2, the message names the
-stream) and a SUBSCRIBE that would exceed 1024 streams (code 2).  A SUBSCRIBE
-with any invalid name changes nothing.  Every SUBSCRIBE and UNSUBSCRIBE is
-logged in ``exchange.subscribe_requests``.
+Pacing, the outgoing queue, keepalive and the rule that no data follows
+the response to the UNSUBSCRIBE that removed its stream are the session's
+(``_session``); the control protocol's replies and errors are ``_control``'s.
 
 URLs.  ``/ws/<stream>[/<stream>...]`` and ``/ws`` deliver bare payloads
 (``combined`` starts false), ``/stream?streams=a/b`` and ``/stream`` deliver
 ``{"stream":name,"data":payload}`` envelopes (``combined`` starts true).
 Path segments and the query are percent-decoded; in the query a bare ``+`` is
 a space, as in any form-encoded query, so ``@+08:00`` must be sent as
-``@%2B08:00`` (``combined_url`` does).  An invalid stream name is refused
-with HTTP 400 and a body naming it, an unknown path with 404, and a
+``@%2B08:00`` (``combined_url`` does).  An invalid stream name, or a stream
+on a symbol the exchange does not list, is refused with HTTP 400 and a body
+naming it (so a typo fails at once instead of delivering nothing), an unknown
+path with 404, and a
 ``timeUnit`` other than milliseconds with 400: the market has no microsecond
 clock.
 
@@ -140,7 +93,7 @@ all count)                                window; that message and later ones ar
                                           client to reconnect without blaming it
 missing pong (``pong_timeout``)           Close 1008 ``"pong timeout"``
 slow client (``max_queued_messages``)     Close 1008 ``"slow client"``, or 1006 if it
-                                          is not reading (see *Outgoing queue*)
+                                          is not reading (``_session``: *Outgoing queue*)
 ``drop_connections()``                    1006: a FIN after the data already
                                           written, no Close frame (the server then
                                           waits up to ``CLOSE_GRACE`` for the
@@ -173,146 +126,38 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import ssl
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import attrs
-import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from .._errors import InvalidStreamName
-from ..binance._streams import Stream, combined_url, parse_stream, raw_url
-from ._faults import ClientTraffic, Refusals, half_close, max_rate, reset
+from ..binance._limits import SPOT
+from ..binance._streams import Stream, parse_stream
+from ..binance._urls import combined_url, parse_stream_url, raw_url
+from ._faults import ClientTraffic, Refusals, half_close, max_rate
 from ._hooks import HookedWebSocket, check_hooks, receive_request
-from ._market import DEFAULT_SYMBOLS, Market, envelope
+from ._market import DEFAULT_SYMBOLS, Market, ids_from_clock, wall_clock_ms
 from ._rest import RestEndpoint, split_session
+from ._session import CLOSE_GRACE, MAX_LAG, MAX_STREAMS, Gate, Session
 from ._shared import SharedMarket
+from ._statistics import ConnectionInfo, Counters, ExchangeStatistics
 
-__all__ = ["ConnectionInfo", "ExchangeStatistics", "LocalExchange", "open_exchange"]
+__all__ = [
+    "ConnectionInfo", "ExchangeStatistics", "LocalExchange", "TrioWallClock", "open_exchange",
+]
 
-#: Binance's limit of streams per connection.
-MAX_STREAMS = 1024
-#: How long a closing handshake may take before the TCP connection is dropped.
-CLOSE_GRACE = 1.0
 #: How long a client may take to send its upgrade request.
 CONNECT_TIMEOUT = 10.0
-#: How far behind schedule the sender may fall before the schedule restarts.
-MAX_LAG = 1.0
-#: In "as fast as possible" mode, yield after this many ticks that sent nothing.
-IDLE_TICKS_PER_CHECKPOINT = 16
-#: The close code and reason for each fault that closes with a Close frame.
-LIFETIME_CLOSE = (1001, "connection lifetime exceeded")
-RATE_LIMIT_CLOSE = (1008, "Too many requests")
-SLOW_CLIENT_CLOSE = (1008, "slow client")
-PONG_TIMEOUT_CLOSE = (1008, "pong timeout")
+#: The close code and reason when the exchange shuts down.
 SHUTDOWN_CLOSE = (1001, "exchange shutting down")
 
-_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-_ID_TEXT = re.compile(r"[A-Za-z0-9]{0,36}")
-_INT64 = range(-(2**63), 2**63)
 _REFUSED_BODY = b"connection refused by the local exchange (refuse_connections)"
-
-
-@attrs.frozen
-class ExchangeStatistics:
-    """A snapshot of what a :class:`LocalExchange` has done so far.
-
-    ``messages_sent`` counts data messages (market payloads and
-    ``serverShutdown`` notices); control replies count in
-    ``control_requests`` (all of them) and ``control_errors`` (the error
-    replies).  ``messages_dropped`` counts data messages that were due to a
-    connection but never written: the connection closed first, its queue
-    overflowed, or (shared market) sending was paused.  Data discarded
-    because its stream was unsubscribed first is not counted.
-
-    ``connection_attempts`` counts upgrade requests: ``connections_refused``
-    (503, ``refuse_connections``), ``handshakes_rejected`` (400, 404) and
-    ``connections_accepted`` are its parts.  ``connections_dropped`` counts
-    TCP connections ended without a Close frame by ``drop_connections`` and
-    ``accept_and_close``.  ``rate_limit_closes``, ``lifetime_closes`` and
-    ``slow_client_closes`` count closes for those faults.
-    ``client_messages`` counts everything clients sent (messages, pings and
-    pongs), ``client_pings`` and ``client_pongs`` its control frames, and
-    ``client_pings_unanswered`` the pings that got no pong
-    (``ignore_client_pings``, ``pause_sending``, over the budget, closing).
-    """
-
-    connections_accepted: int
-    connections_open: int
-    handshakes_rejected: int
-    messages_sent: int
-    messages_dropped: int
-    pings_sent: int
-    pongs_missed: int
-    control_requests: int
-    control_errors: int
-    connection_attempts: int
-    connections_refused: int
-    connections_dropped: int
-    rate_limit_closes: int
-    lifetime_closes: int
-    slow_client_closes: int
-    client_messages: int
-    client_pings: int
-    client_pongs: int
-    client_pings_unanswered: int
-
-
-@attrs.define
-class _Counters:
-    connections_accepted: int = 0
-    connections_open: int = 0
-    handshakes_rejected: int = 0
-    messages_sent: int = 0
-    messages_dropped: int = 0
-    pings_sent: int = 0
-    pongs_missed: int = 0
-    control_requests: int = 0
-    control_errors: int = 0
-    connection_attempts: int = 0
-    connections_refused: int = 0
-    connections_dropped: int = 0
-    rate_limit_closes: int = 0
-    lifetime_closes: int = 0
-    slow_client_closes: int = 0
-    client_messages: int = 0
-    client_pings: int = 0
-    client_pongs: int = 0
-    client_pings_unanswered: int = 0
-
-    def snapshot(self) -> ExchangeStatistics:
-        return ExchangeStatistics(**attrs.asdict(self))
-
-
-@attrs.frozen
-class ConnectionInfo:
-    """One open connection, as :meth:`LocalExchange.open_connections` reports it.
-
-    ``number`` is the connection's number (0, 1, ... in order of
-    acceptance; the same number as in ``subscribe_requests``),
-    ``subscriptions`` its stream names in subscription order, ``opened_at``
-    ``trio.current_time()`` when it was accepted.  ``messages_sent`` and
-    ``messages_dropped`` are its share of the exchange's counters,
-    ``client_messages`` what it sent (pings and pongs included) and
-    ``queued`` the length of its outgoing queue.
-    """
-
-    number: int
-    subscriptions: tuple[str, ...]
-    opened_at: float
-    session: str
-    combined: bool
-    messages_sent: int
-    messages_dropped: int
-    client_messages: int
-    queued: int
 
 
 class _Rejection(Exception):
@@ -322,515 +167,61 @@ class _Rejection(Exception):
         self.body = text.encode()
 
 
-def _parse_target(target: str) -> tuple[bool, list[Stream]]:
-    """``(combined, streams)`` for a request target, or :class:`_Rejection`."""
-    parts = urlsplit(target)
-    path = parts.path.rstrip("/") or "/"
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unit = query.get("timeUnit")
+def unknown_symbol(stream: Stream, symbols: Container[str] | None) -> str | None:
+    """Why ``stream`` names a symbol not in ``symbols`` (``None``: it does not, or no list)."""
+    if symbols is None or stream.symbol is None or stream.symbol in symbols:
+        return None
+    return f"Invalid symbol {stream.symbol!r}: the exchange does not list it"
+
+
+def _parse_target(target: str, symbols: Container[str] | None = None
+                  ) -> tuple[bool, list[Stream]]:
+    """``(combined, streams)`` for a request target, or :class:`_Rejection`.
+
+    With ``symbols``, a stream on any other symbol is refused too.
+    """
+    parsed = parse_stream_url(target)
+    if parsed is None:
+        path = urlsplit(target).path
+        raise _Rejection(404, f"unknown path {path!r}: use /ws/<stream> or /stream?streams=")
+    unit = parsed.time_unit
     if unit is not None and unit.lower() != "millisecond":
         raise _Rejection(400, f"timeUnit {unit!r} is not supported by the local exchange")
-    if path == "/ws" or path.startswith("/ws/"):
-        combined = False
-        names = [unquote(segment) for segment in path[len("/ws/"):].split("/")] \
-            if path != "/ws" else []
-    elif path == "/stream":
-        combined = True
-        text = query.get("streams", "")
-        names = text.split("/") if text else []
-    else:
-        raise _Rejection(404, f"unknown path {parts.path!r}: use /ws/<stream> or /stream?streams=")
     streams: dict[str, Stream] = {}
-    for name in names:
+    for name in parsed.names:
         try:
-            streams.setdefault(name, parse_stream(name))
+            stream = streams.setdefault(name, parse_stream(name))
         except InvalidStreamName as exc:
             raise _Rejection(400, f"invalid stream {name!r}: {exc}") from None
+        unknown = unknown_symbol(stream, symbols)
+        if unknown is not None:
+            raise _Rejection(400, f"invalid stream {name!r}: {unknown}")
     if len(streams) > MAX_STREAMS:
         raise _Rejection(400, f"too many streams: {len(streams)} > {MAX_STREAMS}")
-    return combined, list(streams.values())
+    return parsed.combined, list(streams.values())
 
 
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
 
+class TrioWallClock:
+    """Epoch milliseconds: the wall clock at the first call, then advanced on trio's clock.
 
-def _error(code: int, msg: str, *, request_id: Any = None, with_id: bool = False) -> str:
-    reply: dict[str, Any] = {"code": code, "msg": msg}
-    if with_id:
-        reply["id"] = request_id
-    return _dumps(reply)
+    Under trio's real clock this is the wall clock (but monotonic: a wall
+    clock step does not move it); under ``trio.testing.MockClock`` it runs
+    in the test's virtual time.  Outside ``trio.run`` it reads the wall clock.
+    """
 
+    def __init__(self) -> None:
+        self._anchor: tuple[int, float] | None = None
 
-def _valid_id(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return value in _INT64
-    return isinstance(value, str) and _ID_TEXT.fullmatch(value) is not None
-
-
-_Item = tuple[Stream | None, str, bool]  # (data stream or None, text, counts as data)
-
-
-class _Connection:
-    """One client: its subscriptions, its market, its outgoing queue and its tasks."""
-
-    def __init__(self, exchange: LocalExchange, ws: HookedWebSocket, stream: trio.abc.Stream,
-                 traffic: ClientTraffic, number: int, combined: bool,
-                 streams: Sequence[Stream], session: str = "") -> None:
-        self.exchange = exchange
-        self.ws = ws
-        self.stream = stream
-        self.traffic = traffic
-        self.number = number
-        self.combined = combined
-        self.subs: dict[str, Stream] = {s.name: s for s in streams}
-        self.shared = exchange._shared
-        self.market = self.shared.market if self.shared is not None \
-            else Market(exchange.seed, exchange.symbols)
-        self.session = session
-        self.counters = exchange._counters
-        self.opened_at = trio.current_time()
-        self.sent = 0  # data messages written
-        self.dropped = 0  # data messages due but never written
-        self.delivered = 0  # market messages sent or queued, for max_messages
-        self.wakeup = trio.Event()
-        self.outbox: deque[_Item] = deque()
-        self._writer_lot = trio.lowlevel.ParkingLot()
-        #: Why the connection is ending, once it is (``None`` while it is open).
-        self.closing: str | None = None
-        self._pending_close: tuple[int, str, float] | None = None
-        self._dropped: bool | None = None  # once dropped: whether abruptly
-        self._nursery: trio.Nursery | None = None
-        self._output: trio.CancelScope | None = None
-        self._receiver_done = trio.Event()
-        self.finished = trio.Event()
-        traffic.on_violation = self._over_budget
-        if traffic.violated:
-            self._over_budget()
-
-    async def run(self) -> None:
+    def __call__(self) -> int:
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                if self._dropped is not None:
-                    self._after_drop()
-                else:
-                    if self.shared is not None and self.closing is None:
-                        for stream in self.subs.values():
-                            self.shared.subscribe(self, stream)
-                    nursery.start_soon(self._run_output)
-                    if self._pending_close is not None:
-                        nursery.start_soon(self._close, *self._pending_close)
-                await self.receive_control()
-                self._receiver_done.set()
-                if self.closing is None:
-                    self.closing = "ended"
-                    nursery.cancel_scope.cancel()
-                # else the close or drop in progress cancels the nursery when done
-        finally:
-            if self.closing is None:
-                self.closing = "ended"
-            self.traffic.closing = True
-            self._leave_market()
-            for queued, _, counted in self.outbox:
-                if counted and (queued is None or self.subs.get(queued.name) is queued):
-                    self._count_dropped(1)
-            self.outbox.clear()
-            self.ws.close_written.set()
-            self.finished.set()
-
-    async def _run_output(self) -> None:
-        exchange = self.exchange
-        async with trio.open_nursery() as output:
-            self._output = output.cancel_scope
-            if self._dropped is not None:
-                output.cancel_scope.cancel()
-            if self.shared is None:
-                output.start_soon(self.send_data)
-            output.start_soon(self.write)
-            if exchange.ping_interval:
-                output.start_soon(self.keep_alive)
-            if exchange.max_lifetime is not None:
-                output.start_soon(self.expire)
-
-    # -- ending ---------------------------------------------------------------------
-
-    def close(self, code: int, reason: str, grace: float = CLOSE_GRACE) -> bool:
-        """Start a closing handshake with ``code``; ``False`` if already ending.
-
-        Never blocks: the handshake runs as a task in the connection's
-        nursery, which it cancels when done (at most ``grace`` seconds).
-        """
-        if self.closing is not None:
-            return False
-        self.closing = reason or f"close {code}"
-        self.traffic.closing = True
-        self._leave_market()
-        if self._nursery is None:
-            self._pending_close = (code, reason, grace)
-        else:
-            self._spawn(self._close, code, reason, grace)
-        return True
-
-    def _spawn(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
-        assert self._nursery is not None
-        try:
-            self._nursery.start_soon(task, *args)
+            now = trio.current_time()
         except RuntimeError:
-            pass  # the nursery has just closed: the connection is over anyway
-
-    async def _close(self, code: int, reason: str, grace: float) -> None:
-        with trio.move_on_after(grace):
-            await self.ws.aclose(code, reason)
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-
-    def drop(self, abrupt: bool) -> bool:
-        """End the TCP connection without a Close frame: FIN, or RST if ``abrupt``."""
-        if self._dropped is not None:
-            return False
-        self._dropped = abrupt
-        if self.closing is None:
-            self.closing = "reset" if abrupt else "dropped"
-        self.traffic.closing = True
-        self._leave_market()
-        if self._output is not None:
-            self._output.cancel()  # nothing of ours is written after the FIN
-        if abrupt:
-            reset(self.stream)
-        else:
-            half_close(self.stream)
-        if self._nursery is not None:
-            self._after_drop()
-        return True
-
-    def _after_drop(self) -> None:
-        assert self._nursery is not None
-        if self._dropped:
-            self._nursery.cancel_scope.cancel()
-        else:
-            self._spawn(self._linger)
-
-    async def _linger(self) -> None:
-        # Keep reading until the client closes its side, so that its last
-        # messages (pongs, say) do not turn our close into an RST.
-        with trio.move_on_after(CLOSE_GRACE):
-            await self._receiver_done.wait()
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-
-    def _over_budget(self) -> None:
-        if self.close(*RATE_LIMIT_CLOSE):
-            self.counters.rate_limit_closes += 1
-
-    def _slow(self) -> None:
-        if self.close(*SLOW_CLIENT_CLOSE):
-            self.counters.slow_client_closes += 1
-
-    def _leave_market(self) -> None:
-        if self.shared is not None:
-            for name in self.subs:
-                self.shared.unsubscribe(self, name)
-
-    # -- data -------------------------------------------------------------------
-
-    def _count_sent(self) -> None:
-        self.sent += 1
-        self.counters.messages_sent += 1
-
-    def _count_dropped(self, count: int) -> None:
-        self.dropped += count
-        self.counters.messages_dropped += count
-
-    def _text(self, stream: Stream, raw: bytes) -> str:
-        if self.combined:
-            return envelope(stream.name, raw).decode()
-        return raw.decode()
-
-    async def send_data(self) -> None:
-        """The per-connection market's sender: step, then send what the subscriptions emit."""
-        exchange = self.exchange
-        limit = exchange.max_messages
-        if limit is not None and limit <= 0:
-            return
-        rate = exchange.rate
-        period = 1.0 / rate if rate else 0.0
-        market, subs, ws = self.market, self.subs, self.ws
-        faults = exchange.faults
-        idle = 0
-        deadline = trio.current_time()
-        while True:
-            slept = False
-            if not subs:
-                self.wakeup = trio.Event()
-                await self.wakeup.wait()
-                deadline = trio.current_time()
-            if exchange._paused:
-                await exchange._resumed.wait()
-            if period:
-                deadline += period
-                now = trio.current_time()
-                if deadline > now:
-                    await trio.sleep_until(deadline)
-                    slept = True
-                elif now - deadline > MAX_LAG:
-                    deadline = now
-            market.step()
-            sent_before = self.sent
-            for stream in list(subs.values()):
-                batch = market.encoded(stream)
-                if faults.armed:
-                    batch = faults.filter(self.session, stream, batch)
-                for index, raw in enumerate(batch):
-                    if exchange._paused:
-                        await exchange._resumed.wait()
-                    if subs.get(stream.name) is not stream:
-                        break
-                    try:
-                        await ws.send_message(self._text(stream, raw))
-                    except ConnectionClosed:
-                        self._count_dropped(len(batch) - index)
-                        return
-                    self._count_sent()
-                    self.delivered += 1
-                    if limit is not None and self.delivered >= limit:
-                        return
-            if self.sent == sent_before and not slept:
-                idle += 1
-                if idle >= IDLE_TICKS_PER_CHECKPOINT:
-                    idle = 0
-                    await trio.lowlevel.checkpoint()
-
-    def deliver(self, name: str, texts: list[str]) -> None:
-        """Queue one tick of the shared market's ``texts`` for stream ``name``; never blocks."""
-        stream = self.subs.get(name)
-        if stream is None or self.closing is not None:
-            return
-        exchange = self.exchange
-        if exchange._paused:
-            self._count_dropped(len(texts))
-            return
-        limit = exchange.max_messages
-        if limit is not None:
-            room = limit - self.delivered
-            if room <= 0:
-                return
-            if len(texts) > room:
-                texts = texts[:room]
-        self.delivered += len(texts)
-        outbox = self.outbox
-        space = exchange.max_queued_messages - len(outbox)
-        if len(texts) > space:
-            self._count_dropped(len(texts) - max(space, 0))
-            texts = texts[:max(space, 0)]
-            self._slow()
-        outbox.extend((stream, text, True) for text in texts)
-        self._writer_lot.unpark_all()
-
-    def _enqueue(self, text: str, counted: bool) -> None:
-        if len(self.outbox) >= self.exchange.max_queued_messages:
-            if counted:
-                self._count_dropped(1)
-            self._slow()
-            return
-        self.outbox.append((None, text, counted))
-        self._writer_lot.unpark_all()
-
-    async def send_text(self, text: str, *, counted: bool) -> None:
-        """Send a control reply or a notice now, or queue it behind what is queued.
-
-        Raises ``ConnectionClosed`` if it was to be written now and could not be.
-        """
-        if self.outbox or self.exchange._paused:
-            self._enqueue(text, counted)
-            return
-        await self.ws.send_message(text)
-        if counted:
-            self._count_sent()
-
-    async def write(self) -> None:
-        """Drain the outgoing queue, in order, while sending is not paused."""
-        exchange, outbox, subs, ws = self.exchange, self.outbox, self.subs, self.ws
-        while True:
-            if not outbox:
-                await self._writer_lot.park()
-                continue
-            if exchange._paused:
-                await exchange._resumed.wait()
-                continue
-            stream, text, counted = outbox.popleft()
-            if stream is not None and subs.get(stream.name) is not stream:
-                continue  # unsubscribed since it was queued (EXC2)
-            try:
-                await ws.send_message(text)
-            except ConnectionClosed:
-                if counted:
-                    self._count_dropped(1)
-                return
-            if counted:
-                self._count_sent()
-
-    async def send_shutdown_notice(self) -> None:
-        if self.closing is not None:
-            return
-        raw = orjson.dumps(self.market.server_shutdown())
-        text = (envelope("!serverShutdown", raw) if self.combined else raw).decode()
-        try:
-            await self.send_text(text, counted=True)
-        except ConnectionClosed:
-            self._count_dropped(1)
-
-    # -- timers -------------------------------------------------------------------
-
-    async def keep_alive(self) -> None:
-        exchange = self.exchange
-        interval = exchange.ping_interval
-        assert interval
-        deadline = trio.current_time()
-        for count in itertools.count():
-            deadline += interval
-            await trio.sleep_until(deadline)
-            if exchange._paused:
-                await exchange._resumed.wait()
-            payload = f"{self.number}:{count}".encode()
-            self.counters.pings_sent += 1
-            with trio.move_on_after(exchange.pong_timeout) as waiting:
-                try:
-                    await self.ws.ping(payload)
-                except ConnectionClosed:
-                    return
-            if waiting.cancelled_caught:
-                self.counters.pongs_missed += 1
-                self.close(*PONG_TIMEOUT_CLOSE, grace=min(CLOSE_GRACE, exchange.pong_timeout))
-                return
-            deadline = max(deadline, trio.current_time() - interval)
-
-    async def expire(self) -> None:
-        lifetime = self.exchange.max_lifetime
-        assert lifetime is not None
-        await trio.sleep_until(self.opened_at + lifetime)
-        if self.close(*LIFETIME_CLOSE):
-            self.counters.lifetime_closes += 1
-
-    # -- control ------------------------------------------------------------------
-
-    async def receive_control(self) -> None:
-        index = 0
-        while True:
-            try:
-                message = await self.ws.get_message()
-            except ConnectionClosed:
-                return
-            index += 1
-            if self.closing is not None or not self.traffic.accepts(index):
-                continue  # over the budget, or closing: not acted on
-            reply = self.handle(message)
-            try:
-                await self.send_text(reply, counted=False)
-            except ConnectionClosed:
-                return
-
-    def handle(self, message: str | bytes) -> str:
-        """Apply one control message and return the reply, as Binance would."""
-        self.counters.control_requests += 1
-        reply = self._handle(message)
-        if reply.startswith('{"code"'):
-            self.counters.control_errors += 1
-        return reply
-
-    def _handle(self, message: str | bytes) -> str:
-        try:
-            request = orjson.loads(message)
-        except orjson.JSONDecodeError as exc:
-            return _error(3, f"Invalid JSON: expected value at line {exc.lineno} "
-                             f"column {exc.colno}")
-        text = message if isinstance(message, str) else message.decode()
-        if not isinstance(request, dict):
-            return _error(2, "Invalid request: expected a JSON object at line 1 column 1")
-        if "method" not in request:
-            return _error(2, f"Invalid request: missing field `method` at line 1 "
-                             f"column {len(text)}")
-        method = request["method"]
-        if method not in _METHODS:
-            encoded = _dumps(method) if isinstance(method, str) else repr(method)
-            column = text.find(encoded)
-            column = column + len(encoded) if column >= 0 else len(text)
-            return _error(2, f"Invalid request: unknown variant `{method}`, expected one of "
-                             + ", ".join(f"`{m}`" for m in _METHODS)
-                             + f" at line 1 column {column}")
-        params = request.get("params", [])
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            self.exchange.subscribe_requests.append(
-                (self.number, trio.current_time(), method,
-                 list(params) if isinstance(params, list) else []))
-        request_id = request.get("id")
-        if not _valid_id(request_id):
-            return _error(2, "Invalid request: request ID must be an unsigned integer")
-        if not isinstance(params, list):
-            return _error(2, "Invalid request: params must be an array")
-        if method == "LIST_SUBSCRIPTIONS":
-            if params:
-                return _error(2, "Invalid request: too many parameters")
-            return _dumps({"result": list(self.subs), "id": request_id})
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            return self._subscription(method, params, request_id)
-        return self._property(method, params, request_id)
-
-    def _subscription(self, method: str, params: list[Any], request_id: Any) -> str:
-        streams: dict[str, Stream] = {}
-        for name in params:
-            if not isinstance(name, str):
-                return _error(2, f"Invalid request: invalid stream {name!r}: "
-                                 "a stream name must be a string",
-                              request_id=request_id, with_id=True)
-            try:
-                streams[name] = parse_stream(name)
-            except InvalidStreamName as exc:
-                return _error(2, f"Invalid request: invalid stream {name!r}: {exc}",
-                              request_id=request_id, with_id=True)
-        shared = self.shared
-        if method == "UNSUBSCRIBE":
-            for name in streams:
-                if self.subs.pop(name, None) is not None and shared is not None:
-                    shared.unsubscribe(self, name)
-            return _dumps({"result": None, "id": request_id})
-        new = [name for name in streams if name not in self.subs]
-        if len(self.subs) + len(new) > MAX_STREAMS:
-            return _error(2, f"Invalid request: too many streams: a connection carries at "
-                             f"most {MAX_STREAMS}", request_id=request_id, with_id=True)
-        for name in new:
-            self.subs[name] = streams[name]
-            if shared is not None:
-                shared.subscribe(self, streams[name])
-        if self.subs:
-            self.wakeup.set()
-        return _dumps({"result": None, "id": request_id})
-
-    def _property(self, method: str, params: list[Any], request_id: Any) -> str:
-        expected = 2 if method == "SET_PROPERTY" else 1
-        if len(params) > expected:
-            return _error(2, "Invalid request: too many parameters")
-        if not params or not isinstance(params[0], str):
-            return _error(2, "Invalid request: property name must be a string")
-        if params[0] != "combined":
-            return _error(0, "Unknown property", request_id=request_id, with_id=True)
-        if method == "GET_PROPERTY":
-            return _dumps({"result": self.combined, "id": request_id})
-        if len(params) < 2 or not isinstance(params[1], bool):
-            return _error(1, "Invalid value type: expected Boolean")
-        self.combined = params[1]
-        return _dumps({"result": None, "id": request_id})
-
-    def info(self) -> ConnectionInfo:
-        return ConnectionInfo(
-            number=self.number, subscriptions=tuple(self.subs), opened_at=self.opened_at,
-            session=self.session, combined=self.combined, messages_sent=self.sent,
-            messages_dropped=self.dropped, client_messages=len(self.traffic.times),
-            queued=len(self.outbox))
+            return wall_clock_ms()
+        if self._anchor is None:
+            self._anchor = (wall_clock_ms(), now)
+        wall, start = self._anchor
+        return wall + int((now - start) * 1000)
 
 
 class LocalExchange:
@@ -848,7 +239,8 @@ class LocalExchange:
                  ssl_context: ssl.SSLContext | None, max_messages: int | None,
                  shared_market: bool = False, max_queued_messages: int = 100_000,
                  max_lifetime: float | None = None,
-                 max_client_messages_per_second: float | None = None) -> None:
+                 max_client_messages_per_second: float | None = None,
+                 clock: Callable[[], int] | None = None) -> None:
         self.host = host
         self.seed = seed
         self.symbols = tuple(symbols)
@@ -860,22 +252,22 @@ class LocalExchange:
         self.max_queued_messages = max_queued_messages
         self.max_lifetime = max_lifetime
         self.max_client_messages_per_second = max_client_messages_per_second
+        #: What stamps event times (epoch ms); ``None``: the simulated clock.
+        self.clock = clock
         self.port = 0
-        self._counters = _Counters()
+        self._counters = Counters()
         #: The HTTP/1.1 REST endpoint (snapshots, weights) and its fault hooks.
-        self.rest = RestEndpoint(host)
+        self.rest = RestEndpoint(host, symbols=self.symbols)
         self.faults = self.rest.faults
         self._shared: SharedMarket | None = None
         if shared_market:
             assert rate
-            self._shared = SharedMarket(Market(seed, self.symbols), rate, self.faults, MAX_LAG)
-        self._connections: dict[_Connection, None] = {}
+            self._shared = SharedMarket(self.market(), rate, self.faults, MAX_LAG)
+        self._connections: dict[Session, None] = {}
         self._numbers = itertools.count()
         self._all_closed = trio.Event()
         self._all_closed.set()
-        self._paused = False
-        self._resumed = trio.Event()
-        self._resumed.set()
+        self._gate = Gate()
         self._ignore_pings = False
         self._refusals = Refusals()
         self._histories: list[list[float]] = []
@@ -915,11 +307,17 @@ class LocalExchange:
         return combined_url(streams, self.base_url)
 
     def market(self) -> Market:
-        """A fresh market with this exchange's seed: what every connection replays.
+        """A fresh market with this exchange's seed, symbols and clock, as each connection gets.
 
-        With a shared market, its tick ``k`` is the shared market's tick ``k``.
+        On the simulated clock (``clock=None``) it is what every connection
+        replays, and with a shared market its tick ``k`` is the shared
+        market's tick ``k``.  On another clock its ids start from the clock
+        now (``ids_from_clock``), and its cadences follow that clock.
         """
-        return Market(self.seed, self.symbols)
+        clock = self.clock
+        if clock is None:
+            return Market(self.seed, self.symbols)
+        return Market(self.seed, self.symbols, clock=clock, id_base=ids_from_clock(clock))
 
     @property
     def shared_market(self) -> Market | None:
@@ -1011,22 +409,18 @@ class LocalExchange:
         ``messages_dropped``: on resume they continue from the current tick.
         Per-connection markets simply wait.  Idempotent.
         """
-        if not self._paused:
-            self._paused = True
-            self._resumed = trio.Event()
+        self._gate.pause()
 
     def resume_sending(self) -> None:
         """Undo :meth:`pause_sending`.  Idempotent."""
-        if self._paused:
-            self._paused = False
-            self._resumed.set()
+        self._gate.resume()
 
     def ignore_client_pings(self, ignore: bool = True) -> None:
         """Stop (or, with ``False``, resume) answering the clients' pings with pongs."""
         self._ignore_pings = ignore
 
     def _answering_pings(self) -> bool:
-        return not (self._ignore_pings or self._paused)
+        return not (self._ignore_pings or self._gate.paused)
 
     def refuse_connections(self, count: int | None = None, *,
                            seconds: float | None = None) -> None:
@@ -1099,7 +493,7 @@ class LocalExchange:
             return
         try:
             session, target = split_session(request.path)
-            combined, streams = _parse_target(target)
+            combined, streams = _parse_target(target, self.symbols)
         except _Rejection as rejection:
             counters.handshakes_rejected += 1
             await self._reject(request, rejection.status, rejection.body)
@@ -1120,8 +514,11 @@ class LocalExchange:
                 except ConnectionClosed:
                     pass
             return
-        connection = _Connection(self, ws, stream, traffic, next(self._numbers), combined,
-                                 streams, session)
+        shared = self._shared
+        market = shared.market if shared is not None else self.market()
+        connection = Session(self, ws, stream, traffic, next(self._numbers), combined, streams,
+                             market=market, shared=shared, counters=self._counters,
+                             gate=self._gate, session=session)
         self._histories.append(traffic.times)
         self.rest.register(session, connection.market)
         counters.connections_open += 1
@@ -1212,14 +609,15 @@ def open_exchange(
     seed: int = 0,
     symbols: Iterable[str] = DEFAULT_SYMBOLS,
     rate: float | None = 1000.0,
-    ping_interval: float | None = 20.0,
-    pong_timeout: float = 60.0,
+    ping_interval: float | None = SPOT.ping_interval,
+    pong_timeout: float = SPOT.pong_timeout,
     ssl_context: ssl.SSLContext | None = None,
     max_messages: int | None = None,
     shared_market: bool = False,
     max_queued_messages: int = 100_000,
     max_lifetime: float | None = None,
     max_client_messages_per_second: float | None = None,
+    clock: Callable[[], int] | Literal["wall"] | None = "wall",
 ) -> AbstractAsyncContextManager[LocalExchange]:
     """Serve Binance's public streams from a simulated market on ``host:port``.
 
@@ -1231,6 +629,18 @@ def open_exchange(
     possible); ``ping_interval`` (``None``: never) and ``pong_timeout`` are
     Binance's keepalive, 20 s and 60 s; ``ssl_context`` (a server context)
     serves ``wss://``; ``max_messages`` caps the data messages per connection.
+
+    ``clock`` (a callable returning epoch milliseconds) stamps every event.
+    The default, ``"wall"``, is the wall clock as the exchange opens,
+    advanced on trio's clock (:class:`TrioWallClock`): real time, so that a
+    client measures a true lag, and virtual time under
+    ``trio.testing.MockClock``, so that cadences keep up with a test's
+    jumps.  Each market's ids start from the clock too (``clock() * 1000``
+    above the simulated market's), so an exchange started later continues
+    the ids of one started earlier.  A test that needs reproducible data
+    passes ``clock=None``: the simulated clock, from ``EPOCH_MS`` in steps
+    of ``TICK_MS`` per tick, and fixed first ids, so that two connections
+    with one seed receive the same data.
 
     By default each connection replays its own market from tick 0, at
     ``rate`` per connection.  ``shared_market=True`` runs one market for the
@@ -1273,6 +683,7 @@ def open_exchange(
                              shared_market=shared_market,
                              max_queued_messages=max_queued_messages,
                              max_lifetime=max_lifetime,
-                             max_client_messages_per_second=max_client_messages_per_second)
+                             max_client_messages_per_second=max_client_messages_per_second,
+                             clock=TrioWallClock() if clock == "wall" else clock)
     exchange.port = port
     return _OpenExchange(exchange)

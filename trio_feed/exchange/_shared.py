@@ -30,7 +30,8 @@ from typing import Any, Protocol
 import trio
 
 from ..binance._streams import Stream
-from ._market import Market, envelope
+from ..binance._urls import envelope
+from ._market import Market
 
 __all__ = ["SharedMarket", "Subscriber"]
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import random
 from collections import deque
 
+from ..binance._limits import SPOT
+
 __all__ = ["AttemptLimiter", "Backoff"]
 
 
@@ -77,7 +79,7 @@ class AttemptLimiter:
     covers that boundary many times over).
     """
 
-    def __init__(self, max_attempts: int = 250, window: float = 300.0) -> None:
+    def __init__(self, max_attempts: int = 250, window: float = SPOT.attempts_window) -> None:
         if max_attempts < 1 or window <= 0:
             raise ValueError("max_attempts must be >= 1 and window > 0")
         self.max_attempts = max_attempts

@@ -63,6 +63,7 @@ import trio
 
 from .._errors import DecodeError, RequestTimeout, SubscriptionError, lone_exception
 from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
+from ..binance._limits import SPOT
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
 from ._continuity import Continuity
@@ -474,7 +475,7 @@ def open_feed(
     healthy_after: float = 10.0,
     max_retry_after: float = 300.0,
     attempt_limiter: AttemptLimiter | None = None,
-    rotate_after: float | None = 23.5 * 3600,
+    rotate_after: float | None = SPOT.connection_lifetime - 1800.0,
     rotation_timeout: float = 60.0,
     stale_after: float | None = None,
     ping_interval: float | None = 60.0,
@@ -482,7 +483,7 @@ def open_feed(
     request_timeout: float = 5.0,
     no_data_after: float | None = 60.0,
     lag_threshold: float = 5.0,
-    send_rate: float = 4.0,
+    send_rate: float = SPOT.client_messages_per_second - 1.0,
     send_burst: float = 1.0,
     streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
     max_url_length: int = 4096,

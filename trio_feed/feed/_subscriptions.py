@@ -28,11 +28,12 @@ import orjson
 
 from .._errors import SubscriptionError
 from ..binance import ControlError, ControlResponse, Stream, parse_stream
+from ..binance._limits import SPOT
 
 __all__ = ["MAX_PARAMS_PER_REQUEST", "MAX_STREAMS_PER_CONNECTION", "Requests", "Subscriptions"]
 
 #: Binance's limit of streams per connection.
-MAX_STREAMS_PER_CONNECTION = 1024
+MAX_STREAMS_PER_CONNECTION = SPOT.streams_per_connection
 #: Streams per SUBSCRIBE/UNSUBSCRIBE message.  Binance documents no limit; this
 #: keeps each message a few KB.
 MAX_PARAMS_PER_REQUEST = 200

@@ -1,0 +1,129 @@
+"""Binance's connection rules and REST snapshot rules, one record per market.
+
+Every number a client or the local exchange needs about a Binance market
+lives here once: where it is, how many streams a connection may carry, how
+fast a client may talk, how often the server pings and how long it waits for
+the pong, how long a connection lives, how many connection attempts an IP
+may make, and where the depth snapshot is and what it weighs.  The feed's
+defaults, the order books' weight budget, the CLI and the local exchange all
+read these records, so they cannot drift apart.
+
+Sources: ``STREAMS.md`` §0, §2, §5 and §8, checked against Binance's current
+pages ("WebSocket Streams for Binance" for spot, "Websocket Market Streams"
+and "Order Book" for USD-M futures).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._book import Rules
+
+__all__ = ["INVALID_SYMBOL_CODE", "SPOT", "USDM_FUTURES", "Venue", "venue_for"]
+
+#: The REST error code for a symbol the exchange does not list (``"Invalid symbol."``).
+INVALID_SYMBOL_CODE = -1121
+
+
+@attrs.frozen
+class Venue:
+    """One Binance market's rules.  Times are seconds; weights are REQUEST_WEIGHT units.
+
+    ``stream_hosts`` are the WebSocket base URLs, the first one the default;
+    ``rest_url`` the REST base URL.  ``streams_per_connection``: the most
+    streams one connection may carry.  ``client_messages_per_second``: what a
+    client may send on one connection (pings, pongs and JSON control messages
+    all count).  ``connection_attempts`` per ``attempts_window`` per IP
+    (``None`` where Binance documents no limit).  ``ping_interval``: how often
+    the server pings; ``pong_timeout``: how long it waits for the pong.
+    ``connection_lifetime``: when the server drops a connection.
+    ``snapshot_path`` is the REST depth endpoint, ``max_snapshot_limit`` its
+    largest ``limit``, ``snapshot_weights`` its weight table (``(largest
+    limit, weight)`` pairs in increasing order) and ``weight_limit`` the
+    REQUEST_WEIGHT an IP may spend per minute.  ``sequence`` says which
+    update-id rules its diff-depth stream follows.
+    """
+
+    name: str
+    stream_hosts: tuple[str, ...]
+    rest_url: str
+    streams_per_connection: int
+    client_messages_per_second: int
+    connection_attempts: int | None
+    attempts_window: float
+    ping_interval: float
+    pong_timeout: float
+    connection_lifetime: float
+    snapshot_path: str
+    max_snapshot_limit: int
+    snapshot_weights: tuple[tuple[int, int], ...]
+    weight_limit: int
+    sequence: Rules
+
+    @property
+    def base_url(self) -> str:
+        """The default stream host."""
+        return self.stream_hosts[0]
+
+    def depth_weight(self, limit: int) -> int:
+        """The request weight of a depth snapshot of ``limit`` levels.
+
+        A ``limit`` above ``max_snapshot_limit`` is capped first, as Binance
+        does; one below 1 raises ``ValueError``.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        limit = min(limit, self.max_snapshot_limit)
+        for largest, weight in self.snapshot_weights:
+            if limit <= largest:
+                return weight
+        return self.snapshot_weights[-1][1]
+
+
+#: Binance spot.  Ping every 20 s and a one-minute pong deadline since the
+#: rollout of February 2025 (3 min and 10 min before).
+SPOT = Venue(
+    name="spot",
+    stream_hosts=("wss://stream.binance.com:9443", "wss://stream.binance.com:443",
+                  "wss://data-stream.binance.vision"),
+    rest_url="https://api.binance.com",
+    streams_per_connection=1024,
+    client_messages_per_second=5,
+    connection_attempts=300,
+    attempts_window=300.0,
+    ping_interval=20.0,
+    pong_timeout=60.0,
+    connection_lifetime=24 * 3600.0,
+    snapshot_path="/api/v3/depth",
+    max_snapshot_limit=5000,
+    snapshot_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
+    weight_limit=6000,
+    sequence=Rules.SPOT,
+)
+
+#: Binance USD-M futures, as its current "Websocket Market Streams" page
+#: states them: 1024 streams per connection (older copies say 200), 10
+#: messages per second, a ping every 3 minutes and a 10-minute pong deadline.
+#: It documents no connection-attempt limit for market streams.
+USDM_FUTURES = Venue(
+    name="usdm_futures",
+    stream_hosts=("wss://fstream.binance.com",),
+    rest_url="https://fapi.binance.com",
+    streams_per_connection=1024,
+    client_messages_per_second=10,
+    connection_attempts=None,
+    attempts_window=300.0,
+    ping_interval=180.0,
+    pong_timeout=600.0,
+    connection_lifetime=24 * 3600.0,
+    snapshot_path="/fapi/v1/depth",
+    max_snapshot_limit=1000,
+    snapshot_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    weight_limit=2400,
+    sequence=Rules.USDM_FUTURES,
+)
+
+
+def venue_for(rules: Rules | str) -> Venue:
+    """The market whose diff-depth stream follows ``rules``."""
+    return USDM_FUTURES if Rules(rules) is Rules.USDM_FUTURES else SPOT
