@@ -22,7 +22,9 @@ STREAMS = ["btcusdt@trade", "btcusdt@depth@100ms", "ethusdt@bookTicker"]
 
 
 async def make_recording(path: Path, count: int = 120, streams: list[str] = STREAMS) -> None:
-    async with open_local_exchange(seed=3, rate=None) as exchange:
+    # The simulated clock: with rate=None, ticks come back to back, and on the wall clock
+    # the 100 ms depth stream would rarely be due within 120 messages.
+    async with open_local_exchange(seed=3, rate=None, clock=None) as exchange:
         with RecordingWriter(path) as writer:
             stats = await record(exchange.combined_url(streams), writer, limit=count)
     assert stats.messages == count and stats.closed is None

@@ -75,6 +75,7 @@ import trio
 
 from .._errors import BrokerError, SinkClosed, lone_exception
 from ..binance import DepthUpdate, Event, OrderBook, parse_stream
+from ..binance._limits import SPOT
 from ..feed import Feed
 from ._codec import SCHEMA_VERSION, encode_event, sequence
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
@@ -461,7 +462,7 @@ class RedisSink:
             while True:
                 try:
                     response = await self._http.get(
-                        f"{self.rest_url}/api/v3/depth",
+                        f"{self.rest_url}{SPOT.snapshot_path}",
                         params={"symbol": book.symbol, "limit": self.snapshot_limit},
                     )
                     response.raise_for_status()

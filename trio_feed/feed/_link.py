@@ -555,7 +555,9 @@ class Link:
             await trio.sleep_until(wake)
             now = trio.current_time()
             for sent in self._pings.values():
-                if now - sent >= options.pong_timeout:
+                # The same sum as the wake-up time: ``now - sent >= pong_timeout`` can be
+                # False at that very instant (floating point), and the loop would spin.
+                if now >= sent + options.pong_timeout:
                     raise Stale(
                         f"no pong for {options.pong_timeout} s (pong_timeout)", "ping timeout"
                     )
