@@ -663,3 +663,27 @@ async def test_a_handler_failure_with_a_pinned_view_reaches_the_caller_as_itself
     assert "BorrowError: a view lent for one message outlived it" in shown
     assert "message #1" in shown
     assert bytes(kept[0]) == b"irst"
+
+
+async def test_a_refused_upgrade_carries_the_servers_body() -> None:
+    """Binance explains a 451 in the body: it reaches the caller, even when it comes late."""
+    body = b'{"code":0,"msg":"Service unavailable from a restricted location."}'
+
+    async def script(side: ServerSide) -> None:
+        await side.read_request()
+        await side.stream.send_all(
+            b"HTTP/1.1 451 Unavailable For Legal Reasons\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10])
+        await trio.sleep(0.05)  # the rest of the body in a later segment
+        await side.stream.send_all(body[10:])
+        await trio.sleep(1)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await start_scripted_server(nursery, script)
+            with pytest.raises(HandshakeError) as info:
+                async with open_connection(f"ws://127.0.0.1:{port}/ws/btcusdt@trade"):
+                    pass
+            nursery.cancel_scope.cancel()
+    assert info.value.status == 451
+    assert info.value.body == body

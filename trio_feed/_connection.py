@@ -91,6 +91,7 @@ from .wire import (
     make_key,
     parse_response,
 )
+from .wire._handshake import refusal_body_wanted
 
 __all__ = ["Connection", "ConnectionContext", "ConnectionStatistics", "open_connection"]
 
@@ -558,6 +559,26 @@ class ConnectionContext:
             exc.add_note(f"while closing the connection: BorrowError: {borrow}")
 
 
+#: Seconds a refused upgrade may take to send the rest of its (short) body.
+REFUSAL_BODY_TIMEOUT = 1.0
+
+
+async def _read_refusal_body(stream: trio.abc.Stream, refused: HandshakeError) -> None:
+    """Read the rest of a refusal's announced body (bounded in size and time) onto ``refused``."""
+    wanted = refusal_body_wanted(refused)
+    if not wanted:
+        return
+    body = bytearray(refused.body)
+    with trio.move_on_after(REFUSAL_BODY_TIMEOUT):
+        while wanted > 0:
+            chunk = await stream.receive_some(wanted)
+            if not chunk:
+                break
+            body += chunk
+            wanted -= len(chunk)
+    refused.body = bytes(body)
+
+
 def open_connection(
     url: str,
     *,
@@ -677,7 +698,11 @@ async def connect(
                 if not chunk:
                     raise HandshakeError("the server closed the connection during the handshake")
                 received += chunk
-                result = parse_response(received, key)
+                try:
+                    result = parse_response(received, key)
+                except HandshakeError as refused:
+                    await _read_refusal_body(stream, refused)
+                    raise
                 if result is not None:
                     break
         except BaseException:

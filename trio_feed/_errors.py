@@ -108,16 +108,21 @@ class HandshakeError(TrioFeedError):
 
     ``status`` is the HTTP status code when one was received, else ``None``;
     ``headers`` the response's headers (lowercased names; empty if none were
-    parsed).  ``retry_after`` is the ``Retry-After`` header in seconds from
-    now (it may be given in seconds or as an HTTP date), or ``None``.
+    parsed); ``body`` the start of the response body, if any.  ``retry_after``
+    is the ``Retry-After`` header in seconds from now (it may be given in
+    seconds or as an HTTP date), or ``None``.
     """
 
     def __init__(
-        self, message: str, status: int | None = None, headers: Mapping[str, str] | None = None
+        self, message: str, status: int | None = None, headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
     ) -> None:
         super().__init__(message)
         self.status = status
         self.headers: Mapping[str, str] = dict(headers or {})
+        #: The start of a refusing server's response body (Binance explains a 451 there),
+        #: at most ``MAX_REFUSAL_BODY`` bytes of it; empty if none arrived in time.
+        self.body = body
 
     @property
     def retry_after(self) -> float | None:

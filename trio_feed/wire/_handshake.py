@@ -89,6 +89,19 @@ class HandshakeResponse:
     headers: dict[str, str]
 
 
+#: At most this much of a refusing server's body is kept on the HandshakeError.
+MAX_REFUSAL_BODY = 4096
+
+
+def refusal_body_wanted(error: HandshakeError) -> int:
+    """How many more body bytes a refusal announced (``Content-Length``), capped; else 0."""
+    try:
+        length = int(error.headers.get("content-length", "0"))
+    except ValueError:
+        return 0
+    return max(0, min(length, MAX_REFUSAL_BODY) - len(error.body))
+
+
 def parse_response(data: bytes | bytearray, key: str) -> tuple[HandshakeResponse, bytes] | None:
     """Parse and check the server's answer to the request made with ``key``.
 
@@ -131,6 +144,7 @@ def parse_response(data: bytes | bytearray, key: str) -> tuple[HandshakeResponse
             f"the server refused the WebSocket upgrade: HTTP {status} {reason}".rstrip(),
             status,
             headers,
+            rest[:MAX_REFUSAL_BODY],
         )
     if headers.get("upgrade", "").lower() != "websocket":
         raise HandshakeError("the 101 response lacks 'Upgrade: websocket'", status)
