@@ -1,13 +1,12 @@
 """The pure order-book state machine: rules, exact levels, and the exchange as oracle.
 
 The recorded captures in ``shared/binance/samples`` are read in place (never
-copied into the repo); the tests that need them are skipped without them.
+copied into the repo); the tests that need them carry the ``shared`` marker (tests/shared_data.py).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,12 +27,9 @@ from trio_feed.binance import (
 )
 from trio_feed.exchange import Market
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "binance" / "samples"
-needs_samples = pytest.mark.skipif(
-    not SAMPLES.is_dir(),
-    reason=f"Binance samples folder {SAMPLES} is absent (it sits beside the repo, in "
-           "shared/binance/samples, and is never copied into it)",
-)
+from ..shared_data import SAMPLES
+
+needs_samples = pytest.mark.shared
 
 LIVE, SYNCING, RESYNCING = BookState.LIVE, BookState.SYNCING, BookState.RESYNCING
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -41,14 +40,9 @@ from trio_feed.binance import (
     format_event,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "binance" / "samples"
+from ..shared_data import SAMPLES
 
-if not SAMPLES.is_dir():
-    pytest.skip(
-        f"Binance samples folder {SAMPLES} is absent (it sits beside the repo, in "
-        "shared/binance/samples, and is never copied into it)",
-        allow_module_level=True,
-    )
+pytestmark = pytest.mark.shared
 
 
 def read(name: str) -> bytes:

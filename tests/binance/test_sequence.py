@@ -9,7 +9,6 @@ the same gaps and the same number of missing ids, per stream.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
@@ -28,8 +27,8 @@ from trio_feed.feed._continuity import Continuity
 from trio_feed.recording import compute_stats
 from trio_feed.testing import EventRecorder
 
-SHARED = Path(os.environ.get("TRIO_FEED_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-SAMPLES = SHARED / "binance" / "samples"
+from ..shared_data import SAMPLES
+
 FUTURES = "recorded_cryptofeed_usdm_futures.jsonl"
 SPOT = "recorded_cryptofeed_spot.jsonl"
 
@@ -74,6 +73,7 @@ def three_verdicts(lines: list[bytes], tmp_path: Path) -> tuple[dict[str, int], 
     return by_continuity, by_recorder, by_stats, gaps_by_continuity
 
 
+@pytest.mark.shared
 def test_futures_sample_the_three_agree_on_the_pu_chain(tmp_path: Path) -> None:
     continuity, recorder, stats, gaps = three_verdicts(sample_lines(FUTURES), tmp_path)
     assert continuity == recorder == stats
@@ -85,12 +85,14 @@ def test_futures_sample_the_three_agree_on_the_pu_chain(tmp_path: Path) -> None:
     assert depth and all("pu" in d for d in depth)
 
 
+@pytest.mark.shared
 def test_spot_sample_the_three_agree(tmp_path: Path) -> None:
     continuity, recorder, stats, _ = three_verdicts(sample_lines(SPOT), tmp_path)
     assert continuity == recorder == stats
     assert any(name.endswith("@depth@100ms") for name in continuity)
 
 
+@pytest.mark.shared
 def test_futures_pu_break_counts_the_skipped_update_ids(tmp_path: Path) -> None:
     """Drop one futures depth update: all three see one gap of the ids it covered."""
     lines = sample_lines(FUTURES)
@@ -144,7 +146,3 @@ def test_object_ids_read_the_keys_the_rules_need() -> None:
     assert object_ids({"e": "trade"}) is None  # no id: nothing to check
     assert object_ids({"e": "kline", "k": {}}) is None
     assert object_ids([1, 2]) is None
-
-
-if not SAMPLES.is_dir():  # pragma: no cover - a clear failure instead of a skip
-    pytest.fail(f"Binance samples folder {SAMPLES} is absent", pytrace=False)
