@@ -527,7 +527,9 @@ async def test_only_the_latest_of_several_pending_pings_is_answered(nursery: tri
 
     port = await start_scripted_server(nursery, script)
     with trio.fail_after(5):
-        async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=1) as conn:
+        # With a send gate (a frame budget to keep), only the latest ping is answered.
+        async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=1,
+                                   send_gate=trio.lowlevel.checkpoint) as conn:
             assert await conn.receive() == "x"
             more.set()
             assert await conn.receive() == "y"
@@ -687,3 +689,25 @@ async def test_a_refused_upgrade_carries_the_servers_body() -> None:
             nursery.cancel_scope.cancel()
     assert info.value.status == 451
     assert info.value.body == body
+
+
+async def test_without_a_gate_every_ping_gets_its_pong_in_order(nursery: trio.Nursery) -> None:
+    """No frame budget to keep: each ping is answered (Autobahn cases 2.10 and 2.11)."""
+    frames: list[tuple[int, bytes]] = []
+
+    async def script(peer: ServerSide) -> None:
+        await peer.accept()
+        await peer.stream.send_all(b"".join(server_frame(Opcode.PING, b"ping-%d" % i)
+                                            for i in range(10)) + server_frame(Opcode.TEXT, b"x"))
+        while len(frames) < 10 and (frame := await peer.read_frame()) is not None:
+            frames.append(frame)
+        await peer.stream.send_all(server_frame(Opcode.TEXT, b"y"))
+
+    port = await start_scripted_server(nursery, script)
+    with trio.fail_after(5):
+        async with open_connection(f"ws://127.0.0.1:{port}/", close_timeout=1) as conn:
+            assert await conn.receive() == "x"
+            assert await conn.receive() == "y"
+            stats = conn.statistics()
+    assert frames == [(Opcode.PONG, b"ping-%d" % i) for i in range(10)]
+    assert stats.pings_received == 10 and stats.pongs_sent == 10 and stats.pings_coalesced == 0

@@ -160,6 +160,8 @@ class Connection:
         self._messages_sent = 0
         self._pongs_sent = 0
         self._pings_coalesced = 0
+        #: Without a send gate: every ping not yet answered, oldest first.
+        self._pings_waiting: list[bytes] = []
         #: Payload of the latest ping not answered yet (older ones are coalesced into it).
         self._ping_pending: bytes | None = None
         #: Set by receive_more when a ping is pending, and on close: wakes answer_pings.
@@ -337,8 +339,17 @@ class Connection:
             await self._send_pong()
 
     def _take_pings(self) -> None:
-        """Move the parser's pings into the one pending ping; count the ones passed over."""
+        """Move the parser's pings into the one pending ping; count the ones passed over.
+
+        With no send gate there is no frame budget to keep, so nothing is passed
+        over: every ping gets its own pong, in order (Autobahn's cases 2.10 and
+        2.11 expect that, though RFC 6455 section 5.5.3 does not ask it).
+        """
         pings = self.parser.pings
+        if pings and self._send_gate is None:
+            self._pings_waiting += pings
+            pings.clear()
+            self._ping_pending = self._pings_waiting[-1]
         if pings:
             self._pings_coalesced += len(pings) - 1 + (self._ping_pending is not None)
             self._ping_pending = pings[-1]
@@ -363,15 +374,20 @@ class Connection:
                     return
             payload, self._ping_pending = self._ping_pending, None
             assert payload is not None
+            waiting, self._pings_waiting = self._pings_waiting, []
+            payloads = waiting or [payload]  # without a gate, every ping in order
             sent = False
             try:
-                await self._stream.send_all(encode_pong(payload))
+                await self._stream.send_all(b"".join(encode_pong(p) for p in payloads))
                 sent = True
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise self._transport_failed(exc) from exc
             finally:
                 if sent:
-                    self._pongs_sent += 1
+                    self._pongs_sent += len(payloads)
+                elif waiting:
+                    self._pings_waiting = waiting + self._pings_waiting  # still to answer
+                    self._ping_pending = self._pings_waiting[-1]
                 elif self._ping_pending is None:
                     self._ping_pending = payload  # not sent: still to answer
                 else:
