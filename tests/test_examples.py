@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from trio_feed.testing import exchange_thread
-
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
 
@@ -104,26 +102,22 @@ def test_examples_report_errors_as_the_cli_does(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["inline.py", "channel.py"])
 def test_ctrl_c_ends_an_example_quietly(name: str) -> None:
-    """Ctrl-C mid-run: status 0, no traceback (nor a KeyboardInterrupt group), the summary.
+    """Ctrl-C mid-run, on the embedded exchange in the same process, as users run it:
+    status 0, no traceback (nor a KeyboardInterrupt group), the summary.
 
-    The exchange runs here, in a thread, so that the signal reaches the example's feed only:
-    with the exchange inside the example, a Ctrl-C that lands in one of the exchange's own
-    tasks can end the feed with ConnectionClosed(1000) instead (a known race of the embedded
-    exchange), which would make this test flaky, not wrong.
+    (tests/test_ctrl_c.py interrupts at many more moments.)
     """
-    with exchange_thread(seed=1, rate=200.0) as exchange:
-        proc = subprocess.Popen(example(name, "--url", exchange.base_url),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            assert proc.stdout is not None
-            deadline = time.monotonic() + TIMEOUT
-            while "@" not in proc.stdout.readline():
-                assert time.monotonic() < deadline and proc.poll() is None
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=TIMEOUT)
-        finally:
-            proc.kill()
+    proc = subprocess.Popen(example(name), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        while "@" not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
     assert proc.returncode == 0, err
     assert err == "", err  # no traceback, no ExceptionGroup
     lines = out.splitlines()
