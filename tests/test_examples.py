@@ -41,7 +41,8 @@ def test_example_prints_limit_events_and_a_summary(example: str) -> None:
     assert (", 0 copies made" in lines[200]) == (mode == "inline")
     # The legend says what the figures measure.
     legend = lines[201]
-    assert legend.startswith("   (events/s: the embedded exchange's pace, 200 ticks/s"), legend
+    assert legend.startswith("   (events/s: the embedded exchange's pace, 200 market ticks/s, "
+                             "each can give an event on every stream"), legend
     assert "discarded: read but not handed out" in legend and "copies:" in legend
     assert "Traceback" not in result.stderr
 
@@ -73,7 +74,7 @@ def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
     last = [line for line in out.splitlines() if "events" in line and "rotations" in line][-1]
     assert "rotations 1" in last and "'stale': 1" in last and "'server shutdown': 1" in last
     legend = out.splitlines()[-1]
-    assert legend.startswith("   (missing: trade ids the exchange sent that never arrived")
+    assert legend.startswith("   (missing: ids the exchange sent that never arrived")
     assert "duplicates: messages that arrived twice" in legend
 
 
