@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
 import signal
 import socket
@@ -9,8 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import trio
+import trio.testing
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -57,15 +62,34 @@ def test_example_bad_stream_name_is_one_clear_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+def load_example(name: str) -> ModuleType:
+    """An example as a module, its ``__main__`` block not run."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)  # it puts examples/ on sys.path, for _common
+    finally:
+        sys.path[:] = path
+    return module
+
+
 @pytest.mark.parametrize("mode", ["channel", "inline"])
-def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "resilient.py"), "--mode", mode,
-         "--duration", "11"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+async def test_resilient_example_recovers_from_every_fault_exactly(
+    mode: str, autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example's whole fault schedule, on the autojump clock.
+
+    Its faults, its watchdog, its backoff and its statistics lines all run on trio's clock
+    (the embedded exchange too), so its 11 seconds take a fraction of one here; the test
+    below runs it as a process, in real time.
+    """
+    args = argparse.Namespace(mode=mode, duration=11.0, live=False, verbose=False)
+    with trio.fail_after(60):
+        status = await load_example("resilient.py").main(args)
+    out = capsys.readouterr().out
+    assert status == 0, out
     for fault in ("reset the TCP connection", "end the TCP connection", "stop sending",
                   "send serverShutdown", "refuse the next 2 connections"):
         assert f"FAULT: {fault}" in out
@@ -76,6 +100,20 @@ def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
     legend = out.splitlines()[-1]
     assert legend.startswith("   (missing: ids the exchange sent that never arrived")
     assert "duplicates: messages that arrived twice" in legend
+
+
+def test_resilient_example_runs_as_a_program() -> None:
+    """As a user starts it, in real time, until its first fault (at 1.5 s) and past it."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "resilient.py"), "--duration", "2"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    out = result.stdout
+    assert "FAULT: reset the TCP connection (abrupt)" in out and "MISMATCH" not in out
+    assert out.count("(exact)") == 3
+    assert out.splitlines()[-1].startswith("   (missing: ")
 
 
 @pytest.mark.parametrize("name", ["inline.py", "channel.py", "orderbook.py"])
