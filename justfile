@@ -8,7 +8,7 @@ demo *ARGS:
 
 # The full test suite (the same command as in the README and .ci/run)
 test *ARGS:
-    {{python}} -m pytest {{ARGS}}
+    {{python}} -m pytest -n auto {{ARGS}}
 
 # ruff and mypy, both must be clean
 lint:
