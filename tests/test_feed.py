@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from trio_feed import (
@@ -137,7 +138,11 @@ async def test_server_close_is_raised_not_swallowed_without_reconnect(mode: str)
 
 
 @pytest.mark.parametrize("mode", ["inline", "channel"])
-async def test_pings_are_answered_so_the_feed_stays_up(mode: str) -> None:
+async def test_pings_are_answered_so_the_feed_stays_up(
+    mode: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Virtual time: the exchange's pings, its pong deadline and the 1.2 s all run on
+    # trio's clock, and a pong answered late is missed in virtual time just the same.
     with trio.fail_after(10):
         async with open_exchange(seed=1, rate=50, ping_interval=0.05,
                                  pong_timeout=0.3) as exchange:
@@ -192,8 +197,13 @@ async def test_every_message_read_is_either_delivered_or_counted(mode: str) -> N
     assert stats.events + stats.duplicates + stats.discarded == stats.messages
 
 
-async def test_slow_consumer_cannot_silence_the_pongs() -> None:
-    """Rule 6: with the outbox full, the connection task keeps reading and answering pings."""
+async def test_slow_consumer_cannot_silence_the_pongs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Rule 6: with the outbox full, the connection task keeps reading and answering pings.
+
+    On the autojump clock, as the exchange's pings and pong deadline are.
+    """
     with trio.fail_after(15):
         async with open_exchange(seed=1, rate=200, ping_interval=0.05,
                                  pong_timeout=0.3) as exchange:
