@@ -243,7 +243,9 @@ async def test_bad_urls() -> None:
             pass
 
 
-async def test_receive_timeout_drops_a_slowloris_peer(nursery: trio.Nursery) -> None:
+async def test_receive_timeout_drops_a_slowloris_peer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     async def script(peer: ServerSide) -> None:
         await peer.accept()
         frame = server_frame(Opcode.TEXT, b"never finished")

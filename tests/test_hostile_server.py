@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from trio_feed import (
@@ -230,8 +231,13 @@ async def test_huge_length_is_refused_from_the_header_without_buffering(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_slowloris_frame_trips_receive_timeout(nursery: trio.Nursery, mode: str) -> None:
-    """A frame trickling one byte a second: receive_timeout (0.5 s) drops the connection."""
+async def test_slowloris_frame_trips_receive_timeout(
+    nursery: trio.Nursery, mode: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A frame trickling one byte a second: receive_timeout (0.5 s) drops the connection.
+
+    (Seconds of the autojump clock, on which the trickle and the timeout both run.)
+    """
 
     async def script(peer: ServerSide) -> None:
         await peer.accept()
