@@ -511,7 +511,9 @@ async def test_concurrent_senders_never_interleave_over_tls(
 # -- pongs: only the latest ping, never holding up the reads --------------------------------
 
 
-async def test_only_the_latest_of_several_pending_pings_is_answered(nursery: trio.Nursery) -> None:
+async def test_only_the_latest_of_several_pending_pings_is_answered(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     frames: list[tuple[int, bytes]] = []
     more = trio.Event()
 

@@ -337,7 +337,9 @@ async def test_handshake_fault_raises_handshake_error(
     assert info.value.status == status
 
 
-async def test_slowloris_handshake_is_bounded_by_connect_timeout(nursery: trio.Nursery) -> None:
+async def test_slowloris_handshake_is_bounded_by_connect_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     async def script(peer: ServerSide) -> None:
         await peer.read_request()
         for byte in b"HTTP/1.1 101 Switching Protocols\r\n":
