@@ -222,7 +222,9 @@ async def test_slow_consumer_cannot_silence_the_pongs(
 
 
 @pytest.mark.parametrize("mode", ["inline", "channel"])
-async def test_receive_nowait_takes_what_is_queued_and_never_waits(mode: str) -> None:
+async def test_receive_nowait_takes_what_is_queued_and_never_waits(
+    mode: str, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with open_exchange(seed=3, rate=200) as exchange:
             async with open_feed(["btcusdt@trade"], mode=mode,
