@@ -55,7 +55,7 @@ from ._events import AggTrade, BookTicker, DepthUpdate, PartialDepth, Trade
 
 __all__ = [
     "BROKEN", "DUPLICATE", "RESET_THRESHOLD", "RULES", "ObjectIds", "SequenceRule", "is_reset",
-    "label_of", "object_ids",
+    "label_of", "object_ids", "span",
 ]
 
 #: The verdict of a check for an event at or before its stream's position.
@@ -86,6 +86,8 @@ class SequenceRule:
     expected: Callable[[int, Any], tuple[int, int]]
     #: Whether the ids are consecutive (gaps can be counted) or only grow.
     consecutive: bool = True
+    #: The first id an event covers, where that is not its position (diff depth: ``U``).
+    first: Callable[[Any], int] | None = None
 
 
 def _check_trade(last: int, e: Any) -> int:
@@ -139,7 +141,8 @@ RULES: dict[type, SequenceRule] = {
         lambda last, e: (last + 1, e.agg_trade_id),
     ),
     DepthUpdate: SequenceRule(
-        "update id", lambda e: e.final_update_id, _check_depth, _expected_depth
+        "update id", lambda e: e.final_update_id, _check_depth, _expected_depth,
+        first=lambda e: e.first_update_id,
     ),
     BookTicker: SequenceRule(
         "bookTicker update id", lambda e: e.update_id, _check_book_ticker,
@@ -150,6 +153,18 @@ RULES: dict[type, SequenceRule] = {
         lambda last, e: (last + 1, e.last_update_id), consecutive=False,
     ),
 }
+
+
+def span(event: Any) -> tuple[int, int] | None:
+    """The ids ``event`` covers, ``(first, position)``, or ``None`` if its kind has no id.
+
+    A diff depth update covers ``U`` to ``u``; every other kind one id.
+    """
+    rule = RULES.get(event.__class__)
+    if rule is None:
+        return None
+    position = rule.position(event)
+    return (position if rule.first is None else rule.first(event)), position
 
 
 def is_reset(last: int, event: Any, previous: Any = None) -> bool:

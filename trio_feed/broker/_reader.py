@@ -21,12 +21,14 @@ reader stops reading, and the data waits in Redis (until retention trims it:
 a hole that then shows up as missing ids).  A failed read is retried after a
 jittered backoff from the last id read, so nothing is skipped or repeated.
 
-Continuity.  For streams with consecutive ids (trades, aggTrades, diff depth)
-a hole between events becomes a ``Gap(reason="missing")`` and is counted in
-``missing``; an event at or below the last id seen is skipped and counted in
-``duplicates``.  A sink's gap marker (``drop_oldest``) becomes a
-``Gap(reason="dropped")`` carrying the sink's own count, and continuity
-resumes after it, so one hole is reported once.  Control-stream entries are
+Continuity.  Events are judged by Binance's sequence rules, the same ones
+``open_feed`` uses (``trio_feed.binance._sequence``).  For streams with
+consecutive ids (trades, aggTrades, diff depth) a hole between events becomes
+a ``Gap(reason="missing")`` and is counted in ``missing``; an event at or
+below the last id seen is skipped and counted in ``duplicates``.  A sink's
+gap marker (``drop_oldest``) becomes a ``Gap(reason="dropped")`` carrying
+the sink's own count, and continuity resumes after it, so one hole is
+reported once.  Control-stream entries are
 counted by kind in ``notices``.
 
 Where to start: ``start="latest"`` (entries written from now on), ``"earliest"``
@@ -55,9 +57,10 @@ import orjson
 import trio
 
 from .._errors import SchemaError, lone_exception
-from ..binance import Decoder, DepthUpdate, Event, PartialDepth, Stream, parse_stream
+from ..binance import Decoder, Event, PartialDepth, Stream, parse_stream
+from ..binance._sequence import BROKEN, DUPLICATE, RULES
 from ..feed import StreamStatistics
-from ._codec import CONSECUTIVE, SCHEMA_VERSION, decode_json_payload, sequence
+from ._codec import SCHEMA_VERSION, decode_json_payload
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
 from ._sink import _transient, redis_client
 from ._statistics import Latencies, RedisFeedStatistics
@@ -144,8 +147,6 @@ class RedisFeed:
         self._backoff_cap: float = options["backoff_cap"]
         self._rng: random.Random = options["rng"] or random.Random()
         self._decoder = Decoder(streams, decimals=self._decimals)
-        # Diff depth chains by U = previous u + 1 on spot only (futures chain by pu).
-        self._consecutive = CONSECUTIVE if self.market == "spot" else CONSECUTIVE - {DepthUpdate}
         self._states: dict[str, _StreamState] = {}
         for stream in streams:
             key = stream_key(stream, market=self.market, prefix=self.prefix)
@@ -311,20 +312,24 @@ class RedisFeed:
         else:
             raise SchemaError(f"an entry of {key} has the unknown format {fmt!r}")
         for event in events:
-            seq = sequence(event)
-            if seq is not None:
+            rule = RULES.get(event.__class__)
+            if rule is not None:
                 last_seen = state.last
                 if last_seen is not None:
-                    if seq[1] <= last_seen:
+                    verdict = rule.check(last_seen, event)
+                    if verdict == DUPLICATE:
                         state.duplicates += 1
                         continue
-                    if type(event) in self._consecutive and seq[0] > last_seen + 1:
-                        hole = seq[0] - last_seen - 1
-                        state.missing += hole
+                    if verdict:
                         state.gaps += 1
                         self._gaps += 1
-                        out.append(Gap(name, last_seen + 1, seq[0] - 1, hole, "missing"))
-                state.last = seq[1]
+                        if verdict == BROKEN:  # a futures chain broken, nothing countable
+                            out.append(Gap(name, None, None, 0, "missing"))
+                        else:
+                            state.missing += verdict
+                            out.append(Gap(name, last_seen + 1, last_seen + verdict, verdict,
+                                           "missing"))
+                state.last = rule.position(event)
             state.events += 1
             out.append(event)
         return out

@@ -64,7 +64,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -76,8 +76,9 @@ import trio
 from .._errors import BrokerError, SinkClosed, lone_exception
 from ..binance import DepthUpdate, Event, OrderBook, parse_stream
 from ..binance._limits import SPOT
+from ..binance._sequence import span
 from ..feed import Feed
-from ._codec import SCHEMA_VERSION, encode_event, sequence
+from ._codec import SCHEMA_VERSION, encode_event
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
 from ._statistics import DroppedRange, Latencies, SinkStatistics
 
@@ -281,29 +282,73 @@ class RedisSink:
         """Queue one event for its stream; under ``block``, wait while the sink is full.
 
         ``raw``, if given, is the frame the event was decoded from (the combined
-        envelope), written instead of the normalised JSON (``fmt=raw``).
+        envelope), written instead of the normalised JSON (``fmt=raw``).  One
+        call is one checkpoint: a producer with many events at hand should
+        give them to :meth:`send_batch` instead.
+        """
+        await self.send_batch((event,), raws=None if raw is None else (raw,))
+
+    async def send_batch(self, events: Sequence[Event], *,
+                         raws: Sequence[bytes] | None = None) -> None:
+        """Queue many events (of any streams) with one checkpoint; the batch is taken whole.
+
+        Under ``block`` it waits while the sink is full, then takes every event
+        of the batch, so ``pending_events`` can pass ``max_pending_events`` by
+        less than one batch; cancelled while waiting, it has taken none.
+        ``raws``, if given, holds each event's frame (see :meth:`send`).
+        Raises ``ValueError`` before taking any, if an event has no stream or
+        ``raws`` does not match ``events``.
         """
         self._check_open()
+        self._check_batch(events, raws)
         if self.policy is SinkPolicy.BLOCK and self._full():
-            self._blocked_since = started = trio.current_time()
-            try:
-                while self._full():
-                    self._space = trio.Event() if self._space.is_set() else self._space
-                    await self._space.wait()
-                    self._check_open()
-            finally:
-                self._blocked_since = None
-                self._blocked += trio.current_time() - started
+            await self._wait_for_space()
         else:
             await trio.lowlevel.checkpoint()
-        self._add(event, raw)
+        self._add_all(events, raws)
 
     def send_nowait(self, event: Event, *, raw: bytes | None = None) -> None:
         """:meth:`send` without waiting: raise ``trio.WouldBlock`` if ``block`` would wait."""
+        self.send_batch_nowait((event,), raws=None if raw is None else (raw,))
+
+    def send_batch_nowait(self, events: Sequence[Event], *,
+                          raws: Sequence[bytes] | None = None) -> None:
+        """:meth:`send_batch` without waiting: ``trio.WouldBlock`` (none taken) if it would."""
         self._check_open()
+        self._check_batch(events, raws)
         if self.policy is SinkPolicy.BLOCK and self._full():
             raise trio.WouldBlock
-        self._add(event, raw)
+        self._add_all(events, raws)
+
+    @staticmethod
+    def _check_batch(events: Sequence[Event], raws: Sequence[bytes] | None) -> None:
+        if raws is not None and len(raws) != len(events):
+            raise ValueError(f"{len(raws)} raw frames for {len(events)} events")
+        for event in events:
+            if event.stream is None:
+                raise ValueError(
+                    f"{type(event).__name__} has no stream: the sink cannot place it")
+
+    async def _wait_for_space(self) -> None:
+        """Wait until the sink is not full (``block``), counted in ``blocked_seconds``."""
+        self._blocked_since = started = trio.current_time()
+        try:
+            while self._full():
+                self._space = trio.Event() if self._space.is_set() else self._space
+                await self._space.wait()
+                self._check_open()
+        finally:
+            self._blocked_since = None
+            self._blocked += trio.current_time() - started
+
+    def _add_all(self, events: Sequence[Event], raws: Sequence[bytes] | None) -> None:
+        add = self._add
+        if raws is None:
+            for event in events:
+                add(event, None)
+        else:
+            for event, raw in zip(events, raws, strict=True):
+                add(event, raw)
 
     def note(self, kind: str, **fields: str | int | float | None) -> None:
         """Write a control entry (``kind`` plus ``fields``), e.g. a resync or a rotation.
@@ -329,9 +374,7 @@ class RedisSink:
         return state
 
     def _add(self, event: Event, raw: bytes | None) -> None:
-        stream = event.stream
-        if stream is None:
-            raise ValueError(f"{type(event).__name__} has no stream: the sink cannot place it")
+        stream: str = event.stream  # type: ignore[assignment]  # checked by _check_batch
         state = self._keys.get(stream) or self._state(stream)
         if raw is None:
             data, fmt = encode_event(event), b"json"
@@ -343,7 +386,7 @@ class RedisSink:
                 self._seal(state)
             batch = state.open = _Batch(state, fmt, trio.current_time(), self._wall_us())
             self._wake.set()
-        seq = sequence(event)
+        seq = span(event)
         if seq is not None:
             if batch.first is None:
                 batch.first = seq[0]
@@ -754,20 +797,43 @@ def open_redis_sink(
 
 
 async def publish(feed: Feed | AsyncIterator[Event], sink: RedisSink, *,
-                  limit: int | None = None, note_interval: float = 1.0) -> int:
+                  limit: int | None = None, note_interval: float = 1.0,
+                  max_batch: int = 1024) -> int:
     """Send every event of ``feed`` to ``sink`` (at most ``limit``); return how many were sent.
+
+    Events go to the sink in batches, one :meth:`RedisSink.send_batch` (one
+    checkpoint) per batch: after waiting for an event, everything the feed
+    already holds (up to ``max_batch`` events, through ``receive_nowait``)
+    goes with it.  A source without ``receive_nowait`` is sent event by event.
 
     For a :class:`~trio_feed.Feed`, every ``note_interval`` seconds the feed's
     reconnects, rotations and missing ids are compared with the last look, and
     what changed is written to the control stream (``resync``, ``rotation``,
     ``missing``).
     """
+    if max_batch < 1:
+        raise ValueError("max_batch must be at least 1")
     sent = 0
     last = None
     next_look = trio.current_time() + note_interval
+    more: Callable[[], Event] | None = getattr(feed, "receive_nowait", None)
     async for event in feed:
-        await sink.send(event)
-        sent += 1
+        room = max_batch if limit is None else min(max_batch, limit - sent)
+        batch = [event]
+        failure: BaseException | None = None
+        if more is not None:
+            while len(batch) < room:
+                try:
+                    batch.append(more())
+                except (trio.WouldBlock, trio.EndOfChannel, StopAsyncIteration):
+                    break
+                except Exception as exc:  # the feed's failure, after what it had queued
+                    failure = exc
+                    break
+        await sink.send_batch(batch)
+        sent += len(batch)
+        if failure is not None:
+            raise failure
         if isinstance(feed, Feed) and trio.current_time() >= next_look:
             next_look = trio.current_time() + note_interval
             last = _note_changes(feed, sink, last)
