@@ -56,13 +56,15 @@ import attrs
 import orjson
 import trio
 
-from .._errors import SchemaError, lone_exception
+from .._errors import SchemaError
 from ..binance import Decoder, Event, PartialDepth, Stream, parse_stream
 from ..binance._sequence import BROKEN, DUPLICATE, RULES
 from ..feed import StreamStatistics
+from ..feed._backoff import Backoff
+from ._client import enter, leave, redis_client
+from ._client import transient as transient_errors
 from ._codec import SCHEMA_VERSION, decode_json_payload
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
-from ._sink import _transient, redis_client
 from ._statistics import Latencies, RedisFeedStatistics
 
 __all__ = ["Gap", "RedisFeed", "open_redis_feed"]
@@ -171,28 +173,21 @@ class RedisFeed:
     # -- lifetime ---------------------------------------------------------------
 
     async def __aenter__(self) -> RedisFeed:
-        stack = AsyncExitStack()
-        try:
-            await stack.enter_async_context(self._client)
-            await self._position()
-            send, self._receive = trio.open_memory_channel[Any](self._max_queued)
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self._nursery.start_soon(self._read, send)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+        self._stack = await enter(self._open)
         return self
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        await stack.enter_async_context(self._client)
+        await self._position()
+        send, self._receive = trio.open_memory_channel[Any](self._max_queued)
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._nursery.start_soon(self._read, send)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: Any) -> None:
         assert self._stack is not None and self._nursery is not None
         self._nursery.cancel_scope.cancel()
-        try:
-            await self._stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            leaf = lone_exception(group)
-            raise leaf from leaf.__cause__
+        await leave(self._stack, exc_type, exc, tb)
 
     async def _position(self) -> None:
         """Resolve the start into one id per key; load the book snapshots to hand out first."""
@@ -240,21 +235,20 @@ class RedisFeed:
     # -- reading ----------------------------------------------------------------
 
     async def _read(self, send: trio.MemorySendChannel[Any]) -> None:
-        transient = _transient()
-        failures = 0
+        transient = transient_errors()
+        backoff = Backoff(initial=self._backoff_initial, cap=self._backoff_cap, rng=self._rng)
         async with send:
             while True:
                 try:
                     result = await self._client.xread(self._ids, count=self._count,
                                                       block=self._block)
-                    failures = 0
+                    backoff.healthy()
                 except transient as exc:
-                    failures += 1
                     self._reconnects += 1
-                    delay = min(self._backoff_cap, self._backoff_initial * 2 ** (failures - 1))
+                    delay = backoff.next_delay()
                     logger.warning("redis read failed (%s: %s); retrying in %.2f s",
                                    type(exc).__name__, exc, delay)
-                    await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                    await trio.sleep(delay)
                     continue
                 if not result:
                     continue

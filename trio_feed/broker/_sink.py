@@ -68,16 +68,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-import anyio
 import attrs
 import orjson
 import trio
 
-from .._errors import BrokerError, SinkClosed, lone_exception
+from .._errors import BrokerError, SinkClosed
 from ..binance import DepthUpdate, Event, OrderBook, parse_stream
 from ..binance._limits import SPOT
 from ..binance._sequence import span
 from ..feed import Feed
+from ..feed._backoff import Backoff
+from ._client import ServerBusy, enter, leave, redis_client, server_busy
+from ._client import transient as transient_errors
 from ._codec import SCHEMA_VERSION, encode_event
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
 from ._statistics import DroppedRange, Latencies, SinkStatistics
@@ -85,30 +87,6 @@ from ._statistics import DroppedRange, Latencies, SinkStatistics
 __all__ = ["RedisSink", "SinkPolicy", "open_redis_sink", "publish"]
 
 logger = logging.getLogger("trio_feed.broker")
-
-#: What a failed round trip may raise; anything else is a bug or a refusal, and ends the sink.
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    TimeoutError, OSError, anyio.BrokenResourceError, anyio.EndOfStream,
-    anyio.ClosedResourceError, trio.BrokenResourceError,
-)
-
-
-class _ServerBusy(Exception):
-    """The server answered but cannot take writes now (out of memory, loading)."""
-
-
-def _busy(exc: BaseException) -> bool:
-    """Full (maxmemory with noeviction), loading or busy: wait it out, like an outage."""
-    text = str(exc)
-    return any(word in text for word in ("OOM command not allowed", "LOADING", "BUSY ",
-                                         "TRYAGAIN"))
-
-
-def _transient() -> tuple[type[BaseException], ...]:
-    from coredis.exceptions import ConnectionError as RedisConnectionError
-
-    return (RedisConnectionError, _ServerBusy, *_TRANSIENT)
-
 
 class SinkPolicy(enum.Enum):
     """What a full sink does: hold the feed (``block``) or drop its oldest data, counted."""
@@ -199,6 +177,7 @@ class RedisSink:
         self.backoff_cap: float = o["backoff_cap"]
         self.close_timeout: float = o["close_timeout"]
         self._rng: random.Random = o["rng"] or random.Random()
+        self._backoff = Backoff(initial=self.backoff_initial, cap=self.backoff_cap, rng=self._rng)
         self._wall_us: Callable[[], int] = o["wall_clock_us"]
         self._http: Any = None  # an httpx.AsyncClient, with rest_url only
         self._control = _Key("", control_key(market=self.market, prefix=self.prefix))
@@ -231,21 +210,18 @@ class RedisSink:
     # -- lifetime ---------------------------------------------------------------
 
     async def __aenter__(self) -> RedisSink:
-        stack = AsyncExitStack()
-        try:
-            await stack.enter_async_context(self._client)
-            await self._client.ping()
-            if self.rest_url is not None:
-                import httpx  # only for book snapshots
-
-                self._http = await stack.enter_async_context(httpx.AsyncClient())
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self._nursery.start_soon(self._writer)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+        self._stack = await enter(self._open)
         return self
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        await stack.enter_async_context(self._client)
+        await self._client.ping()
+        if self.rest_url is not None:
+            import httpx  # only for book snapshots
+
+            self._http = await stack.enter_async_context(httpx.AsyncClient())
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._nursery.start_soon(self._writer)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: Any) -> None:
@@ -259,10 +235,7 @@ class RedisSink:
                 logger.warning("sink closed with %d events not written (counted in "
                                "pending_events)", self._pending_events)
             self._nursery.cancel_scope.cancel()
-            await self._stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            leaf = lone_exception(group)
-            raise leaf from leaf.__cause__
+            await leave(self._stack, exc_type, exc, tb)
         finally:
             self._closed = True
 
@@ -500,7 +473,7 @@ class RedisSink:
 
         assert self._http is not None and state.book is not None
         book = state.book
-        delay = self.backoff_initial
+        backoff = Backoff(initial=self.backoff_initial, cap=self.backoff_cap, rng=self._rng)
         try:
             while True:
                 try:
@@ -511,11 +484,10 @@ class RedisSink:
                     response.raise_for_status()
                     if book.receive_snapshot(response.content) is None:
                         return
-                    delay = self.backoff_initial  # too old: fetch again soon
+                    backoff.healthy()  # too old: fetch again soon
                 except (httpx.HTTPError, ValueError) as exc:
                     logger.info("book snapshot of %s failed: %s", book.symbol, exc)
-                    delay = min(self.backoff_cap, delay * 2)
-                await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                await trio.sleep(backoff.next_delay())
         finally:
             state.fetching = False
 
@@ -591,7 +563,7 @@ class RedisSink:
     async def _write_round(self) -> None:
         from coredis.exceptions import ResponseError
 
-        transient = _transient()
+        transient = transient_errors()
         batches = self._take()
         notes = self._take_notes()
         failures = 0
@@ -638,16 +610,16 @@ class RedisSink:
                                     trim_strategy=_maxlen(), trim_operator=_approx(),
                                     threshold=self.snapshot_maxlen)))
                 except ResponseError as exc:
-                    if _busy(exc):
-                        raise _ServerBusy(str(exc)) from exc
+                    if server_busy(exc):
+                        raise ServerBusy(str(exc)) from exc
                     raise BrokerError(f"the server refused a write: {exc}") from exc
                 retried = failures > 0
                 for owner, request in requests:
                     try:
                         await request
                     except ResponseError as exc:
-                        if _busy(exc):
-                            raise _ServerBusy(str(exc)) from exc
+                        if server_busy(exc):
+                            raise ServerBusy(str(exc)) from exc
                         if "equal or smaller" not in str(exc):
                             raise BrokerError(f"the server refused an XADD: {exc}") from exc
                         if not retried:
@@ -658,15 +630,16 @@ class RedisSink:
                         if owner is not None:
                             self._already += 1
                 self._write_ms.add((time.perf_counter() - started) * 1000.0)
+                self._backoff.healthy()
                 break
             except transient as exc:
                 failures += 1
                 self._retries += len(batches)
                 self._reconnects += 1
-                delay = min(self.backoff_cap, self.backoff_initial * 2 ** (failures - 1))
+                delay = self._backoff.next_delay()
                 logger.warning("redis write failed (%s: %s); retrying %d entries in %.2f s",
                                type(exc).__name__, exc, len(batches), delay)
-                await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                await trio.sleep(delay)
         for batch in batches:
             count = len(batch.items)
             self._entries += 1
@@ -716,15 +689,6 @@ def _approx() -> Any:
     from coredis import PureToken
 
     return PureToken.APPROXIMATELY
-
-
-def redis_client(url: str, *, connect_timeout: float, read_timeout: float | None) -> Any:
-    """A coredis client for ``url`` without coredis's own retries (the callers retry)."""
-    import coredis
-    from coredis.retry import NoRetryPolicy
-
-    return coredis.Redis.from_url(url, retry_policy=NoRetryPolicy(),
-                                  connect_timeout=connect_timeout, stream_timeout=read_timeout)
 
 
 def open_redis_sink(
