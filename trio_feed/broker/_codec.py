@@ -39,7 +39,7 @@ import orjson
 from .._errors import SchemaError
 from ..binance import Event
 
-__all__ = ["SCHEMA_VERSION", "decode_json_payload", "encode_event"]
+__all__ = ["SCHEMA_VERSION", "decode_json_payload", "encode_event", "load_payload"]
 
 SCHEMA_VERSION: Final = b"1"
 
@@ -99,12 +99,17 @@ def _build(obj: dict[str, Any], decimals: bool) -> Any:
         raise SchemaError(f"a json entry does not fit {cls.__name__}: {exc}") from None
 
 
-def decode_json_payload(payload: bytes, *, decimals: bool = False) -> list[Event]:
-    """The events of a ``fmt=json`` payload."""
+def load_payload(payload: bytes) -> list[Any]:
+    """The elements of an entry's payload (either format); :class:`SchemaError` if not an array."""
     try:
         items = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise SchemaError(f"an entry's payload is not JSON: {exc}") from None
     if not isinstance(items, list):
         raise SchemaError("an entry's payload is not a JSON array")
-    return [_build(obj, decimals) for obj in items]
+    return items
+
+
+def decode_json_payload(payload: bytes, *, decimals: bool = False) -> list[Event]:
+    """The events of a ``fmt=json`` payload."""
+    return [_build(obj, decimals) for obj in load_payload(payload)]

@@ -63,7 +63,7 @@ from ..feed import StreamStatistics
 from ..feed._backoff import Backoff
 from ._client import enter, leave, redis_client
 from ._client import transient as transient_errors
-from ._codec import SCHEMA_VERSION, decode_json_payload
+from ._codec import SCHEMA_VERSION, decode_json_payload, load_payload
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
 from ._statistics import Latencies, RedisFeedStatistics
 
@@ -297,12 +297,8 @@ class RedisFeed:
         if fmt == b"json":
             events: list[Event] = decode_json_payload(payload, decimals=self._decimals)
         elif fmt == b"raw":
-            try:
-                frames = orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                raise SchemaError(f"an entry's payload is not JSON: {exc}") from None
             decode = self._decoder.decode_object
-            events = [decode(frame, name) for frame in frames]
+            events = [decode(frame, name) for frame in load_payload(payload)]
         else:
             raise SchemaError(f"an entry of {key} has the unknown format {fmt!r}")
         for event in events:
