@@ -105,3 +105,6 @@ class RedisFeedStatistics:
     snapshots: int
     lag_p50: float | None
     lag_p99: float | None
+    acked: int = 0
+    claimed: int = 0
+    deleted: int = 0
