@@ -174,6 +174,48 @@ async def test_block_loses_nothing_when_the_server_is_killed_and_restarted(
     assert collector.feed.statistics().reconnects >= 1
 
 
+async def test_spool_loses_nothing_and_keeps_the_order_when_the_server_is_killed(
+        own_server, prefix, tmp_path) -> None:
+    spool = tmp_path / "sink.spool"
+    with trio.fail_after(40):
+        collector = Collector()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(collector.run, own_server.url, prefix)
+            async with open_redis_sink(own_server.url, prefix=prefix, policy="spool",
+                                       spool=spool, max_pending_events=1000,
+                                       max_batch_events=50, max_entries_per_write=20,
+                                       **FAST) as sink:
+                await sink.send_batch(trades(1, 3000))
+                await sink.flush()
+                await collector.wait_for(3000)
+                own_server.pause()
+                await sink.send_batch(trades(3001, 500))  # one round trip, stuck in flight
+                await trio.sleep(0.1)
+                own_server.kill()
+                for first in range(3501, 8001, 100):  # never waits: the oldest go to the spool
+                    with trio.fail_after(1):
+                        await sink.send_batch(trades(first, 100))
+                down = sink.statistics()
+                files = sorted(p.name for p in tmp_path.iterdir())
+                own_server.start()
+                for first in range(8001, 9001, 100):
+                    await sink.send_batch(trades(first, 100))
+                await sink.flush()
+                stats = sink.statistics()
+            await wait_until(lambda: (collector.ids and collector.ids[-1] == 9000), 15)
+            await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+    # 4500 sent while down, 1000 held in memory (500 of them in flight): the rest on disk
+    assert down.pending_events <= 1000 and down.blocked_seconds == 0
+    assert down.spool_events >= 4500 + 500 - 1000
+    assert len(files) == 1 and down.spool_bytes > 0
+    assert collector.ids == list(range(1, 9001))  # nothing lost, in order
+    assert collector.gaps == []
+    assert stats.replayed_events == stats.spooled_events and stats.spool_events == 0
+    assert stats.dropped_events == 0 and stats.pending_events == 0
+    assert list(tmp_path.iterdir()) == []  # replayed and written: the spool is gone
+
+
 async def test_drop_oldest_reports_exactly_what_it_dropped_and_the_reader_sees_the_gap(
         own_server, prefix) -> None:
     with trio.fail_after(40):

@@ -40,6 +40,15 @@ BRK2: nothing is dropped without a count.  Every accepted event is
     entry of the stream and as a ``gap`` entry on the control stream, before
     (in the same round trip as) the entries that follow it.
 
+BRK4: a spool keeps the order.  Under ``spool``, past the bounds the oldest
+    batches not in flight are appended to a recording file (``_spool``)
+    instead of being dropped, and ``send`` does not wait (until the spool
+    holds ``max_spool_bytes``).  While the spool holds anything, the writer
+    takes its entries from the spool, oldest first, and none from memory:
+    what is in flight is older than the spool, the spool older than what
+    is in memory, so every stream's entries land in the order the events
+    came.  Nothing is counted written until the server acknowledged it.
+
 BRK3: outages are waited out.  A failed round trip is retried after a
     jittered backoff (``backoff_initial`` doubling up to ``backoff_cap``),
     for as long as it takes; meanwhile ``block`` holds the feed and
@@ -61,6 +70,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import random
 import time
 from collections import deque
@@ -73,15 +83,16 @@ import orjson
 import trio
 
 from .._errors import BrokerError, SinkClosed
-from ..binance import DepthUpdate, Event, OrderBook, parse_stream
+from ..binance import Decoder, DepthUpdate, Event, OrderBook, parse_stream
 from ..binance._limits import SPOT
 from ..binance._sequence import span
 from ..feed import Feed
 from ..feed._backoff import Backoff
 from ._client import ServerBusy, enter, leave, redis_client, server_busy
 from ._client import transient as transient_errors
-from ._codec import SCHEMA_VERSION, encode_event
+from ._codec import SCHEMA_VERSION, decode_json_payload, encode_event
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
+from ._spool import Spool
 from ._statistics import DroppedRange, Latencies, SinkStatistics
 
 __all__ = ["RedisSink", "SinkPolicy", "open_redis_sink", "publish"]
@@ -89,10 +100,12 @@ __all__ = ["RedisSink", "SinkPolicy", "open_redis_sink", "publish"]
 logger = logging.getLogger("trio_feed.broker")
 
 class SinkPolicy(enum.Enum):
-    """What a full sink does: hold the feed (``block``) or drop its oldest data, counted."""
+    """What a full sink does: hold the feed (``block``), drop its oldest data (counted), or
+    move it to a file replayed when the server catches up (``spool``)."""
 
     BLOCK = "block"
     DROP_OLDEST = "drop_oldest"
+    SPOOL = "spool"
 
 
 @attrs.define(slots=True, eq=False)
@@ -107,6 +120,8 @@ class _Batch:
     last: int | None = None
     entry_id: str | None = None
     attempts: int = 0
+    spooled: bool = False  # made from the spool: not counted in pending_events
+    segment: Any = None  # the spool segment this batch ends, deleted once it is written
     gap: bytes = b""
     snapshot: dict[bytes, bytes] | None = None
 
@@ -160,6 +175,9 @@ class RedisSink:
         self.market: str = o["market"]
         self.prefix: str = o["prefix"]
         self.policy = SinkPolicy(o["policy"])
+        self.max_spool_bytes: int = o["max_spool_bytes"]
+        self._spool: Spool | None = Spool(o["spool"]) if self.policy is SinkPolicy.SPOOL else None
+        self._decoder = Decoder()  # replaying raw frames from the spool
         self.max_batch_events: int = o["max_batch_events"]
         self.max_batch_bytes: int = o["max_batch_bytes"]
         self.flush_interval: float = o["flush_interval"]
@@ -206,6 +224,7 @@ class RedisSink:
         self._blocked_since: float | None = None
         self._snapshots = 0
         self._write_ms = Latencies()
+        self._spooled = self._spool_events = self._replayed = 0
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -238,12 +257,23 @@ class RedisSink:
             await leave(self._stack, exc_type, exc, tb)
         finally:
             self._closed = True
+            if self._spool is not None:
+                self._spool.close()
 
     # -- input ------------------------------------------------------------------
 
     def _full(self) -> bool:
         return (self._pending_events >= self.max_pending_events
                 or self._pending_bytes >= self.max_pending_bytes)
+
+    def _must_wait(self) -> bool:
+        """Whether ``send`` waits: ``block`` when full; ``spool`` when full and so is the spool."""
+        if self.policy is SinkPolicy.BLOCK:
+            return self._full()
+        if self.policy is SinkPolicy.SPOOL:
+            assert self._spool is not None
+            return self._spool.bytes >= self.max_spool_bytes and self._full()
+        return False
 
     def _check_open(self) -> None:
         if self._failure is not None:
@@ -274,7 +304,7 @@ class RedisSink:
         """
         self._check_open()
         self._check_batch(events, raws)
-        if self.policy is SinkPolicy.BLOCK and self._full():
+        if self._must_wait():
             await self._wait_for_space()
         else:
             await trio.lowlevel.checkpoint()
@@ -289,7 +319,7 @@ class RedisSink:
         """:meth:`send_batch` without waiting: ``trio.WouldBlock`` (none taken) if it would."""
         self._check_open()
         self._check_batch(events, raws)
-        if self.policy is SinkPolicy.BLOCK and self._full():
+        if self._must_wait():
             raise trio.WouldBlock
         self._add_all(events, raws)
 
@@ -306,7 +336,7 @@ class RedisSink:
         """Wait until the sink is not full (``block``), counted in ``blocked_seconds``."""
         self._blocked_since = started = trio.current_time()
         try:
-            while self._full():
+            while self._must_wait():
                 self._space = trio.Event() if self._space.is_set() else self._space
                 await self._space.wait()
                 self._check_open()
@@ -376,8 +406,8 @@ class RedisSink:
                 self._request_snapshot(state)
         if len(batch.items) >= self.max_batch_events or batch.nbytes >= self.max_batch_bytes:
             self._seal(state)
-        if self.policy is SinkPolicy.DROP_OLDEST and self._full():
-            self._drop_oldest()
+        if self._full() and self.policy is not SinkPolicy.BLOCK:
+            self._shed()
 
     def _seal(self, state: _Key) -> None:
         batch = state.open
@@ -410,7 +440,8 @@ class RedisSink:
                 next_deadline = deadline
         return next_deadline
 
-    def _drop_oldest(self) -> None:
+    def _shed(self) -> None:
+        """Make room: drop (``drop_oldest``) or spill (``spool``) the oldest batches not sent."""
         while self._full():
             batch: _Batch | None
             if self._sealed:
@@ -422,7 +453,22 @@ class RedisSink:
                 state = min(opened, key=lambda s: s.open.opened)  # type: ignore[union-attr]
                 batch, state.open = state.open, None
             assert batch is not None
-            self._drop(batch)
+            if self.policy is SinkPolicy.SPOOL:
+                self._spill(batch)
+            else:
+                self._drop(batch)
+
+    def _spill(self, batch: _Batch) -> None:
+        assert self._spool is not None
+        if not self._spool_events:
+            logger.warning("sink full: spooling the oldest events to %s", self._spool.base)
+        self._spool.spill(batch.state.stream, batch.t0 * 1000, batch.items)
+        count = len(batch.items)
+        self._pending_events -= count
+        self._pending_bytes -= batch.nbytes
+        self._spooled += count
+        self._spool_events += count
+        self._wake.set()
 
     def _drop(self, batch: _Batch) -> None:
         state, count = batch.state, len(batch.items)
@@ -456,7 +502,8 @@ class RedisSink:
         for state in self._keys.values():
             if state.open is not None:
                 self._seal(state)
-        while self._pending_events > 0 or self._notes or self._gap_notes:
+        while (self._pending_events > 0 or self._notes or self._gap_notes
+               or (self._spool is not None and self._spool.has_data())):
             self._check_open()
             self._progress = trio.Event() if self._progress.is_set() else self._progress
             await self._progress.wait()
@@ -508,7 +555,8 @@ class RedisSink:
             while True:
                 while True:
                     deadline = self._seal_due(trio.current_time())
-                    if self._sealed or self._notes or self._gap_notes:
+                    if (self._sealed or self._notes or self._gap_notes
+                            or (self._spool is not None and self._spool.has_data())):
                         break
                     self._wake = trio.Event()
                     with trio.move_on_at(deadline if deadline is not None else float("inf")):
@@ -522,6 +570,8 @@ class RedisSink:
             raise
 
     def _take(self) -> list[_Batch]:
+        if self._spool is not None and self._spool.has_data():
+            return self._take_spooled(self._spool)  # BRK4: the spool before what is newer
         taken: list[_Batch] = []
         while self._sealed and len(taken) < self.max_entries_per_write:
             batch = self._sealed.popleft()
@@ -531,6 +581,38 @@ class RedisSink:
                 batch.gap = b"%s:%s:%d" % (_text(first), _text(last), count)
                 state.dropped = None
             taken.append(batch)
+        return taken
+
+    def _take_spooled(self, spool: Spool) -> list[_Batch]:
+        """Batches remade from the oldest spooled events, one stream's run at a time."""
+        records, done = spool.take(self.max_batch_events * self.max_entries_per_write)
+        taken: list[_Batch] = []
+        batch: _Batch | None = None
+        for record in records:
+            stream = record.stream or ""
+            item = record.raw.encode() if isinstance(record.raw, str) else record.raw
+            raw = item.startswith(b'{"stream":')
+            if (batch is None or batch.state.stream != stream or (b"raw" if raw else b"json")
+                    != batch.fmt or len(batch.items) >= self.max_batch_events
+                    or batch.nbytes >= self.max_batch_bytes):
+                state = self._keys.get(stream) or self._state(stream)
+                batch = _Batch(state, b"raw" if raw else b"json", trio.current_time(),
+                               record.t // 1000, spooled=True)
+                taken.append(batch)
+            event = (self._decoder.decode(item) if raw
+                     else decode_json_payload(b"[" + item + b"]")[0])
+            seq = span(event)
+            if seq is not None:
+                if batch.first is None:
+                    batch.first = seq[0]
+                batch.last = seq[1]
+            batch.items.append(item)
+            batch.nbytes += len(item)
+        if done is not None:
+            if taken:
+                taken[-1].segment = done
+            else:
+                spool.delete(done)
         return taken
 
     def _take_notes(self) -> list[dict[bytes, bytes]]:
@@ -637,7 +719,7 @@ class RedisSink:
                 self._retries += len(batches)
                 self._reconnects += 1
                 delay = self._backoff.next_delay()
-                logger.warning("redis write failed (%s: %s); retrying %d entries in %.2f s",
+                logger.warning("redis write failed (%s: %.200s); retrying %d entries in %.2f s",
                                type(exc).__name__, exc, len(batches), delay)
                 await trio.sleep(delay)
         for batch in batches:
@@ -645,8 +727,15 @@ class RedisSink:
             self._entries += 1
             self._events += count
             self._bytes += batch.nbytes
-            self._pending_events -= count
-            self._pending_bytes -= batch.nbytes
+            if batch.spooled:
+                self._spool_events = max(0, self._spool_events - count)
+                self._replayed += count
+                if batch.segment is not None:
+                    assert self._spool is not None
+                    self._spool.delete(batch.segment)
+            else:
+                self._pending_events -= count
+                self._pending_bytes -= batch.nbytes
             if batch.snapshot is not None:
                 self._snapshots += 1
         self._space.set()
@@ -676,6 +765,10 @@ class RedisSink:
             write_p50=self._write_ms.percentile(50),
             write_p99=self._write_ms.percentile(99),
             snapshots=self._snapshots,
+            spooled_events=self._spooled,
+            spool_events=self._spool_events,
+            spool_bytes=self._spool.bytes if self._spool is not None else 0,
+            replayed_events=self._replayed,
         )
 
 
@@ -697,6 +790,8 @@ def open_redis_sink(
     market: str = "spot",
     prefix: str = DEFAULT_PREFIX,
     policy: SinkPolicy | str = SinkPolicy.BLOCK,
+    spool: str | os.PathLike[str] | None = None,
+    max_spool_bytes: int = 1 << 30,
     max_batch_events: int = 100,
     max_batch_bytes: int = 256 * 1024,
     flush_interval: float = 0.005,
@@ -728,7 +823,9 @@ def open_redis_sink(
     ``max_batch_bytes`` bytes, and waits at most ``flush_interval`` seconds;
     up to ``max_entries_per_write`` entries go in one pipelined round trip.
     Bounds: ``max_pending_events`` / ``max_pending_bytes``, past which
-    ``policy`` applies (``"block"`` or ``"drop_oldest"``; module docstring).
+    ``policy`` applies (``"block"``, ``"drop_oldest"``, or ``"spool"`` with
+    ``spool``, the path of the spool's files, holding at most
+    ``max_spool_bytes`` before ``send`` waits; module docstring).
     Retention: ``MAXLEN ~ maxlen`` per stream, or with ``max_age`` (seconds)
     ``MINID ~`` that old; one of them is required.  ``control_maxlen`` and
     ``snapshot_maxlen`` bound the control and snapshot streams.  Book
@@ -740,6 +837,8 @@ def open_redis_sink(
     """
     if maxlen is None and max_age is None:
         raise ValueError("a stream must be bounded: give maxlen or max_age")
+    if (SinkPolicy(policy) is SinkPolicy.SPOOL) != (spool is not None):
+        raise ValueError('policy="spool" and spool (a file path) go together')
     if max_batch_events < 1 or max_entries_per_write < 1:
         raise ValueError("max_batch_events and max_entries_per_write must be at least 1")
     if max_pending_events < max_batch_events * max_entries_per_write:
@@ -747,7 +846,8 @@ def open_redis_sink(
                          "(max_batch_events * max_entries_per_write)")
     client = redis_client(url, connect_timeout=connect_timeout, read_timeout=write_timeout)
     options = dict(
-        market=market, prefix=prefix, policy=SinkPolicy(policy),
+        market=market, prefix=prefix, policy=SinkPolicy(policy), spool=spool,
+        max_spool_bytes=max_spool_bytes,
         max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes,
         flush_interval=flush_interval, max_pending_events=max_pending_events,
         max_pending_bytes=max_pending_bytes, max_entries_per_write=max_entries_per_write,
