@@ -443,27 +443,32 @@ class RedisFeed:
             events = [decode(frame, name) for frame in load_payload(payload)]
         else:
             raise SchemaError(f"an entry of {key} has the unknown format {fmt!r}")
+        rules = RULES
+        last_seen = state.last
+        append = out.append
+        duplicates = 0
         for event in events:
-            rule = RULES.get(event.__class__)
+            rule = rules.get(event.__class__)
             if rule is not None:
-                last_seen = state.last
                 if last_seen is not None:
                     verdict = rule.check(last_seen, event)
                     if verdict == DUPLICATE:
-                        state.duplicates += 1
+                        duplicates += 1
                         continue
                     if verdict:
                         state.gaps += 1
                         self._gaps += 1
                         if verdict == BROKEN:  # a futures chain broken, nothing countable
-                            out.append(Gap(name, None, None, 0, "missing"))
+                            append(Gap(name, None, None, 0, "missing"))
                         else:
                             state.missing += verdict
-                            out.append(Gap(name, last_seen + 1, last_seen + verdict, verdict,
-                                           "missing"))
-                state.last = rule.position(event)
-            state.events += 1
-            out.append(event)
+                            append(Gap(name, last_seen + 1, last_seen + verdict, verdict,
+                                       "missing"))
+                last_seen = rule.position(event)
+            append(event)
+        state.last = last_seen
+        state.duplicates += duplicates
+        state.events += len(events) - duplicates
         return out
 
     # -- iteration --------------------------------------------------------------
