@@ -46,7 +46,7 @@ class Steps(trio.abc.Instrument):
             self.steps += 1
 
 
-async def pump(source: Queued, sink: object) -> tuple[int, int]:
+async def pump(source: Queued, sink: object, **options: int) -> tuple[int, int]:
     """``publish(source, sink)`` in a task of its own: (events sent, the task's steps)."""
     steps = Steps()
     sent = 0
@@ -54,7 +54,7 @@ async def pump(source: Queued, sink: object) -> tuple[int, int]:
     async def run() -> None:
         nonlocal sent
         steps.task = trio.lowlevel.current_task()
-        sent = await publish(source, sink)  # type: ignore[arg-type]
+        sent = await publish(source, sink, **options)  # type: ignore[arg-type]
 
     trio.lowlevel.add_instrument(steps)
     try:
@@ -117,3 +117,21 @@ async def test_send_batch_takes_a_batch_whole_or_not_at_all(own_server, prefix) 
             nursery.cancel_scope.cancel()
     assert collector.ids == list(range(1, 131)) and collector.gaps == []
     assert stats.events == 130 and stats.dropped_events == 0
+
+
+async def test_publish_takes_what_a_real_feed_has_queued_in_one_batch(redis_server, prefix) -> None:
+    from trio_feed import open_feed
+    from trio_feed.exchange import open_exchange
+
+    count = 300
+    with trio.fail_after(30):
+        async with open_exchange(rate=2000.0) as exchange, \
+                open_feed(["btcusdt@trade"], base_url=exchange.base_url,
+                          max_queued=10_000) as feed, \
+                open_redis_sink(redis_server.url, prefix=prefix, **FAST) as sink:
+            await wait_until(lambda: feed.statistics().queued >= count, 20)  # not consumed yet
+            sent, steps = await pump(feed, sink, limit=count)  # type: ignore[arg-type]
+            await sink.flush()
+            stats = sink.statistics()
+    assert sent == count and stats.events == count
+    assert steps <= 5  # one send_batch for what was queued, not a checkpoint per event
