@@ -28,10 +28,11 @@ from trio_feed.exchange import open_exchange
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import LIVE_BASE_URL, run_example
 
-LEGEND = ("   (missing: trade ids the exchange sent that never arrived, lost while a connection "
-          "was down: counted, not replayed; duplicates: messages that arrived twice, as both "
-          "connections of a rotation deliver for a moment: dropped; queued: read, not yet "
-          "handed out)")
+LEGEND = ("   (missing: ids the exchange sent that never arrived, on every stream with "
+          "consecutive ids (trades, book updates), lost while a connection was down: counted, "
+          "not replayed; the checks below count the trade ids alone; duplicates: messages "
+          "that arrived twice, as both connections of a rotation deliver for a moment: "
+          "dropped; queued: read, not yet handed out)")
 STREAMS = ["btcusdt@trade", "ethusdt@trade", "btcusdt@bookTicker", "btcusdt@depth@100ms"]
 
 
