@@ -122,6 +122,16 @@ class _Batch:
     attempts: int = 0
     spooled: bool = False  # made from the spool: not counted in pending_events
     segment: Any = None  # the spool segment this batch ends, deleted once it is written
+
+    def append(self, data: bytes, event: Event) -> None:
+        """Add one event's element, widening the batch's sequence range by the event's ids."""
+        seq = span(event)
+        if seq is not None:
+            if self.first is None:
+                self.first = seq[0]
+            self.last = seq[1]
+        self.items.append(data)
+        self.nbytes += len(data)
     gap: bytes = b""
     snapshot: dict[bytes, bytes] | None = None
 
@@ -389,13 +399,7 @@ class RedisSink:
                 self._seal(state)
             batch = state.open = _Batch(state, fmt, trio.current_time(), self._wall_us())
             self._wake.set()
-        seq = span(event)
-        if seq is not None:
-            if batch.first is None:
-                batch.first = seq[0]
-            batch.last = seq[1]
-        batch.items.append(data)
-        batch.nbytes += len(data)
+        batch.append(data, event)
         self._pending_events += 1
         self._pending_bytes += len(data)
         if self._pending_events > self._peak_pending:
@@ -601,13 +605,7 @@ class RedisSink:
                 taken.append(batch)
             event = (self._decoder.decode(item) if raw
                      else decode_json_payload(b"[" + item + b"]")[0])
-            seq = span(event)
-            if seq is not None:
-                if batch.first is None:
-                    batch.first = seq[0]
-                batch.last = seq[1]
-            batch.items.append(item)
-            batch.nbytes += len(item)
+            batch.append(item, event)
         if done is not None:
             if taken:
                 taken[-1].segment = done
