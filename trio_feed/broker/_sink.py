@@ -235,6 +235,7 @@ class RedisSink:
         self._snapshots = 0
         self._write_ms = Latencies()
         self._spooled = self._spool_events = self._replayed = 0
+        self._replaying = 0  # events taken from the spool, not yet acknowledged
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -506,7 +507,7 @@ class RedisSink:
         for state in self._keys.values():
             if state.open is not None:
                 self._seal(state)
-        while (self._pending_events > 0 or self._notes or self._gap_notes
+        while (self._pending_events > 0 or self._notes or self._gap_notes or self._replaying
                or (self._spool is not None and self._spool.has_data())):
             self._check_open()
             self._progress = trio.Event() if self._progress.is_set() else self._progress
@@ -590,6 +591,7 @@ class RedisSink:
     def _take_spooled(self, spool: Spool) -> list[_Batch]:
         """Batches remade from the oldest spooled events, one stream's run at a time."""
         records, done = spool.take(self.max_batch_events * self.max_entries_per_write)
+        self._replaying += len(records)
         taken: list[_Batch] = []
         batch: _Batch | None = None
         for record in records:
@@ -727,6 +729,7 @@ class RedisSink:
             self._bytes += batch.nbytes
             if batch.spooled:
                 self._spool_events = max(0, self._spool_events - count)
+                self._replaying -= count
                 self._replayed += count
                 if batch.segment is not None:
                     assert self._spool is not None
