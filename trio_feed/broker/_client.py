@@ -12,16 +12,20 @@ reader.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import trio
 
 from .._errors import lone_exception
+from ._keys import hash_tag
 
-__all__ = ["ServerBusy", "enter", "leave", "redis_client", "server_busy", "transient"]
+T = TypeVar("T")
+
+__all__ = ["ServerBusy", "by_slot", "enter", "leave", "redis_client", "server_busy",
+           "transient"]
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError, OSError, anyio.BrokenResourceError, anyio.EndOfStream,
@@ -47,13 +51,34 @@ def transient() -> tuple[type[BaseException], ...]:
     return (RedisConnectionError, ServerBusy, *_TRANSIENT)
 
 
-def redis_client(url: str, *, connect_timeout: float, read_timeout: float | None) -> Any:
-    """A coredis client for ``url`` without coredis's own retries (the callers retry)."""
+def redis_client(url: str, *, connect_timeout: float, read_timeout: float | None,
+                 cluster: bool = False) -> Any:
+    """A coredis client for ``url`` without coredis's own retries (the callers retry).
+
+    ``cluster=True``: a ``RedisCluster`` that finds the other nodes from ``url``'s.
+    """
     import coredis
     from coredis.retry import NoRetryPolicy
 
-    return coredis.Redis.from_url(url, retry_policy=NoRetryPolicy(),
-                                  connect_timeout=connect_timeout, stream_timeout=read_timeout)
+    kind = coredis.RedisCluster if cluster else coredis.Redis
+    return kind.from_url(url, retry_policy=NoRetryPolicy(), connect_timeout=connect_timeout,
+                         stream_timeout=read_timeout)
+
+
+def by_slot(items: Iterable[T], key_of: Callable[[T], str], cluster: bool) -> list[list[T]]:
+    """``items`` in groups whose keys share a cluster slot (by hash tag), in their order.
+
+    Not on a cluster: one group.  Keys with the same hash tag (``_keys``) are
+    in one slot; keys of different tags may share one too, so this can make
+    more groups than slots, never a group that spans two.
+    """
+    if not cluster:
+        whole = list(items)
+        return [whole] if whole else []
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(hash_tag(key_of(item)), []).append(item)
+    return list(groups.values())
 
 
 async def enter(setup: Callable[[AsyncExitStack], Awaitable[None]]) -> AsyncExitStack:

@@ -74,7 +74,7 @@ from ..binance import Decoder, Event, PartialDepth, Stream, parse_stream
 from ..binance._sequence import BROKEN, DUPLICATE, RULES
 from ..feed import StreamStatistics
 from ..feed._backoff import Backoff
-from ._client import enter, leave, redis_client
+from ._client import by_slot, enter, leave, redis_client
 from ._client import transient as transient_errors
 from ._codec import SCHEMA_VERSION, decode_json_payload, load_payload
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
@@ -174,6 +174,7 @@ class RedisFeed:
         self._backoff_cap: float = options["backoff_cap"]
         self._rng: random.Random = options["rng"] or random.Random()
         self._group: str | None = options["group"]
+        self._cluster: bool = options["cluster"]
         self._consumer: str | None = options["consumer"]
         self._claim_idle_ms: int = int(options["claim_idle"] * 1000)
         self._claim_interval: float = options["claim_interval"]
@@ -198,7 +199,7 @@ class RedisFeed:
         self._acks: dict[str, list[str]] = {}
         self._held: set[tuple[str, str]] = set()
         self._cursors: dict[str, str] = {}
-        self._next_claim = float("-inf")
+        self._next_claim: dict[str, float] = {}
         self._acked = self._claimed = self._deleted = 0
 
     @property
@@ -218,7 +219,9 @@ class RedisFeed:
         stack.push_async_callback(self._last_acks)  # after the nursery's exit, before the client's
         send, self._receive = trio.open_memory_channel[Any](self._max_queued)
         self._nursery = await stack.enter_async_context(trio.open_nursery())
-        self._nursery.start_soon(self._read, send)
+        with send:  # one reading task per slot on a cluster (XREAD cannot span slots)
+            for keys in by_slot(self._ids, lambda key: key, self._cluster):
+                self._nursery.start_soon(self._read, send.clone(), keys)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: Any) -> None:
@@ -316,26 +319,28 @@ class RedisFeed:
             self._acked += len(ids)
             self._held.difference_update((key, i) for i in ids)
 
-    async def _fetch(self) -> list[tuple[str, Any]]:
-        """The next entries as ``(key, entry)``: XREAD, or in a group XREADGROUP and XAUTOCLAIM."""
+    async def _fetch(self, keys: list[str]) -> list[tuple[str, Any]]:
+        """The next entries of ``keys`` as ``(key, entry)``: XREAD, or in a group XREADGROUP
+        and XAUTOCLAIM."""
+        ids = {key: self._ids[key] for key in keys}
         if self._group is None:
-            result = await self._client.xread(self._ids, count=self._count, block=self._block)
+            result = await self._client.xread(ids, count=self._count, block=self._block)
             return [(_text(k), e) for k, entries in (result or {}).items() for e in entries]
         if self._acks:
             await self._send_acks()
         out: list[tuple[str, Any]] = []
         now = trio.current_time()
-        if now >= self._next_claim:
-            self._next_claim = now + self._claim_interval
-            out.extend(await self._claim())
+        if now >= self._next_claim.get(keys[0], float("-inf")):
+            self._next_claim[keys[0]] = now + self._claim_interval
+            out.extend(await self._claim(keys))
             if out:
                 return out
-        recovering = any(i != ">" for i in self._ids.values())
+        recovering = any(i != ">" for i in ids.values())
         result = await self._client.xreadgroup(
-            self._group, self._consumer, self._ids, count=self._count,
+            self._group, self._consumer, ids, count=self._count,
             block=None if recovering else self._block)
         got = {_text(k): entries for k, entries in (result or {}).items()}
-        for key, position in self._ids.items():
+        for key, position in ids.items():
             entries = got.get(key, ())
             if position != ">":  # own pending entries, oldest first: until none are left
                 if entries:
@@ -346,10 +351,10 @@ class RedisFeed:
                 out.append((key, entry))
         return out
 
-    async def _claim(self) -> list[tuple[str, Any]]:
+    async def _claim(self, keys: list[str]) -> list[tuple[str, Any]]:
         """Take over entries other consumers of the group held unacknowledged too long."""
         out: list[tuple[str, Any]] = []
-        for key in self._states:
+        for key in keys:
             reply = await self._client.xautoclaim(key, self._group, self._consumer,
                                                   self._claim_idle_ms, self._cursors[key],
                                                   count=self._count)
@@ -367,13 +372,13 @@ class RedisFeed:
 
     # -- reading ----------------------------------------------------------------
 
-    async def _read(self, send: trio.MemorySendChannel[Any]) -> None:
+    async def _read(self, send: trio.MemorySendChannel[Any], keys: list[str]) -> None:
         transient = transient_errors()
         backoff = Backoff(initial=self._backoff_initial, cap=self._backoff_cap, rng=self._rng)
         async with send:
             while True:
                 try:
-                    fetched = await self._fetch()
+                    fetched = await self._fetch(keys)
                     backoff.healthy()
                 except transient as exc:
                     self._reconnects += 1
@@ -553,6 +558,7 @@ def open_redis_feed(
     claim_idle: float = 30.0,
     claim_interval: float = 5.0,
     ack_timeout: float = 1.0,
+    cluster: bool = False,
 ) -> RedisFeed:
     """Read what a sink published: ``async with open_redis_feed(url, streams) as feed``.
 
@@ -573,6 +579,8 @@ def open_redis_feed(
     consumer takes over entries that another one has held unacknowledged for
     ``claim_idle`` seconds (``XAUTOCLAIM``): at least once, for the group as
     a whole.  ``ack_timeout`` bounds the last acknowledgements on leaving.
+    ``cluster=True``: ``url`` is any node of a Redis Cluster; the feed reads
+    each hash tag's keys (a symbol's streams) in a task of its own.
     See the module docstring for what a group changes.
     """
     parsed = [parse_stream(s) for s in streams]
@@ -582,10 +590,10 @@ def open_redis_feed(
         raise ValueError("a consumer group needs both group and consumer")
     _start_id(start)  # a bad start fails here, not on entering
     client = redis_client(url, connect_timeout=connect_timeout,
-                          read_timeout=read_timeout + block_ms / 1000.0)
+                          read_timeout=read_timeout + block_ms / 1000.0, cluster=cluster)
     options = dict(market=market, prefix=prefix, start=start, books=books, decimals=decimals,
                    count=count, block_ms=block_ms, max_queued=max_queued,
                    backoff_initial=backoff_initial, backoff_cap=backoff_cap, rng=rng,
                    group=group, consumer=consumer, claim_idle=claim_idle,
-                   claim_interval=claim_interval, ack_timeout=ack_timeout)
+                   claim_interval=claim_interval, ack_timeout=ack_timeout, cluster=cluster)
     return RedisFeed(client, parsed, options)

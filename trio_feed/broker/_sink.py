@@ -88,7 +88,7 @@ from ..binance._limits import SPOT
 from ..binance._sequence import span
 from ..feed import Feed
 from ..feed._backoff import Backoff
-from ._client import ServerBusy, enter, leave, redis_client, server_busy
+from ._client import ServerBusy, by_slot, enter, leave, redis_client, server_busy
 from ._client import transient as transient_errors
 from ._codec import SCHEMA_VERSION, decode_json_payload, encode_event
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
@@ -185,6 +185,7 @@ class RedisSink:
         self.market: str = o["market"]
         self.prefix: str = o["prefix"]
         self.policy = SinkPolicy(o["policy"])
+        self.cluster: bool = o["cluster"]
         self.max_spool_bytes: int = o["max_spool_bytes"]
         self._spool: Spool | None = Spool(o["spool"]) if self.policy is SinkPolicy.SPOOL else None
         self._decoder = Decoder()  # replaying raw frames from the spool
@@ -662,35 +663,38 @@ class RedisSink:
                         note[b"id"] = self._control.next_id(now_ms).encode()
                 started = time.perf_counter()
                 sent_at = _text(self._wall_us())
+                commands: list[tuple[_Batch | None, str, dict[bytes, bytes], dict[str, Any]]]
+                commands = []
+                for note in notes:
+                    fields = {k: v for k, v in note.items() if k != b"id"}
+                    commands.append((None, self._control.key, fields, dict(
+                        identifier=note[b"id"], trim_strategy=_maxlen(),
+                        trim_operator=_approx(), threshold=self.control_maxlen)))
+                for batch in batches:
+                    batch.attempts += 1
+                    fields = {
+                        b"v": SCHEMA_VERSION, b"fmt": batch.fmt,
+                        b"n": b"%d" % len(batch.items), b"first": _text(batch.first),
+                        b"last": _text(batch.last), b"t0": b"%d" % batch.t0,
+                        b"t": sent_at, b"gap": batch.gap,
+                        b"p": b"[" + b",".join(batch.items) + b"]",
+                    }
+                    commands.append((batch, batch.state.key, fields, dict(
+                        identifier=batch.entry_id, **self._retention(batch.state.key))))
+                    if batch.snapshot is not None:
+                        commands.append((None, snapshot_key(
+                            batch.state.stream, market=self.market, prefix=self.prefix),
+                            batch.snapshot, dict(
+                                identifier=batch.entry_id, trim_strategy=_maxlen(),
+                                trim_operator=_approx(), threshold=self.snapshot_maxlen)))
+                requests: list[tuple[_Batch | None, Any]] = []
                 try:
-                    async with self._client.pipeline(transaction=True,
-                                                     raise_on_error=False) as pipe:
-                        requests: list[tuple[_Batch | None, Any]] = []
-                        for note in notes:
-                            fields = {k: v for k, v in note.items() if k != b"id"}
-                            requests.append((None, pipe.xadd(
-                                self._control.key, fields, identifier=note[b"id"],
-                                trim_strategy=_maxlen(), trim_operator=_approx(),
-                                threshold=self.control_maxlen)))
-                        for batch in batches:
-                            batch.attempts += 1
-                            fields = {
-                                b"v": SCHEMA_VERSION, b"fmt": batch.fmt,
-                                b"n": b"%d" % len(batch.items), b"first": _text(batch.first),
-                                b"last": _text(batch.last), b"t0": b"%d" % batch.t0,
-                                b"t": sent_at, b"gap": batch.gap,
-                                b"p": b"[" + b",".join(batch.items) + b"]",
-                            }
-                            requests.append((batch, pipe.xadd(
-                                batch.state.key, fields, identifier=batch.entry_id,
-                                **self._retention(batch.state.key))))
-                            if batch.snapshot is not None:
-                                requests.append((None, pipe.xadd(
-                                    snapshot_key(batch.state.stream, market=self.market,
-                                                 prefix=self.prefix),
-                                    batch.snapshot, identifier=batch.entry_id,
-                                    trim_strategy=_maxlen(), trim_operator=_approx(),
-                                    threshold=self.snapshot_maxlen)))
+                    # One transaction a round; on a cluster one per hash tag (one slot each).
+                    for group in by_slot(commands, lambda c: c[1], self.cluster):
+                        async with self._client.pipeline(transaction=True,
+                                                         raise_on_error=False) as pipe:
+                            for owner, key, fields, options in group:
+                                requests.append((owner, pipe.xadd(key, fields, **options)))
                 except ResponseError as exc:
                     if server_busy(exc):
                         raise ServerBusy(str(exc)) from exc
@@ -793,6 +797,7 @@ def open_redis_sink(
     policy: SinkPolicy | str = SinkPolicy.BLOCK,
     spool: str | os.PathLike[str] | None = None,
     max_spool_bytes: int = 1 << 30,
+    cluster: bool = False,
     max_batch_events: int = 100,
     max_batch_bytes: int = 256 * 1024,
     flush_interval: float = 0.005,
@@ -833,6 +838,8 @@ def open_redis_sink(
     snapshots: ``rest_url`` (e.g. ``https://api.binance.com``; ``None``: no
     snapshots), every ``snapshot_interval`` seconds, ``snapshot_limit`` levels
     per REST request.  ``market`` and ``prefix`` name the keys (``_keys``).
+    ``cluster=True``: ``url`` is any node of a Redis Cluster; each round trip
+    is then one transaction per hash tag (a symbol's streams share one).
     Timeouts and backoff are in seconds; ``rng`` and ``wall_clock_us`` are for
     tests.
     """
@@ -845,9 +852,10 @@ def open_redis_sink(
     if max_pending_events < max_batch_events * max_entries_per_write:
         raise ValueError("max_pending_events must hold at least one full write "
                          "(max_batch_events * max_entries_per_write)")
-    client = redis_client(url, connect_timeout=connect_timeout, read_timeout=write_timeout)
+    client = redis_client(url, connect_timeout=connect_timeout, read_timeout=write_timeout,
+                          cluster=cluster)
     options = dict(
-        market=market, prefix=prefix, policy=SinkPolicy(policy), spool=spool,
+        market=market, prefix=prefix, policy=SinkPolicy(policy), spool=spool, cluster=cluster,
         max_spool_bytes=max_spool_bytes,
         max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes,
         flush_interval=flush_interval, max_pending_events=max_pending_events,
