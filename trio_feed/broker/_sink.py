@@ -25,10 +25,11 @@ BRK1: ids are explicit and monotonic per key.  Each entry gets its id
     ids, and the server rejects those that landed ("equal or smaller than the
     target stream top item"): they are counted in ``already_written``, not
     duplicated.  Entries of one key are written in order, on one connection,
-    and each round trip is one ``MULTI``/``EXEC`` transaction, so a round
-    lands whole or not at all: a write refused at queueing (``OOM`` under
-    ``noeviction``) cannot let a later entry of the same stream land before an
-    earlier one, and a rejected retry always means "already there".
+    and each round trip is one ``MULTI``/``EXEC`` transaction (on a cluster,
+    one per hash tag), so a round lands whole (per tag) or not at all: a write
+    refused at queueing (``OOM`` under ``noeviction``) cannot let a later
+    entry of the same stream land before an earlier one, and a rejected retry
+    always means "already there".
 
 BRK2: nothing is dropped without a count.  Every accepted event is
     pending until the server acknowledged its entry.  Past
