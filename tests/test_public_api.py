@@ -49,10 +49,11 @@ EXPECTED: dict[str, set[str]] = {
     "trio_feed.cli": {"build_parser", "describe", "main"},
     "trio_feed.bridge": {"BridgeStatistics", "FeedThread", "feed_thread"},
     "trio_feed.broker": {
-        "SCHEMA_VERSION", "BrokerError", "DroppedRange", "Gap", "LocalServer", "RedisFeed",
-        "RedisFeedStatistics", "RedisSink", "SchemaError", "SinkClosed", "SinkPolicy",
-        "SinkStatistics", "control_key", "free_port", "local_server", "open_redis_feed",
-        "open_redis_sink", "publish", "snapshot_key", "stream_key",
+        "SCHEMA_VERSION", "BrokerError", "DroppedRange", "Gap", "LocalCluster", "LocalServer",
+        "RedisFeed", "RedisFeedStatistics", "RedisSink", "SchemaError", "SinkClosed",
+        "SinkPolicy", "SinkStatistics", "control_key", "free_port", "local_cluster",
+        "local_server", "open_redis_feed", "open_redis_sink", "publish", "snapshot_key",
+        "stream_key",
     },
 }
 
