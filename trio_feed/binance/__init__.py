@@ -1,5 +1,8 @@
 """The Binance vocabulary: stream names and URLs, typed events, decoding, limits.
 
+Spot and USD-M futures (``market="usdm"``) share it; each market's rules are a
+``Venue`` record in ``_limits``.
+
 Nothing here knows about sockets or trio; the local exchange and the client
 both speak through this package, so they cannot disagree about a name.
 """
@@ -16,15 +19,24 @@ from ._book import (
 from ._decode import Decoder
 from ._events import (
     AggTrade,
+    AssetIndex,
+    AssetIndexArray,
     AvgPrice,
     BlockTrade,
     BookTicker,
+    CompositeIndex,
+    ContinuousKline,
+    ContractInfo,
     ControlError,
     ControlResponse,
     DepthUpdate,
     Event,
+    ForceOrder,
+    FuturesTicker,
     Kline,
     Level,
+    MarkPrice,
+    MarkPriceArray,
     MiniTicker,
     MiniTickerArray,
     Number,
@@ -46,18 +58,27 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "KINDS",
     "AggTrade",
+    "AssetIndex",
+    "AssetIndexArray",
     "AvgPrice",
     "BlockTrade",
     "BookState",
     "BookStatistics",
     "BookTicker",
+    "CompositeIndex",
+    "ContinuousKline",
+    "ContractInfo",
     "ControlError",
     "ControlResponse",
     "Decoder",
     "DepthUpdate",
     "Event",
+    "ForceOrder",
+    "FuturesTicker",
     "Kline",
     "Level",
+    "MarkPrice",
+    "MarkPriceArray",
     "MiniTicker",
     "MiniTickerArray",
     "NeedSnapshot",
