@@ -83,10 +83,14 @@ def test_consumers_read_the_records() -> None:
     assert exchange["ping_interval"].default == SPOT.ping_interval
     assert exchange["pong_timeout"].default == SPOT.pong_timeout
     feed = inspect.signature(open_feed).parameters
-    # The token bucket lets burst + rate messages out in any one second.
-    assert feed["send_rate"].default + feed["send_burst"].default \
-        == SPOT.client_messages_per_second
     assert feed["rotate_after"].default < SPOT.connection_lifetime
+    for market, venue in (("spot", SPOT), ("usdm", USDM_FUTURES)):
+        options = open_feed(["btcusdt@aggTrade"], market=market).options
+        # The token bucket lets burst + rate messages out in any one second.
+        assert options.send_rate + options.send_burst == venue.client_messages_per_second
+        assert options.streams_per_connection == venue.streams_per_connection
+        assert options.base_url == venue.base_url
+        assert options.quiet_after == venue.quiet_after
     assert AttemptLimiter().window == SPOT.attempts_window
     assert AttemptLimiter().max_attempts < (SPOT.connection_attempts or 0)
 

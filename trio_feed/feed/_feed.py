@@ -62,8 +62,9 @@ import orjson
 import trio
 
 from .._errors import DecodeError, RequestTimeout, SubscriptionError, lone_exception
-from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
-from ..binance._limits import SPOT
+from ..binance import Decoder, Event, Stream
+from ..binance._limits import SPOT, venue_named
+from ..binance._urls import routed_url
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
 from ._continuity import Continuity
@@ -77,7 +78,7 @@ from ._outbox import (
 )
 from ._shard import Shard
 from ._statistics import SKIPPED_PREFIX, FeedCounters, FeedStatistics
-from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
+from ._subscriptions import Subscriptions
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
 
@@ -98,9 +99,10 @@ class Feed:
     ) -> None:
         self.options = options
         self.mode = options.mode
-        self.subscriptions = Subscriptions(options.streams_per_connection)
+        self.subscriptions = Subscriptions(options.streams_per_connection,
+                                           venue_named(options.market))
         self.subscriptions.add(streams)
-        self.decoder = Decoder(streams, decimals=options.decimals)
+        self.decoder = Decoder(streams, decimals=options.decimals, market=options.market)
         self.attempt_limiter = attempt_limiter
         self.counters = FeedCounters()
         self.continuity = Continuity()
@@ -199,8 +201,10 @@ class Feed:
             # The connections were stopped (a fatal error, the 'disconnect' policy).
             raise self.outbox.error or trio.ClosedResourceError("the feed's connections stopped")
         streams = self.subscriptions.shards[index] if self.subscriptions.shards else {}
-        shard = Shard(self.context, index, streams, url=url or f"{self.options.base_url}/stream",
-                      subscribe_on_connect=subscribe_on_connect)
+        route = self.subscriptions.routes[index] if self.subscriptions.routes else ""
+        base = routed_url(self.options.base_url, route)
+        shard = Shard(self.context, index, streams, url=url or f"{base}/stream",
+                      subscribe_on_connect=subscribe_on_connect, base_url=base)
         self.shards.append(shard)
         await self._shards.start(self._run_shard, shard)
 
@@ -235,7 +239,7 @@ class Feed:
         replacement subscribes the streams, which stay part of the feed).
         The streams stay subscribed across reconnects.
         """
-        parsed = [parse_stream(s) for s in streams]
+        parsed = [self.subscriptions.parse(s) for s in streams]
         _check_policy(self.options.policy, parsed)
         placed = self.subscriptions.add(parsed)
         for index, added in placed.items():
@@ -463,7 +467,8 @@ def open_feed(
     *,
     mode: Literal["channel", "inline"] = "channel",
     url: str | None = None,
-    base_url: str = DEFAULT_BASE_URL,
+    base_url: str | None = None,
+    market: str = "spot",
     decimals: bool = False,
     policy: SlowConsumerPolicy | str = SlowConsumerPolicy.BLOCK,
     max_queued: int = DEFAULT_MAX_QUEUED,
@@ -483,9 +488,9 @@ def open_feed(
     request_timeout: float = 5.0,
     no_data_after: float | None = 60.0,
     lag_threshold: float = 5.0,
-    send_rate: float = SPOT.client_messages_per_second - 1.0,
+    send_rate: float | None = None,
     send_burst: float = 1.0,
-    streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+    streams_per_connection: int | None = None,
     max_url_length: int = 4096,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 10.0,
@@ -504,8 +509,16 @@ def open_feed(
     ``retry_first_connect=True`` it retries retryable failures instead (wrap
     it in ``trio.fail_after`` to bound that).  Fatal errors are always raised.
 
-    Where: ``base_url`` (Binance spot production by default; pass the local
-    exchange's) is connected at ``/stream`` and subscribed with SUBSCRIBE.
+    Where: ``market`` is ``"spot"`` (the default) or ``"usdm"`` (USD-M
+    futures); its rules (``trio_feed.binance._limits``) validate the stream
+    names, route each stream to the path that serves it, and give the
+    defaults of ``base_url``, ``send_rate``, ``streams_per_connection`` and
+    the watchdog.  One feed serves one market: a name of the other market
+    raises :class:`~trio_feed.InvalidStreamName` saying so.  ``base_url``
+    (the market's production host by default; pass the local exchange's) is
+    connected at ``<route>/stream`` (USD-M: ``/public/stream`` for book
+    data, ``/market/stream`` for the rest, on separate connections; spot:
+    ``/stream``) and subscribed with SUBSCRIBE.
     ``url`` instead connects to exactly that URL (one connection, streams in
     the URL, no SUBSCRIBE), ``streams`` then only telling the decoder what
     the payloads are.  ``mode`` picks the copy or borrow strategy (module
@@ -526,7 +539,7 @@ def open_feed(
     ``attempt_limiter`` (share one between feeds to share the per-IP budget);
     ``rotate_after`` (``None``: never) and ``rotation_timeout``;
     ``stale_after`` (seconds without a complete message before reconnecting;
-    default by stream kind, see ``docs/resilience.md``); ``no_data_after``
+    default by stream kind and market, see ``docs/resilience.md``); ``no_data_after``
     (seconds after which a stream that never delivered is reported, in the
     log and in ``statistics().streams[name].no_data``; ``None``: never);
     ``ping_interval`` (``None``: no pings of our own) and
@@ -534,7 +547,9 @@ def open_feed(
     waits for its reply: past it :class:`~trio_feed.RequestTimeout` and the
     connection is replaced); ``lag_threshold`` (seconds of exchange lag counted in
     ``lagging``); ``send_rate``/``send_burst`` (the token bucket per
-    connection); ``streams_per_connection`` (shard size, at most 1024);
+    connection; default: one below the market's limit, 4/s on spot and 9/s
+    on USD-M); ``streams_per_connection`` (shard size, at most the market's
+    1024);
     ``max_url_length``: streams that fit in a URL this long are subscribed in
     the URL, at no message cost, the rest by SUBSCRIBE (``0``: all by SUBSCRIBE).
 
@@ -550,7 +565,14 @@ def open_feed(
     ``wall_clock`` (for lag) and ``rng`` (for jitter) are there for tests.
     Raises :class:`~trio_feed.InvalidStreamName` at once for a bad name.
     """
-    parsed = [parse_stream(s) for s in streams]
+    venue = venue_named(market)
+    if base_url is None:
+        base_url = venue.base_url
+    if send_rate is None:
+        send_rate = venue.client_messages_per_second - 1.0
+    if streams_per_connection is None:
+        streams_per_connection = venue.streams_per_connection
+    parsed = [Subscriptions(venue=venue).parse(s) for s in streams]
     if mode not in ("channel", "inline"):
         raise ValueError(f"mode must be 'channel' or 'inline', not {mode!r}")
     if on_decode_error not in ("raise", "skip"):
@@ -579,5 +601,6 @@ def open_feed(
         streams_per_connection=streams_per_connection, max_url_length=max_url_length,
         connect_options=connect_options,
         wall_clock=wall_clock, rng=rng, on_decode_error=on_decode_error,
+        market=venue.market, quiet_after=venue.quiet_after,
     )
     return Feed(parsed, options, attempt_limiter or AttemptLimiter())
