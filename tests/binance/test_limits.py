@@ -79,9 +79,11 @@ def test_consumers_read_the_records() -> None:
         assert books_depth_weight(limit) == SPOT.depth_weight(limit)
         assert books_depth_weight(limit, "usdm_futures") == USDM_FUTURES.depth_weight(limit)
     assert MAX_STREAMS_PER_CONNECTION == SPOT.streams_per_connection
-    exchange = inspect.signature(open_exchange).parameters
-    assert exchange["ping_interval"].default == SPOT.ping_interval
-    assert exchange["pong_timeout"].default == SPOT.pong_timeout
+    for market, venue in (("spot", SPOT), ("usdm", USDM_FUTURES)):
+        exchange = open_exchange(market=market)._exchange  # type: ignore[attr-defined]
+        assert (exchange.ping_interval, exchange.pong_timeout) == (venue.ping_interval,
+                                                                   venue.pong_timeout)
+        assert exchange.rest.venue is venue and exchange.rest.weight_limit == venue.weight_limit
     feed = inspect.signature(open_feed).parameters
     assert feed["rotate_after"].default < SPOT.connection_lifetime
     for market, venue in (("spot", SPOT), ("usdm", USDM_FUTURES)):
