@@ -149,11 +149,11 @@ class Session:
         self.route = route
         self.market_name = venue.market
         self.silent: set[str] = set()
-        self._note_routes(streams)
         self.shared = shared
         self.market = market
         self.session = session
         self.counters = counters
+        self._note_routes(streams)
         self.gate = gate
         self.opened_at = trio.current_time()
         self.sent = 0  # data messages written

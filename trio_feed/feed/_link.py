@@ -602,10 +602,6 @@ class Link:
                 # Messages first, then read: what arrived with the handshake reply,
                 # before the connection broke, or before a protocol violation, is
                 # delivered before the end is.
-                control = bool(parser.pongs) or parser.pings_received != pings_seen
-                pings_seen = parser.pings_received
-                if parser.pongs:
-                    self._on_pongs(parser.pongs)
                 batch = Batch(self)
                 append = batch.append
                 nbytes = 0
@@ -680,6 +676,13 @@ class Link:
                             feed.note_lag(batch, received)
                         else:
                             counters.copies += n
+                # Control frames are queued by the walk above: a pong in this chunk
+                # counts now, not when some later chunk arrives (on a quiet USD-M
+                # connection the next one may be the server's ping, 3 minutes on).
+                control = bool(parser.pongs) or parser.pings_received != pings_seen
+                pings_seen = parser.pings_received
+                if parser.pongs:
+                    self._on_pongs(parser.pongs)
                 now = trio.current_time()
                 if batch:
                     watch.data(batch, now)

@@ -1,0 +1,154 @@
+"""USD-M futures end to end: the feed, the embedded exchange and the books, over real sockets.
+
+The exchange serves USD-M as Binance does since the routed URLs
+(``STREAMS.md`` section 8): book data on ``/public``, everything else on
+``/market``, and a stream subscribed on the wrong route is accepted and then
+never sent anything.  So a routing bug in the client shows up here as a
+stream that stays silent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+import pytest
+import trio
+import trio.testing
+
+from trio_feed import InvalidStreamName, open_connection, open_feed
+from trio_feed.books._books import open_order_books
+from trio_feed.exchange import open_exchange
+
+from .test_books import assert_true_books
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+#: One stream of every kind the exchange feeds, and the class each must decode to.
+STREAMS = {
+    "btcusdt@aggTrade": "AggTrade",
+    "btcusdt@markPrice": "MarkPrice",
+    "btcusdt@markPrice@1s": "MarkPrice",
+    "!markPrice@arr": "MarkPriceArray",
+    "btcusdt@kline_1m": "Kline",
+    "btcusdt_perpetual@continuousKline_1m": "ContinuousKline",
+    "btcusdt@miniTicker": "MiniTicker",
+    "btcusdt@ticker": "FuturesTicker",
+    "!ticker@arr": "TickerArray",
+    "!miniTicker@arr": "MiniTickerArray",
+    "btcusdt@compositeIndex": "CompositeIndex",
+    "btcusdt@depth": "DepthUpdate",
+    "btcusdt@depth@500ms": "DepthUpdate",
+    "btcusdt@depth@100ms": "DepthUpdate",
+    "btcusdt@depth5@500ms": "DepthUpdate",
+    "btcusdt@rpiDepth@500ms": "DepthUpdate",
+    "btcusdt@bookTicker": "BookTicker",
+    "!bookTicker": "BookTicker",
+}
+
+
+async def test_a_futures_feed_routes_every_stream_and_types_it(
+        autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(120):
+        async with open_exchange(market="usdm", rate=10.0) as exchange, open_feed(
+            list(STREAMS), base_url=exchange.base_url, market="usdm"
+        ) as feed:
+            seen: dict[str, str] = {}
+            async for event in feed:
+                assert event.stream is not None
+                seen.setdefault(event.stream, type(event).__name__)
+                if len(seen) == len(STREAMS):
+                    break
+            assert seen == STREAMS
+            # One connection per route, each on its own path; nothing on a wrong one.
+            assert sorted(shard.base_url for shard in feed.shards) == [
+                exchange.base_url + "/market", exchange.base_url + "/public"]
+            assert feed.statistics().connections == 2
+            # A stream added later goes to the shard of its route, or opens one.
+            await feed.subscribe(["ethusdt@depth@100ms", "ethusdt@forceOrder"])
+            assert [len(shard.streams) for shard in feed.shards] == [12, 8]
+            assert exchange.statistics().misrouted_streams == 0
+            # A spot name is refused, naming the market it belongs to.
+            with pytest.raises(InvalidStreamName, match="market='spot'"):
+                await feed.subscribe(["btcusdt@trade"])
+
+
+async def test_a_stream_on_the_wrong_route_receives_nothing(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async def received(url: str, seconds: float) -> Counter[str]:
+        names: Counter[str] = Counter()
+        async with open_connection(url) as conn:
+            with trio.move_on_after(seconds):
+                while True:
+                    names[orjson.loads(await conn.receive())["stream"]] += 1
+        return names
+
+    book, mark = "btcusdt@depth@100ms", "btcusdt@markPrice@1s"
+    with trio.fail_after(120):
+        async with open_exchange(market="usdm", rate=10.0) as exchange:
+            on_public = await received(exchange.combined_url([book, mark], route="/public"), 20)
+            assert on_public[book] >= 150 and on_public[mark] == 0
+            on_market = await received(exchange.combined_url([book, mark], route="/market"), 20)
+            assert on_market[mark] >= 15 and on_market[book] == 0
+            # An unrouted (legacy) URL serves /public data only.
+            legacy = await received(exchange.combined_url([book, mark], route=""), 20)
+            assert legacy[book] >= 150 and legacy[mark] == 0
+            assert exchange.statistics().misrouted_streams == 3
+            # The default URL of a stream carries its own route.
+            assert "/market/" in exchange.combined_url([mark])
+            # A route the market does not have is refused at the handshake.
+            with pytest.raises(Exception, match="404"):
+                await received(exchange.combined_url([mark], route="/private"), 1)
+
+
+async def test_an_hour_of_quiet_futures_aggtrade_never_reconnects(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A trade every ~15 minutes: the 3-minute server pings and our own pings are all
+    there is, and the futures watchdog (4 minutes of silence) never fires."""
+    with trio.fail_after(2 * 3600):
+        async with open_exchange(market="usdm", rate=1 / 900) as exchange, open_feed(
+            ["btcusdt@aggTrade"], base_url=exchange.base_url, market="usdm"
+        ) as feed:
+            events = 0
+            with trio.move_on_after(3600):
+                async for _ in feed:
+                    events += 1
+            stats = feed.statistics()
+            assert 1 <= events <= 5
+            assert stats.reconnects == {} and stats.stale == 0
+            assert stats.connect_attempts == 1 and stats.connections == 1
+            server = exchange.statistics()
+            assert server.connections_accepted == 1
+            assert server.pings_sent >= 19 and server.pongs_missed == 0
+
+
+async def test_futures_books_sync_on_the_public_route() -> None:
+    with trio.fail_after(30):
+        async with open_exchange(market="usdm", seed=5, rate=300.0, clock=None) as exchange, \
+                open_order_books(["btcusdt", "ethusdt"], base_url=exchange.base_url,
+                                 rest_url=exchange.rest_url, market="usdm") as books:
+            await books.wait_live()
+            seen = 0
+            for _ in range(20):
+                seen = await books.wait_updated(seen)
+                assert_true_books(exchange, books)
+            assert books.rules.value == "usdm_futures"
+            assert exchange.rest.statistics().snapshots == 2
+            assert exchange.statistics().misrouted_streams == 0
+
+
+async def test_a_pong_counts_when_it_arrives_not_with_the_next_chunk(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A server that sends nothing but pongs: each pong is seen in the chunk it came in."""
+    with trio.fail_after(3600):
+        async with open_exchange(rate=1 / 3600, ping_interval=None) as exchange, open_feed(
+            ["btcusdt@aggTrade"], base_url=exchange.base_url, stale_after=10_000.0
+        ) as feed:
+            await trio.sleep(600)
+            stats = feed.statistics()
+            assert stats.reconnects == {} and exchange.statistics().client_pings >= 9
+            assert exchange.statistics().messages_sent == 0
