@@ -331,6 +331,16 @@ def test_a_number_or_null_where_binance_sends_a_string_is_refused(
         Decoder(decimals=decimals).decode(envelope(stream, orjson.dumps(payload)))
 
 
+@pytest.mark.parametrize("decimals", [False, True])
+def test_null_in_a_required_field_of_a_usdm_event_is_refused(decimals: bool) -> None:
+    with pytest.raises(DecodeError, match="next_funding_time"):
+        _decode("btcusdt@markPrice", {**MARK_PRICE, "T": None}, decimals=decimals)
+    with pytest.raises(DecodeError, match="mark_price"):
+        _decode("btcusdt@markPrice", {**MARK_PRICE, "p": 11794.15}, decimals=decimals)
+    with pytest.raises(DecodeError, match="trade_count"):
+        _decode("btcusdt@ticker", {**TICKER, "n": None}, decimals=decimals)
+
+
 def test_optional_fields_may_still_be_null() -> None:
     ref = {"e": "referencePrice", "s": "BAZUSD", "r": None, "t": 1}
     for decimals in (False, True):

@@ -355,6 +355,8 @@ def _decimal(value: Any, name: str) -> Decimal:
 
 
 _FIELDS_TO_CONVERT: dict[type, tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]] = {}
+#: Event class -> its fields that may never be None (no ``None`` in the annotation).
+_REQUIRED: dict[type, tuple[str, ...]] = {}
 
 
 def _fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]:
@@ -368,6 +370,11 @@ def _fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str]
     optional = frozenset(name for name in numbers if type(None) in typing.get_args(hints[name]))
     entry = numbers, getattr(cls, "_level_fields", ()), optional
     _FIELDS_TO_CONVERT[cls] = entry
+    _REQUIRED[cls] = tuple(
+        name for name, hint in hints.items()
+        if not name.startswith("_") and type(None) not in typing.get_args(hint)
+        and hint is not typing.Any
+    )
     return entry
 
 
@@ -385,6 +392,7 @@ def _strict(build: _Constructor) -> _Constructor:
                 raise DecodeError(f"{name}: expected a decimal string, got {value!r}")
         for name in levels:
             _check_levels(getattr(event, name), name)
+        _check_required(event)
         return event
 
     return build_strict
@@ -409,10 +417,25 @@ def _to_decimals(event: Event) -> Event:
 
 
 def _with_decimals(build: _Constructor) -> _Constructor:
-    def build_decimal(o: _Object, stream: str | None) -> Event:
-        return _to_decimals(build(o, stream))
+    if build in _CHECKED_INLINE:
+        def build_decimal(o: _Object, stream: str | None) -> Event:
+            return _to_decimals(build(o, stream))
 
-    return build_decimal
+        return build_decimal
+
+    def build_checked_decimal(o: _Object, stream: str | None) -> Event:
+        event = _to_decimals(build(o, stream))
+        _check_required(event)
+        return event
+
+    return build_checked_decimal
+
+
+def _check_required(event: Event) -> None:
+    """A null in a field that may not be None is a :class:`~trio_feed.DecodeError`."""
+    for name in _REQUIRED[type(event)]:
+        if getattr(event, name) is None:
+            raise DecodeError(f"{name}: required, got null")
 
 
 def _invalid(e: object, exc: Exception) -> DecodeError:
