@@ -221,7 +221,7 @@ def test_every_usdm_payload_has_a_type() -> None:
         ("!bookTicker", BOOK_TICKER, BookTicker),
     ]
     for stream, data, cls in cases:
-        event = _decode(stream, data)
+        event: Any = _decode(stream, data)
         assert type(event) is cls, stream
         assert event.stream == stream
         assert event.describe().startswith(stream)
@@ -289,7 +289,7 @@ def test_recorded_futures_capture_is_all_typed() -> None:
         assert not isinstance(event, UnknownEvent), line[:80]
         kinds[type(event)] = kinds.get(type(event), 0) + 1
         if isinstance(event, DepthUpdate):
-            assert event.prev_final_update_id is not None
+            assert event.prev_final_update_id is not None and event.stream is not None
             if event.stream in last_u:
                 assert event.prev_final_update_id == last_u[event.stream]
             last_u[event.stream] = event.final_update_id
