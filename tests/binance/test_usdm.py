@@ -204,7 +204,7 @@ def _decode(stream: str, data: Any, **options: Any) -> Any:
 
 
 def test_every_usdm_payload_has_a_type() -> None:
-    cases: list[tuple[str, Any, type]] = [
+    cases: list[tuple[str, Any, Any]] = [
         ("btcusdt@markPrice", MARK_PRICE, MarkPrice),
         ("!markPrice@arr", [MARK_PRICE, MARK_PRICE], MarkPriceArray),
         ("btcusdt@forceOrder", FORCE_ORDER, ForceOrder),
