@@ -77,8 +77,9 @@ async def test_a_futures_feed_routes_every_stream_and_types_it(
                 await feed.subscribe(["btcusdt@trade"])
 
 
+@pytest.mark.parametrize("shared_market", [False, True])
 async def test_a_stream_on_the_wrong_route_receives_nothing(
-        autojump_clock: trio.testing.MockClock) -> None:
+        autojump_clock: trio.testing.MockClock, shared_market: bool) -> None:
     async def received(url: str, seconds: float) -> Counter[str]:
         names: Counter[str] = Counter()
         async with open_connection(url) as conn:
@@ -89,7 +90,8 @@ async def test_a_stream_on_the_wrong_route_receives_nothing(
 
     book, mark = "btcusdt@depth@100ms", "btcusdt@markPrice@1s"
     with trio.fail_after(120):
-        async with open_exchange(market="usdm", rate=10.0) as exchange:
+        async with open_exchange(market="usdm", rate=10.0,
+                                 shared_market=shared_market) as exchange:
             on_public = await received(exchange.combined_url([book, mark], route="/public"), 20)
             assert on_public[book] >= 150 and on_public[mark] == 0
             on_market = await received(exchange.combined_url([book, mark], route="/market"), 20)
@@ -98,6 +100,17 @@ async def test_a_stream_on_the_wrong_route_receives_nothing(
             legacy = await received(exchange.combined_url([book, mark], route=""), 20)
             assert legacy[book] >= 150 and legacy[mark] == 0
             assert exchange.statistics().misrouted_streams == 3
+            # Subscribed later by SUBSCRIBE, the same: accepted, then silent.
+            names: Counter[str] = Counter()
+            async with open_connection(exchange.base_url + "/market/stream") as conn:
+                await conn.send(orjson.dumps(
+                    {"method": "SUBSCRIBE", "params": [book, mark], "id": 1}))
+                with trio.move_on_after(20):
+                    while True:
+                        message = orjson.loads(await conn.receive())
+                        names[message.get("stream", f"reply {message.get('result')}")] += 1
+            assert names["reply None"] == 1 and names[mark] >= 15 and names[book] == 0
+            assert exchange.statistics().misrouted_streams == 4
             # The default URL of a stream carries its own route.
             assert "/market/" in exchange.combined_url([mark])
             # A route the market does not have is refused at the handshake.
