@@ -609,3 +609,23 @@ def test_ids_that_go_backwards_resync_instead_of_freezing(rules: Rules) -> None:
     book.receive_update(_timed(7, 8, 12, pu=6))
     assert book.receive_snapshot(snapshot(6, [("10.00", "1")], [("11.00", "3")])) is None
     assert book.state is LIVE and book.last_update_id == 8
+
+
+@pytest.mark.parametrize("levels", [
+    [[1e-8, "1"], [2e-8, "1"]],  # as floats these would merge into one level "0.000000"
+    [["0.00000001", 1.5]],
+    [["0.00000001", None]],
+    [["0.00000001"]],
+])
+def test_a_snapshot_level_that_is_not_a_pair_of_strings_is_refused(levels: Any) -> None:
+    book = OrderBook("BTCUSDT")
+    book.receive_update(diff(101, 101))
+    with pytest.raises(ValueError, match="pair of decimal strings"):
+        book.receive_snapshot({"lastUpdateId": 100, "bids": levels, "asks": []})
+    assert book.state is SYNCING
+
+
+def test_a_float_price_never_becomes_a_level() -> None:
+    book = live_book()
+    with pytest.raises(ValueError, match="decimal string"):
+        book.receive_update(DepthUpdate(1, "BTCUSDT", 102, 102, [[9.7, "1"]], [], 101))

@@ -297,7 +297,10 @@ def parse_depth_snapshot(body: bytes | str | Mapping[str, Any] | PartialDepth,
 
     ``body`` may be the raw JSON, the decoded object or already a
     :class:`PartialDepth`.  Futures bodies carry ``E`` and ``T`` too; they
-    are ignored.  Raises ``ValueError`` if a key is missing or malformed.
+    are ignored.  Raises ``ValueError`` if a key is missing or malformed, or
+    if a level is not a ``[price, quantity]`` pair of strings (or of
+    ``Decimal`` values): a JSON number there is already an inexact float, and
+    ``1e-8`` and ``2e-8`` would land on one level.
     """
     if isinstance(body, PartialDepth):
         return body
@@ -309,6 +312,11 @@ def parse_depth_snapshot(body: bytes | str | Mapping[str, Any] | PartialDepth,
         raise ValueError(f"not a depth snapshot: missing {exc}") from None
     if type(last) is not int or not isinstance(bids, list) or not isinstance(asks, list):
         raise ValueError("not a depth snapshot: lastUpdateId must be an int, bids/asks lists")
+    for level in (*bids, *asks):
+        if (not isinstance(level, list | tuple) or len(level) != 2
+                or not all(isinstance(x, str | Decimal) for x in level)):
+            raise ValueError(f"not a depth snapshot: level {level!r} is not a [price, "
+                             "quantity] pair of decimal strings")
     return PartialDepth(last, bids, asks, symbol.upper() if symbol else None)
 
 
@@ -581,6 +589,8 @@ class OrderBook:
 
     def _key(self, side: _Side, price: Number) -> int:
         """The signed integer key of ``price`` on ``side`` (cache miss path)."""
+        if not isinstance(price, str | Decimal):  # a float is inexact already: refuse it
+            raise ValueError(f"invalid price {price!r}: expected a decimal string")
         text = price if isinstance(price, str) else format(price, "f")
         whole, _, frac = text.partition(".")
         digits = whole + frac
