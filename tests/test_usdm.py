@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import httpx
 import orjson
 import pytest
 import trio
 import trio.testing
 
 from trio_feed import InvalidStreamName, open_connection, open_feed
+from trio_feed.binance._limits import USDM_FUTURES
 from trio_feed.books._books import open_order_books
 from trio_feed.exchange import open_exchange
 
@@ -151,7 +153,14 @@ async def test_futures_books_sync_on_the_public_route() -> None:
                 assert_true_books(exchange, books)
             assert books.rules.value == "usdm_futures"
             assert exchange.rest.statistics().snapshots == 2
+            assert books.statistics().weight_used == 2 * USDM_FUTURES.depth_weight(1000)
             assert exchange.statistics().misrouted_streams == 0
+            async with httpx.AsyncClient() as client:
+                spot = await client.get(f"{exchange.rest_url}/api/v3/depth?symbol=BTCUSDT")
+                futures = await client.get(f"{exchange.rest_url}/fapi/v1/depth?symbol=BTCUSDT")
+            assert spot.status_code == 404
+            body = futures.json()
+            assert futures.status_code == 200 and {"lastUpdateId", "E", "T"} <= set(body)
 
 
 async def test_a_pong_counts_when_it_arrives_not_with_the_next_chunk(
