@@ -24,8 +24,10 @@ view crosses an ``await`` or a task boundary, and the consumer only ever
 sees owned events.
 
 **Supervision.**  Connections are opened on the combined endpoint
-(``/stream``) and subscribed with batched SUBSCRIBEs through a token bucket
-(every client frame, pongs included, stays under Binance's 5 per second).
+(``/stream``, behind the stream kind's route on USD-M futures: ``/public`` or
+``/market``, one shard per route) and subscribed with batched SUBSCRIBEs
+through a token bucket (every client frame, pongs included, stays under the
+market's limit: 5 per second on spot, 10 on USD-M).
 A connection that fails is replaced after a jittered, growing backoff, under
 an attempt budget (250 per 5 minutes); fatal errors (bad stream names, TLS
 verification, an error reply) end the feed instead.  Connections are
