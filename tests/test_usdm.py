@@ -10,6 +10,7 @@ stream that stays silent.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import orjson
@@ -17,10 +18,13 @@ import pytest
 import trio
 import trio.testing
 
-from trio_feed import InvalidStreamName, open_connection, open_feed
+from trio_feed import ConnectionClosed, InvalidStreamName, open_connection, open_feed
 from trio_feed.binance._limits import USDM_FUTURES
+from trio_feed.binance._urls import envelope
 from trio_feed.books._books import open_order_books
-from trio_feed.exchange import open_exchange
+from trio_feed.exchange import Market, open_exchange
+from trio_feed.recording import encode_record
+from trio_feed.testing import replay_recording
 
 from .test_books import assert_true_books
 
@@ -174,3 +178,31 @@ async def test_a_pong_counts_when_it_arrives_not_with_the_next_chunk(
             stats = feed.statistics()
             assert stats.reconnects == {} and exchange.statistics().client_pings >= 9
             assert exchange.statistics().messages_sent == 0
+
+
+async def test_a_futures_recording_replays_whole_over_both_routes(tmp_path: Path) -> None:
+    """Each route's connection ends with 1000 when its streams are over; the feed ends with
+    the last of them, so nothing of the other route is cut off."""
+    market = Market(9, market="usdm")
+    names = ["btcusdt@aggTrade", "btcusdt@markPrice@1s", "btcusdt@depth@100ms"]
+    lines, sent = [], Counter[str]()
+    for tick in range(400):
+        market.step()
+        for name in names:
+            for raw in market.encoded(name):
+                text = envelope(name, raw).decode()
+                lines.append(encode_record(tick * 1_000_000, name, text))
+                sent[name] += 1
+    path = tmp_path / "futures.jsonl"
+    path.write_bytes(b"".join(lines))
+    assert sent["btcusdt@depth@100ms"] == 400 and sent["btcusdt@markPrice@1s"] == 40
+    got: Counter[str] = Counter()
+    with trio.fail_after(30):
+        async with replay_recording(str(path)) as server:
+            with pytest.raises(ConnectionClosed) as ended:
+                async with open_feed(names, base_url=server.base_url, market="usdm") as feed:
+                    async for event in feed:
+                        assert event.stream is not None
+                        got[event.stream] += 1
+    assert ended.value.code == 1000
+    assert got == sent

@@ -45,7 +45,10 @@ The feed is a class with ``__aenter__``/``__aexit__`` and ``__anext__``, not
 an async generator: an async generator cannot safely suspend inside the
 nursery that holds the connection tasks.  Errors arrive in order: the events
 read before a failure are handed out first.  With ``reconnect=False`` the
-first connection to end ends the feed, with its ``ConnectionClosed``.
+first connection to end ends the feed, with its ``ConnectionClosed``; a
+normal closure by the server (1000), which says a connection's streams are
+over, ends the feed only when every connection has ended, so that a replay
+served on two routes is delivered whole.
 """
 
 from __future__ import annotations
@@ -63,7 +66,13 @@ from typing import Any, Literal
 import orjson
 import trio
 
-from .._errors import DecodeError, RequestTimeout, SubscriptionError, lone_exception
+from .._errors import (
+    ConnectionClosed,
+    DecodeError,
+    RequestTimeout,
+    SubscriptionError,
+    lone_exception,
+)
 from ..binance import Decoder, Event, Stream
 from ..binance._limits import SPOT, venue_named
 from ..binance._urls import routed_url
@@ -117,6 +126,8 @@ class Feed:
                                    outbox=self.outbox, attempt_limiter=attempt_limiter,
                                    note_lag=self.note_lag)
         self.shards: list[Shard] = []
+        #: Shards whose task is running (a normal end waits for the last one).
+        self._running = 0
         self._pending: deque[Event] = deque()
         self._events = 0
         self._lagging = False
@@ -213,14 +224,22 @@ class Feed:
     async def _run_shard(
         self, shard: Shard, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        self._running += 1
         try:
             await shard.run(task_status=task_status)
         except Exception as exc:
             if not shard.started:
                 raise
+            if self._running > 1 and _is_normal_end(exc):
+                # This connection's streams are over (a replay of a USD-M recording
+                # ends one route before the other): the others go on delivering,
+                # and the last one to end this way ends the feed.
+                return
             # A fatal error after start: the consumer gets what was read, then this.
             self.outbox.fail(exc)
             self._stop_connections()
+        finally:
+            self._running -= 1
 
     def _on_overflow(self) -> None:
         # The 'disconnect' policy fired: stop every connection now.
@@ -426,6 +445,11 @@ class Feed:
             ping_rtt_max=c.ping_rtt.maximum,
             open_connections=tuple(link.conn.statistics() for link in links if link.conn),
         )
+
+
+def _is_normal_end(exc: BaseException) -> bool:
+    """The server closed with 1000: this connection's streams are over."""
+    return isinstance(exc, ConnectionClosed) and exc.code == 1000 and exc.initiated_by_peer
 
 
 def _stream_of_event(event: Any) -> object:
