@@ -206,3 +206,17 @@ async def test_a_futures_recording_replays_whole_over_both_routes(tmp_path: Path
                         got[event.stream] += 1
     assert ended.value.code == 1000
     assert got == sent
+
+
+def test_one_feed_serves_one_market() -> None:
+    from trio_feed.binance import parse_stream
+
+    with pytest.raises(InvalidStreamName, match="market='usdm'"):
+        open_feed(["btcusdt@trade", "btcusdt@markPrice"])
+    with pytest.raises(InvalidStreamName, match="read as a spot stream"):
+        open_feed([parse_stream("btcusdt@aggTrade")], market="usdm")
+    with pytest.raises(ValueError, match="unknown market"):
+        open_feed(["btcusdt@aggTrade"], market="coinm")
+    feed = open_feed(["btcusdt@aggTrade", "btcusdt@depth"], market="usdm")
+    assert feed.subscriptions.routes == ["/market", "/public"]
+    assert feed.options.base_url == "wss://fstream.binance.com"
