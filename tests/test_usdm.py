@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from trio_feed import ConnectionClosed, InvalidStreamName, open_connection, open_feed
+from trio_feed.binance import AllBookTicker, BookTicker
 from trio_feed.binance._limits import USDM_FUTURES
 from trio_feed.binance._urls import envelope
 from trio_feed.books._books import open_order_books
@@ -53,7 +54,7 @@ STREAMS = {
     "btcusdt@depth5@500ms": "DepthUpdate",
     "btcusdt@rpiDepth@500ms": "DepthUpdate",
     "btcusdt@bookTicker": "BookTicker",
-    "!bookTicker": "BookTicker",
+    "!bookTicker": "AllBookTicker",
 }
 
 
@@ -220,3 +221,21 @@ def test_one_feed_serves_one_market() -> None:
     feed = open_feed(["btcusdt@aggTrade", "btcusdt@depth"], market="usdm")
     assert feed.subscriptions.routes == ["/market", "/public"]
     assert feed.options.base_url == "wss://fstream.binance.com"
+
+
+async def test_the_all_market_book_ticker_keeps_every_symbol(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """``!bookTicker`` mixes symbols whose update ids are their own: none is a duplicate."""
+    with trio.fail_after(120):
+        async with open_exchange(market="usdm", rate=10.0) as exchange, open_feed(
+            ["!bookTicker"], base_url=exchange.base_url, market="usdm"
+        ) as feed:
+            symbols: Counter[str] = Counter()
+            with trio.move_on_after(30):
+                async for event in feed:
+                    assert isinstance(event, BookTicker) and type(event) is AllBookTicker
+                    symbols[event.symbol] += 1
+            stats = feed.statistics()
+            assert stats.duplicates == 0 and sum(symbols.values()) == stats.messages
+            assert set(symbols) == {"BTCUSDT", "ETHUSDT", "BNBUSDT"}
+            assert stats.messages == exchange.statistics().messages_sent

@@ -18,6 +18,7 @@ import pytest
 from trio_feed import DecodeError, InvalidStreamName
 from trio_feed.binance import (
     AggTrade,
+    AllBookTicker,
     AssetIndex,
     AssetIndexArray,
     BookTicker,
@@ -218,7 +219,7 @@ def test_every_usdm_payload_has_a_type() -> None:
         ("!ticker@arr", [TICKER], TickerArray),
         ("!miniTicker@arr", [MINI], MiniTickerArray),
         ("bnbusdt@bookTicker", BOOK_TICKER, BookTicker),
-        ("!bookTicker", BOOK_TICKER, BookTicker),
+        ("!bookTicker", BOOK_TICKER, AllBookTicker),
     ]
     for stream, data, cls in cases:
         event: Any = _decode(stream, data)

@@ -19,6 +19,7 @@ from ._book import (
 from ._decode import Decoder
 from ._events import (
     AggTrade,
+    AllBookTicker,
     AssetIndex,
     AssetIndexArray,
     AvgPrice,
@@ -58,6 +59,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "KINDS",
     "AggTrade",
+    "AllBookTicker",
     "AssetIndex",
     "AssetIndexArray",
     "AvgPrice",

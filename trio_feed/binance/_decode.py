@@ -72,6 +72,7 @@ import orjson
 from .._errors import DecodeError, InvalidStreamName, ProtocolError
 from ._events import (
     AggTrade,
+    AllBookTicker,
     AssetIndex,
     AssetIndexArray,
     AvgPrice,
@@ -104,6 +105,9 @@ from ._events import (
 from ._streams import KINDS, MARKET_NAMES, TICKER_WINDOWS, Stream, parse_stream
 
 __all__ = ["Decoder"]
+
+#: The USD-M all-market bookTicker stream (``AllBookTicker`` events).
+ALL_BOOK_TICKER: Final = "!bookTicker"
 
 _Object = dict[str, Any]
 _Constructor = Callable[[_Object, "str | None"], Event]
@@ -214,6 +218,17 @@ def _book_ticker(o: _Object, stream: str | None) -> Event:
     return BookTicker(o["u"], o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
 
 
+def _usdm_book_ticker(o: _Object, stream: str | None) -> Event:
+    b, bq, a, aq = o["b"], o["B"], o["a"], o["A"]
+    if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
+            or aq.__class__ is not str):
+        raise _not_text("bookTicker", best_bid_price=b, best_bid_quantity=bq,
+                        best_ask_price=a, best_ask_quantity=aq)
+    # ``!bookTicker`` mixes symbols, whose ids are their own: a class without an id rule.
+    cls = AllBookTicker if stream == ALL_BOOK_TICKER else BookTicker
+    return cls(o["u"], o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
+
+
 def _depth_update(o: _Object, stream: str | None) -> Event:
     bids, asks = o["b"], o["a"]
     _check_levels(bids, "depthUpdate b")
@@ -306,6 +321,7 @@ _BY_E: Final[dict[str, _Constructor]] = {
 _USDM_BY_E: Final[dict[str, _Constructor]] = {
     "aggTrade": _usdm_agg_trade,
     "24hrTicker": _futures_ticker,
+    "bookTicker": _usdm_book_ticker,
     "markPriceUpdate": _mark_price,
     "forceOrder": _force_order,
     "continuous_kline": _continuous_kline,
@@ -317,7 +333,7 @@ _USDM_BY_E: Final[dict[str, _Constructor]] = {
 #: Constructors that check their own prices inline (the hot kinds); every
 #: other one is checked by ``_strict`` after it is built.
 _CHECKED_INLINE: Final = frozenset(
-    {_trade, _agg_trade, _usdm_agg_trade, _book_ticker, _depth_update}
+    {_trade, _agg_trade, _usdm_agg_trade, _book_ticker, _usdm_book_ticker, _depth_update}
 )
 
 

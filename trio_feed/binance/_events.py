@@ -60,6 +60,7 @@ from .._errors import SubscriptionError
 
 __all__ = [
     "AggTrade",
+    "AllBookTicker",
     "AssetIndex",
     "AssetIndexArray",
     "AvgPrice",
@@ -415,6 +416,18 @@ class BookTicker:
             f"bid {_text(self.best_bid_quantity)} @ {_text(self.best_bid_price)}  "
             f"ask {_text(self.best_ask_quantity)} @ {_text(self.best_ask_price)}  #{self.update_id}"
         )
+
+
+@attrs.define(slots=True)
+class AllBookTicker(BookTicker):
+    """USD-M ``!bookTicker``: one symbol's :class:`BookTicker`, on the all-market stream.
+
+    The same fields, and an instance of :class:`BookTicker`; a class of its
+    own because ``update_id`` is per symbol and the stream mixes symbols, so
+    a lower ``u`` of another symbol is not a repeat.  The feed orders these
+    by event time instead (``trio_feed.binance._sequence`` has no id rule
+    for this class).
+    """
 
 
 @attrs.define(slots=True)
@@ -931,6 +944,7 @@ Event: TypeAlias = (
     | TickerArray
     | RollingWindowTickerArray
     | FuturesTicker
+    | AllBookTicker
     | MarkPrice
     | MarkPriceArray
     | ForceOrder

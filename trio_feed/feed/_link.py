@@ -75,6 +75,7 @@ from .._errors import (
 )
 from ..binance import (
     AggTrade,
+    AllBookTicker,
     BookTicker,
     ControlError,
     ControlResponse,
@@ -826,8 +827,8 @@ def _mark(item: Any) -> tuple[str | None, int, int] | None:
         return stream, item.agg_trade_id, item.agg_trade_id - 1
     if isinstance(item, DepthUpdate):
         return stream, item.final_update_id, item.first_update_id - 1
-    if isinstance(item, BookTicker):
-        return stream, item.update_id, item.update_id
+    if isinstance(item, BookTicker) and item.__class__ is not AllBookTicker:
+        return stream, item.update_id, item.update_id  # (!bookTicker mixes symbols' ids)
     if isinstance(item, PartialDepth):
         return stream, item.last_update_id, item.last_update_id
     when = getattr(item, "event_time", None)
