@@ -56,3 +56,13 @@ def test_record_both_routes_then_stats_checks_the_pu_chain(tmp_path: Path) -> No
     broken.write_bytes(b"\n".join(lines) + b"\n")
     stats = orjson.loads(run_cli("stats", str(broken), "--json").stdout)
     assert stats["streams"]["btcusdt@depth@100ms"]["id_gaps"] == 1
+
+
+def test_stats_of_the_all_market_book_ticker_sees_no_repeats(tmp_path: Path) -> None:
+    path = tmp_path / "tickers.jsonl"
+    result = run_cli("record", "--market", "usdm", "!bookTicker", "-o", str(path),
+                     "--limit", "150", "--rate", "200")
+    assert result.returncode == 0, result.stderr
+    stream = orjson.loads(run_cli("stats", str(path), "--json").stdout)["streams"]["!bookTicker"]
+    assert stream["messages"] == 150
+    assert (stream["id_gaps"], stream["repeated_ids"]) == (0, 0)

@@ -102,12 +102,9 @@ from ._events import (
     Trade,
     UnknownEvent,
 )
-from ._streams import KINDS, MARKET_NAMES, TICKER_WINDOWS, Stream, parse_stream
+from ._streams import ALL_BOOK_TICKER, KINDS, MARKET_NAMES, TICKER_WINDOWS, Stream, parse_stream
 
 __all__ = ["Decoder"]
-
-#: The USD-M all-market bookTicker stream (``AllBookTicker`` events).
-ALL_BOOK_TICKER: Final = "!bookTicker"
 
 _Object = dict[str, Any]
 _Constructor = Callable[[_Object, "str | None"], Event]

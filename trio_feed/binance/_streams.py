@@ -28,6 +28,7 @@ import attrs
 from .._errors import InvalidStreamName
 
 __all__ = [
+    "ALL_BOOK_TICKER",
     "EVENT_DRIVEN_KINDS",
     "KINDS",
     "KLINE_INTERVALS",
@@ -82,6 +83,9 @@ EVENT_DRIVEN_KINDS = frozenset({
     "trade", "aggTrade", "blockTrade", "bookTicker", "bookTicker_all", "referencePrice",
     "serverShutdown", "forceOrder", "forceOrder_all", "contractInfo",
 })
+
+#: USD-M's all-market bookTicker stream: symbols mixed, each with its own update ids.
+ALL_BOOK_TICKER = "!bookTicker"
 
 #: The markets :func:`parse_stream` knows.
 MARKET_NAMES = ("spot", "usdm")
@@ -323,7 +327,7 @@ def _parse_usdm_all_market(name: str) -> Stream:
     fixed = {
         "!miniTicker@arr": "miniTicker_arr",
         "!ticker@arr": "ticker_arr",
-        "!bookTicker": "bookTicker_all",
+        ALL_BOOK_TICKER: "bookTicker_all",
         "!forceOrder@arr": "forceOrder_all",
         "!contractInfo": "contractInfo",
         "!assetIndex@arr": "assetIndex_arr",
