@@ -287,7 +287,9 @@ def _parse_usdm(name: str) -> Stream:
     if head.startswith("kline_") and not tail:
         interval = head[len("kline_"):]
         if interval not in USDM_KLINE_INTERVALS:
-            raise InvalidStreamName(f"{name!r}: unknown USD-M kline interval {interval!r}")
+            raise InvalidStreamName(
+                f"{name!r}: unknown kline interval {interval!r} on USD-M futures (no 1s)"
+            )
         return Stream(name, "kline", symbol, interval, market=m)
     if head.startswith("continuousKline_") and not tail:
         interval = head[len("continuousKline_"):]
@@ -299,7 +301,9 @@ def _parse_usdm(name: str) -> Stream:
                 "@continuousKline_<interval>'"
             )
         if interval not in USDM_KLINE_INTERVALS:
-            raise InvalidStreamName(f"{name!r}: unknown USD-M kline interval {interval!r}")
+            raise InvalidStreamName(
+                f"{name!r}: unknown kline interval {interval!r} on USD-M futures (no 1s)"
+            )
         return Stream(name, "continuousKline", pair, interval, contract_type=contract, market=m)
     if head == "rpiDepth":
         if tail != ["500ms"]:
@@ -319,7 +323,7 @@ def _parse_usdm(name: str) -> Stream:
         if levels_text in ("5", "10", "20"):
             return Stream(name, "depth_partial", symbol, speed, levels=int(levels_text), market=m)
         raise InvalidStreamName(f"{name!r}: partial depth has 5, 10 or 20 levels")
-    raise InvalidStreamName(f"{name!r}: unknown USD-M futures stream kind {rest!r}")
+    raise InvalidStreamName(f"{name!r}: unknown stream kind {rest!r} on USD-M futures")
 
 
 def _parse_usdm_all_market(name: str) -> Stream:
@@ -340,4 +344,4 @@ def _parse_usdm_all_market(name: str) -> Stream:
         return Stream(name, "markPrice_arr", market=m)
     if name == "!markPrice@arr@1s":
         return Stream(name, "markPrice_arr", interval="1s", market=m)
-    raise InvalidStreamName(f"{name!r}: unknown USD-M futures all-market stream")
+    raise InvalidStreamName(f"{name!r}: unknown all-market stream on USD-M futures")

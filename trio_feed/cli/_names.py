@@ -83,7 +83,10 @@ for _window in TICKER_WINDOWS:
 _ALL_MARKET = {
     name.lower(): name
     for name in ("!miniTicker@arr", "!ticker@arr", "!serverShutdown",
-                 *(f"!ticker_{w}@arr" for w in TICKER_WINDOWS))
+                 *(f"!ticker_{w}@arr" for w in TICKER_WINDOWS),
+                 # USD-M futures
+                 "!markPrice@arr", "!markPrice@arr@1s", "!forceOrder@arr", "!bookTicker",
+                 "!contractInfo", "!assetIndex@arr")
 }
 # Words that take no "@..." suffix.
 _BARE = {"trade", "aggTrade", "blockTrade", "miniTicker", "ticker", "avgPrice", "bookTicker",
