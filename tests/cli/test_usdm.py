@@ -29,6 +29,10 @@ def test_a_spot_name_on_usdm_says_which_market_has_it() -> None:
     assert_error(run_cli("stream", "--market", "usdm", "btcusdt@trade"), 2,
                  "btcusdt@trade", "market='spot'")
     assert_error(run_cli("stream", "btcusdt@markPrice"), 2, "market='usdm'")
+    assert_error(run_cli("stream", "--market", "usdm", "btcusdt@markprice"), 2,
+                 "did you mean 'btcusdt@markPrice'?")
+    assert_error(run_cli("stream", "--market", "usdm", "!markprice@arr"), 2,
+                 "did you mean '!markPrice@arr'?")
 
 
 def test_record_both_routes_then_stats_checks_the_pu_chain(tmp_path: Path) -> None:
