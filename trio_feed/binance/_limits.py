@@ -186,6 +186,12 @@ USDM_FUTURES = Venue(
     quiet_after=240.0,
 )
 
+#: COIN-M futures (``wss://dstream.binance.com``) is not modelled yet.  Its
+#: current "Websocket Market Streams" page gives 1024 streams per connection,
+#: 10 messages per second and the same 3-minute ping and 10-minute pong
+#: deadline, with no routed paths; its events add ``ps`` (the pair).  Its REST
+#: depth weights were not checked, so it has no record here.
+
 #: Every market by its ``market=`` name.
 MARKETS: Mapping[str, Venue] = {SPOT.market: SPOT, USDM_FUTURES.market: USDM_FUTURES}
 
