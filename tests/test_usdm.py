@@ -18,7 +18,13 @@ import pytest
 import trio
 import trio.testing
 
-from trio_feed import ConnectionClosed, InvalidStreamName, open_connection, open_feed
+from trio_feed import (
+    ConnectionClosed,
+    HandshakeError,
+    InvalidStreamName,
+    open_connection,
+    open_feed,
+)
 from trio_feed.binance import AllBookTicker, BookTicker
 from trio_feed.binance._limits import USDM_FUTURES
 from trio_feed.binance._urls import envelope
@@ -239,3 +245,17 @@ async def test_the_all_market_book_ticker_keeps_every_symbol(
             assert stats.duplicates == 0 and sum(symbols.values()) == stats.messages
             assert set(symbols) == {"BTCUSDT", "ETHUSDT", "BNBUSDT"}
             assert stats.messages == exchange.statistics().messages_sent
+
+
+async def test_a_spot_exchange_has_no_routes(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(30):
+        async with open_exchange() as exchange:
+            with pytest.raises(HandshakeError) as refused:
+                async with open_connection(exchange.base_url + "/market/stream"):
+                    pass
+            assert refused.value.status == 404
+            with pytest.raises(HandshakeError) as refused:
+                async with open_connection(
+                        exchange.base_url + "/stream?streams=btcusdt@markPrice"):
+                    pass
+            assert refused.value.status == 400  # a USD-M name on spot
