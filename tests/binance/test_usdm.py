@@ -324,6 +324,13 @@ TRADE = {"e": "trade", "E": 1, "s": "BNBBTC", "t": 12345, "p": "0.001", "q": "10
      "open"),
     ({"e": "24hrMiniTicker", "E": 1, "s": "X", "c": None, "o": "1", "h": "1", "l": "1",
       "v": "1", "q": "1"}, "last_price"),
+    # The ids the continuity filter counts with must be integers.
+    ({**TRADE, "t": None}, "trade_id"),
+    ({"e": "aggTrade", "E": 1, "s": "X", "a": "5", "p": "1", "q": "1", "f": 1, "l": 1,
+      "T": 1, "m": True}, "agg_trade_id"),
+    ({"e": "depthUpdate", "E": 1, "s": "X", "U": 1, "u": None, "b": [], "a": []},
+     "final_update_id"),
+    ({"u": None, "s": "X", "b": "1", "B": "1", "a": "2", "A": "1"}, "update_id"),
 ])
 def test_a_number_or_null_where_binance_sends_a_string_is_refused(
         payload: dict[str, Any], field: str, decimals: bool) -> None:

@@ -120,10 +120,16 @@ _BOOK_TICKER_KEYS: Final = frozenset({"u", "s", "b", "B", "a", "A"})
 _PARTIAL_DEPTH_KEYS: Final = frozenset({"lastUpdateId", "bids", "asks"})
 
 
-def _not_text(label: str, **values: Any) -> DecodeError:
-    """The error for a price or quantity that is not a JSON string (a number, a null)."""
-    name, value = next((k, v) for k, v in values.items() if v.__class__ is not str)
-    return DecodeError(f"{label} {name}: expected a decimal string, got {value!r}")
+def _not_text(label: str, ids: dict[str, Any] | None = None, **values: Any) -> DecodeError:
+    """The error for a price or quantity that is not a JSON string (a number, a null),
+    or for an id (``ids``) that is not an integer."""
+    for name, value in values.items():
+        if value.__class__ is not str:
+            return DecodeError(f"{label} {name}: expected a decimal string, got {value!r}")
+    for name, value in (ids or {}).items():
+        if value.__class__ is not int:
+            return DecodeError(f"{label} {name}: expected an integer id, got {value!r}")
+    return DecodeError(f"malformed {label} event")  # not reached: one value was wrong
 
 
 def _check_levels(levels: Any, label: str) -> None:
@@ -135,30 +141,35 @@ def _check_levels(levels: Any, label: str) -> None:
             )
 
 
+# The hot constructors check, inline, what must never be wrong: prices and
+# quantities are strings, and the ids the continuity filter counts with are
+# integers (a null there would fail later, untyped, in the consumer's task).
+
+
 def _trade(o: _Object, stream: str | None) -> Event:
-    p, q = o["p"], o["q"]
-    if p.__class__ is not str or q.__class__ is not str:
-        raise _not_text("trade", price=p, quantity=q)
-    return Trade(o["E"], o["s"], o["t"], p, q, o["T"], o["m"], stream)
+    p, q, t = o["p"], o["q"], o["t"]
+    if p.__class__ is not str or q.__class__ is not str or t.__class__ is not int:
+        raise _not_text("trade", {"trade_id": t}, price=p, quantity=q)
+    return Trade(o["E"], o["s"], t, p, q, o["T"], o["m"], stream)
 
 
 def _agg_trade(o: _Object, stream: str | None) -> Event:
-    p, q = o["p"], o["q"]
-    if p.__class__ is not str or q.__class__ is not str:
-        raise _not_text("aggTrade", price=p, quantity=q)
+    p, q, a = o["p"], o["q"], o["a"]
+    if p.__class__ is not str or q.__class__ is not str or a.__class__ is not int:
+        raise _not_text("aggTrade", {"agg_trade_id": a}, price=p, quantity=q)
     return AggTrade(
-        o["E"], o["s"], o["a"], p, q, o["f"], o["l"], o["T"], o["m"], None, stream
+        o["E"], o["s"], a, p, q, o["f"], o["l"], o["T"], o["m"], None, stream
     )
 
 
 def _usdm_agg_trade(o: _Object, stream: str | None) -> Event:
-    p, q, nq = o["p"], o["q"], o.get("nq")
-    if p.__class__ is not str or q.__class__ is not str or (
+    p, q, a, nq = o["p"], o["q"], o["a"], o.get("nq")
+    if p.__class__ is not str or q.__class__ is not str or a.__class__ is not int or (
             nq is not None and nq.__class__ is not str):
-        raise _not_text("aggTrade", price=p, quantity=q,
-                       quantity_excluding_rpi=nq if nq is not None else "")
+        raise _not_text("aggTrade", {"agg_trade_id": a}, price=p, quantity=q,
+                        quantity_excluding_rpi=nq if nq is not None else "")
     return AggTrade(
-        o["E"], o["s"], o["a"], p, q, o["f"], o["l"], o["T"], o["m"], nq, stream
+        o["E"], o["s"], a, p, q, o["f"], o["l"], o["T"], o["m"], nq, stream
     )
 
 
@@ -207,31 +218,33 @@ def _avg_price(o: _Object, stream: str | None) -> Event:
 
 
 def _book_ticker(o: _Object, stream: str | None) -> Event:
-    b, bq, a, aq = o["b"], o["B"], o["a"], o["A"]
+    b, bq, a, aq, u = o["b"], o["B"], o["a"], o["A"], o["u"]
     if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
-            or aq.__class__ is not str):
-        raise _not_text("bookTicker", best_bid_price=b, best_bid_quantity=bq,
-                        best_ask_price=a, best_ask_quantity=aq)
-    return BookTicker(o["u"], o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
+            or aq.__class__ is not str or u.__class__ is not int):
+        raise _not_text("bookTicker", {"update_id": u}, best_bid_price=b,
+                        best_bid_quantity=bq, best_ask_price=a, best_ask_quantity=aq)
+    return BookTicker(u, o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
 
 
 def _usdm_book_ticker(o: _Object, stream: str | None) -> Event:
-    b, bq, a, aq = o["b"], o["B"], o["a"], o["A"]
+    b, bq, a, aq, u = o["b"], o["B"], o["a"], o["A"], o["u"]
     if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
-            or aq.__class__ is not str):
-        raise _not_text("bookTicker", best_bid_price=b, best_bid_quantity=bq,
-                        best_ask_price=a, best_ask_quantity=aq)
+            or aq.__class__ is not str or u.__class__ is not int):
+        raise _not_text("bookTicker", {"update_id": u}, best_bid_price=b,
+                        best_bid_quantity=bq, best_ask_price=a, best_ask_quantity=aq)
     # ``!bookTicker`` mixes symbols, whose ids are their own: a class without an id rule.
     cls = AllBookTicker if stream == ALL_BOOK_TICKER else BookTicker
-    return cls(o["u"], o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
+    return cls(u, o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
 
 
 def _depth_update(o: _Object, stream: str | None) -> Event:
-    bids, asks = o["b"], o["a"]
+    bids, asks, first, last = o["b"], o["a"], o["U"], o["u"]
+    if first.__class__ is not int or last.__class__ is not int:
+        raise _not_text("depthUpdate", {"first_update_id": first, "final_update_id": last})
     _check_levels(bids, "depthUpdate b")
     _check_levels(asks, "depthUpdate a")
     return DepthUpdate(
-        o["E"], o["s"], o["U"], o["u"], bids, asks, o.get("pu"), o.get("T"), stream
+        o["E"], o["s"], first, last, bids, asks, o.get("pu"), o.get("T"), stream
     )
 
 
