@@ -30,8 +30,12 @@ and ``null`` would be a missing price, so either raises
 :class:`~trio_feed.DecodeError` naming the field, in both modes; the
 exact strings pass through untouched (or become ``Decimal``).  Only the
 fields a type documents as optional (``referencePrice``'s ``r``, futures
-``nq``) may be ``null`` or absent.  Other fields (ids, times, flags) are not
-type-checked.  Invalid UTF-8 raises
+``nq``) may be ``null`` or absent.  The ids the continuity filter counts with
+(``t``, ``a``, ``U``, ``u``) must be integers; in the less frequent kinds
+(klines, tickers, the USD-M events) ``null`` in any required field is
+refused too.  The times and flags of trades, bookTicker and depth are not
+type-checked: the checks on those hot kinds are kept to what would corrupt
+data or fail untyped later.  Invalid UTF-8 raises
 :class:`~trio_feed.ProtocolError` with close code 1007, since RFC 6455
 requires text messages to be UTF-8 and the connection must fail.
 
