@@ -13,12 +13,12 @@ import attrs
 import orjson
 
 from ..binance import format_event
-from ..feed import open_feed
 from ._commands import (
     _add_source_options,
     _connect_to,
     _json_default,
     event_to_dict,
+    open_feeds,
     positive_float,
     positive_int,
 )
@@ -102,9 +102,8 @@ async def run_publish(args: argparse.Namespace) -> int:
         raise CliError(f"--redis must be a redis:// URL, got {args.redis!r}", 2)
     if (args.policy == "spool") != (args.spool is not None):
         raise CliError("--policy spool and --spool PATH go together", 2)
-    async with _connect_to(args) as (url, names):
-        async with open_feed(names, url=url, reconnect=True,
-                             connect_timeout=args.connect_timeout) as feed, \
+    async with _connect_to(args) as (urls, names):
+        async with open_feeds(urls, names, args, reconnect=True) as feed, \
                 open_redis_sink(args.redis, prefix=args.prefix, policy=args.policy,
                                 spool=args.spool, maxlen=args.maxlen, max_age=args.max_age,
                                 rest_url=args.rest_url,
