@@ -48,6 +48,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+#: A cluster node also listens on its port + 10000 (the cluster bus).
+_BUS_OFFSET = 10000
+
+
+def _cluster_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct ports whose cluster-bus ports (``+ 10000``) exist and are free too.
+
+    An ephemeral port above 55535 has no bus port, and the node refuses to start.
+    """
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port + _BUS_OFFSET > 65535 or port in ports or port + _BUS_OFFSET in ports:
+            continue
+        try:
+            with socket.socket() as sock:
+                sock.bind((host, port + _BUS_OFFSET))
+        except OSError:
+            continue
+        ports.append(port)
+    return ports
+
+
 def _command(host: str, port: int, *args: bytes, timeout: float = 1.0) -> bytes:
     request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
     with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -188,7 +211,7 @@ class LocalCluster:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self.host = host
-        self.ports = [free_port(host) for _ in range(nodes)]
+        self.ports = _cluster_ports(host, nodes)
         self.start_timeout = start_timeout
         self.processes: list[subprocess.Popen[bytes]] = []
         self._dir: str | None = None
