@@ -77,6 +77,7 @@ import trio
 
 from ._errors import BorrowError, ConnectionClosed, HandshakeError, ProtocolError
 from ._tls_stream import TLSStream
+from ._value import Value
 from .wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     CloseCode,
@@ -101,8 +102,8 @@ __all__ = ["Connection", "ConnectionContext", "ConnectionStatistics", "open_conn
 DEFAULT_RECEIVE_SIZE = 256 * 1024
 
 
-@attrs.frozen
-class ConnectionStatistics:
+@attrs.frozen(repr=False)
+class ConnectionStatistics(Value):
     """A snapshot of one connection's counters (see :meth:`Connection.statistics`)."""
 
     url: str

@@ -82,6 +82,7 @@ import trio
 
 from ._connection import Connection
 from ._errors import ProtocolError, lone_exception
+from ._value import Value
 from .wire import FrameParser
 
 __all__ = ["PipelineCounters", "PipelineStatistics", "run_channel", "run_inline"]
@@ -94,8 +95,8 @@ DEFAULT_MAX_BATCHES = 16
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 
 
-@attrs.frozen
-class PipelineStatistics:
+@attrs.frozen(repr=False)
+class PipelineStatistics(Value):
     """A snapshot of a pipeline's counters.
 
     ``delivered`` counts messages handed to the handler; ``copies`` payloads
@@ -115,8 +116,8 @@ class PipelineStatistics:
     stall_seconds: float
 
 
-@attrs.define
-class PipelineCounters:
+@attrs.define(repr=False)
+class PipelineCounters(Value):
     """Mutable counters a pipeline updates in place; pass one in to watch it run."""
 
     delivered: int = 0

@@ -124,6 +124,7 @@ from typing import Any, NamedTuple
 import attrs
 import orjson
 
+from .._value import Value
 from ._events import DepthUpdate, Number, PartialDepth
 from ._sequence import Rules
 
@@ -155,8 +156,8 @@ class BookState(enum.Enum):
 _LIVE = BookState.LIVE  # a module global reads faster than an enum member
 
 
-@attrs.frozen
-class NeedSnapshot:
+@attrs.frozen(repr=False)
+class NeedSnapshot(Value):
     """Action: fetch a depth snapshot for ``symbol`` and pass it to ``receive_snapshot``.
 
     ``reason`` says why: ``"start"`` (first sync), ``"reset"``, ``"gap"``,
@@ -175,8 +176,8 @@ class PriceLevel(NamedTuple):
     quantity: Decimal
 
 
-@attrs.frozen
-class BookStatistics:
+@attrs.frozen(repr=False)
+class BookStatistics(Value):
     """Counters of one :class:`OrderBook`.
 
     ``applied`` events changed the live book; ``skipped`` were already in it

@@ -57,6 +57,7 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from .._errors import SubscriptionError
+from .._value import Value
 
 __all__ = [
     "AggTrade",
@@ -121,8 +122,8 @@ def _best(levels: list[Level]) -> str:
     return f"{_text(quantity)} @ {_text(price)}"
 
 
-@attrs.define(slots=True)
-class Trade:
+@attrs.define(slots=True, repr=False)
+class Trade(Value):
     """``<symbol>@trade``: one trade between one buyer and one seller (``e`` = ``"trade"``)."""
 
     event_time: int  # E
@@ -145,8 +146,8 @@ class Trade:
         )
 
 
-@attrs.define(slots=True)
-class AggTrade:
+@attrs.define(slots=True, repr=False)
+class AggTrade(Value):
     """``<symbol>@aggTrade``: the fills of one taker order at one price (``e`` = ``"aggTrade"``).
 
     USD-M futures send the same event without ``M`` and, in newer versions,
@@ -178,8 +179,8 @@ class AggTrade:
         )
 
 
-@attrs.define(slots=True)
-class BlockTrade:
+@attrs.define(slots=True, repr=False)
+class BlockTrade(Value):
     """``<symbol>@blockTrade`` (since 2026-05-12): one block trade (``e`` = ``"blockTrade"``)."""
 
     event_time: int  # E
@@ -202,8 +203,8 @@ class BlockTrade:
         )
 
 
-@attrs.define(slots=True)
-class Kline:
+@attrs.define(slots=True, repr=False)
+class Kline(Value):
     """``<symbol>@kline_<interval>[@+08:00]``: the candle currently open (``e`` = ``"kline"``).
 
     The bar is *flat*: the fields of the wire's nested ``k`` object are lifted
@@ -248,8 +249,8 @@ class Kline:
         )
 
 
-@attrs.define(slots=True)
-class MiniTicker:
+@attrs.define(slots=True, repr=False)
+class MiniTicker(Value):
     """``<symbol>@miniTicker``: rolling 24 h statistics, short (``e`` = ``"24hrMiniTicker"``)."""
 
     event_time: int  # E
@@ -275,8 +276,8 @@ class MiniTicker:
         )
 
 
-@attrs.define(slots=True)
-class Ticker:
+@attrs.define(slots=True, repr=False)
+class Ticker(Value):
     """``<symbol>@ticker``: rolling 24 h statistics, full form (``e`` = ``"24hrTicker"``)."""
 
     event_time: int  # E
@@ -320,8 +321,8 @@ class Ticker:
         )
 
 
-@attrs.define(slots=True)
-class RollingWindowTicker:
+@attrs.define(slots=True, repr=False)
+class RollingWindowTicker(Value):
     """``<symbol>@ticker_<1h|4h|1d>``: rolling-window statistics (``e`` = ``"1hTicker"`` etc.).
 
     ``window`` is ``"1h"``, ``"4h"`` or ``"1d"``, taken from the ``e`` value.
@@ -364,8 +365,8 @@ class RollingWindowTicker:
         )
 
 
-@attrs.define(slots=True)
-class AvgPrice:
+@attrs.define(slots=True, repr=False)
+class AvgPrice(Value):
     """``<symbol>@avgPrice``: the average price over an interval (``e`` = ``"avgPrice"``)."""
 
     event_time: int  # E
@@ -385,8 +386,8 @@ class AvgPrice:
         )
 
 
-@attrs.define(slots=True)
-class BookTicker:
+@attrs.define(slots=True, repr=False)
+class BookTicker(Value):
     """``<symbol>@bookTicker``: a change of the best bid or ask.
 
     Spot payloads have no ``e`` and no ``E``, so they are typed by stream name
@@ -418,7 +419,7 @@ class BookTicker:
         )
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, repr=False)
 class AllBookTicker(BookTicker):
     """USD-M ``!bookTicker``: one symbol's :class:`BookTicker`, on the all-market stream.
 
@@ -430,8 +431,8 @@ class AllBookTicker(BookTicker):
     """
 
 
-@attrs.define(slots=True)
-class PartialDepth:
+@attrs.define(slots=True, repr=False)
+class PartialDepth(Value):
     """``<symbol>@depth<5|10|20>[@100ms]``: a snapshot of the top levels of the book.
 
     The spot payload has no ``e``, ``E`` or ``s``.  ``symbol`` therefore
@@ -461,8 +462,8 @@ class PartialDepth:
         )
 
 
-@attrs.define(slots=True)
-class DepthUpdate:
+@attrs.define(slots=True, repr=False)
+class DepthUpdate(Value):
     """``<symbol>@depth[@100ms]``: changed book levels (``e`` = ``"depthUpdate"``).
 
     Quantities are absolute, and a zero quantity deletes the level.
@@ -493,8 +494,8 @@ class DepthUpdate:
         )
 
 
-@attrs.define(slots=True)
-class ReferencePrice:
+@attrs.define(slots=True, repr=False)
+class ReferencePrice(Value):
     """``<symbol>@referencePrice`` (since 2026-03): the price-range reference price.
 
     ``reference_price`` is ``None`` when the symbol has none.  There is no
@@ -514,8 +515,8 @@ class ReferencePrice:
         return f"{_prefix(self.stream)}referencePrice {self.symbol}  {price}"
 
 
-@attrs.define(slots=True)
-class ServerShutdown:
+@attrs.define(slots=True, repr=False)
+class ServerShutdown(Value):
     """The server is going down: reconnect now (``e`` = ``"serverShutdown"``, since 2026-05).
 
     It may arrive on any connection; combined connections wrap it with the
@@ -538,8 +539,8 @@ def _describe_array(stream: str | None, what: str, symbols: list[str]) -> str:
     return f"{_prefix(stream)}{len(symbols)} {what}: {shown}{more}"
 
 
-@attrs.define(slots=True)
-class MiniTickerArray:
+@attrs.define(slots=True, repr=False)
+class MiniTickerArray(Value):
     """``!miniTicker@arr``: the mini tickers of the symbols that changed in the last second."""
 
     events: list[MiniTicker]
@@ -552,8 +553,8 @@ class MiniTickerArray:
         return _describe_array(self.stream, "miniTickers", [e.symbol for e in self.events])
 
 
-@attrs.define(slots=True)
-class TickerArray:
+@attrs.define(slots=True, repr=False)
+class TickerArray(Value):
     """``!ticker@arr``: the full 24 h tickers that changed.
 
     Deprecated on spot by Binance on 2025-11-14; documented on USD-M futures,
@@ -570,8 +571,8 @@ class TickerArray:
         return _describe_array(self.stream, "tickers", [e.symbol for e in self.events])
 
 
-@attrs.define(slots=True)
-class RollingWindowTickerArray:
+@attrs.define(slots=True, repr=False)
+class RollingWindowTickerArray(Value):
     """``!ticker_<1h|4h|1d>@arr``: the rolling-window tickers that changed, of one ``window``."""
 
     window: str
@@ -587,8 +588,8 @@ class RollingWindowTickerArray:
         )
 
 
-@attrs.define(slots=True)
-class ControlResponse:
+@attrs.define(slots=True, repr=False)
+class ControlResponse(Value):
     """A successful reply to a SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / … request.
 
     ``id`` echoes the request's id (an int, a string or ``None``); match
@@ -608,8 +609,8 @@ class ControlResponse:
         return f"{_prefix(self.stream)}control response id={self.id!r} result={self.result!r}"
 
 
-@attrs.define(slots=True)
-class ControlError:
+@attrs.define(slots=True, repr=False)
+class ControlError(Value):
     """An error reply to a control request: ``{"code": <int>, "msg": "...", "id": ...}``.
 
     The nested shape ``{"error": {"code": <int>, "msg": "..."}, "id": ...}``
@@ -636,8 +637,8 @@ class ControlError:
         return f"{_prefix(self.stream)}control error {self.code}: {self.msg} (id={self.id!r})"
 
 
-@attrs.define(slots=True)
-class UnknownEvent:
+@attrs.define(slots=True, repr=False)
+class UnknownEvent(Value):
     """A message this library cannot type: an unknown ``e`` value or an unknown shape.
 
     Nothing is dropped silently.  ``data`` is the decoded JSON object or
@@ -667,8 +668,8 @@ class UnknownEvent:
 # -- USD-M futures ---------------------------------------------------------------
 
 
-@attrs.define(slots=True)
-class FuturesTicker:
+@attrs.define(slots=True, repr=False)
+class FuturesTicker(Value):
     """USD-M ``<symbol>@ticker``: rolling 24 h statistics (``e`` = ``"24hrTicker"``).
 
     The futures form of :class:`Ticker`: it has no previous close (``x``)
@@ -708,8 +709,8 @@ class FuturesTicker:
         )
 
 
-@attrs.define(slots=True)
-class MarkPrice:
+@attrs.define(slots=True, repr=False)
+class MarkPrice(Value):
     """USD-M ``<symbol>@markPrice[@1s]``: mark price and funding (``e`` = ``"markPriceUpdate"``).
 
     Pushed every 3 s, or every second with ``@1s``.  ``funding_rate`` is
@@ -738,8 +739,8 @@ class MarkPrice:
         )
 
 
-@attrs.define(slots=True)
-class MarkPriceArray:
+@attrs.define(slots=True, repr=False)
+class MarkPriceArray(Value):
     """USD-M ``!markPrice@arr[@1s]``: the mark prices of every symbol."""
 
     events: list[MarkPrice]
@@ -752,8 +753,8 @@ class MarkPriceArray:
         return _describe_array(self.stream, "markPrices", [e.symbol for e in self.events])
 
 
-@attrs.define(slots=True)
-class ForceOrder:
+@attrs.define(slots=True, repr=False)
+class ForceOrder(Value):
     """USD-M ``<symbol>@forceOrder`` and ``!forceOrder@arr``: a liquidation order.
 
     ``e`` = ``"forceOrder"``; the order's fields (the wire's nested ``o``)
@@ -788,8 +789,8 @@ class ForceOrder:
         )
 
 
-@attrs.define(slots=True)
-class ContinuousKline:
+@attrs.define(slots=True, repr=False)
+class ContinuousKline(Value):
     """USD-M ``<pair>_<contract>@continuousKline_<interval>`` (``e`` = ``"continuous_kline"``).
 
     A kline of a contract type (perpetual, current or next quarter) rather
@@ -831,8 +832,8 @@ class ContinuousKline:
         )
 
 
-@attrs.define(slots=True)
-class CompositeIndex:
+@attrs.define(slots=True, repr=False)
+class CompositeIndex(Value):
     """USD-M ``<symbol>@compositeIndex``: a composite index (``e`` = ``"compositeIndex"``).
 
     ``components`` are the wire's ``c`` objects as they arrive (``b`` base
@@ -857,8 +858,8 @@ class CompositeIndex:
         )
 
 
-@attrs.define(slots=True)
-class ContractInfo:
+@attrs.define(slots=True, repr=False)
+class ContractInfo(Value):
     """USD-M ``!contractInfo``: a contract was listed, changed or delisted.
 
     ``e`` = ``"contractInfo"``.  ``brackets`` is the wire's ``bks`` list as
@@ -884,8 +885,8 @@ class ContractInfo:
                 f"{self.contract_type} {self.status}")
 
 
-@attrs.define(slots=True)
-class AssetIndex:
+@attrs.define(slots=True, repr=False)
+class AssetIndex(Value):
     """USD-M ``<asset>@assetIndex``: a multi-assets mode asset index (``"assetIndexUpdate"``)."""
 
     event_time: int  # E
@@ -912,8 +913,8 @@ class AssetIndex:
         return f"{_prefix(self.stream)}assetIndex {self.symbol}  {_text(self.index_price)}"
 
 
-@attrs.define(slots=True)
-class AssetIndexArray:
+@attrs.define(slots=True, repr=False)
+class AssetIndexArray(Value):
     """USD-M ``!assetIndex@arr``: every asset index."""
 
     events: list[AssetIndex]

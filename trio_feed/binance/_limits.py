@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from .._value import Value
 from ._sequence import Rules
 
 __all__ = [
@@ -36,8 +37,8 @@ __all__ = [
 INVALID_SYMBOL_CODE = -1121
 
 
-@attrs.frozen
-class Venue:
+@attrs.frozen(repr=False)
+class Venue(Value):
     """One Binance market's rules.  Times are seconds; weights are REQUEST_WEIGHT units.
 
     ``stream_hosts`` are the WebSocket base URLs, the first one the default;

@@ -53,6 +53,7 @@ from typing import Any
 
 import attrs
 
+from .._value import Value
 from ._events import AggTrade, BookTicker, DepthUpdate, PartialDepth, Trade
 
 __all__ = [
@@ -80,8 +81,8 @@ BROKEN = -2
 RESET_THRESHOLD = 1_000
 
 
-@attrs.frozen
-class SequenceRule:
+@attrs.frozen(repr=False)
+class SequenceRule(Value):
     """How one kind of event is ordered; see the module docstring."""
 
     #: What the id is called in reports (``"trade id"``).
@@ -198,8 +199,8 @@ def label_of(event: Any) -> str:
     return RULES[_class_of(event)].label
 
 
-@attrs.frozen
-class ObjectIds:
+@attrs.frozen(repr=False)
+class ObjectIds(Value):
     """A JSON object's ids under the event attribute names the rules read."""
 
     kind: type

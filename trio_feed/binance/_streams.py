@@ -26,6 +26,7 @@ import re
 import attrs
 
 from .._errors import InvalidStreamName
+from .._value import Value
 
 __all__ = [
     "ALL_BOOK_TICKER",
@@ -120,8 +121,8 @@ def interval_ms(interval: str) -> int | None:
 _SYMBOL_BAD = re.compile(r"[\s@/!?&#%]")
 
 
-@attrs.frozen
-class Stream:
+@attrs.frozen(repr=False)
+class Stream(Value):
     """One parsed stream name.
 
     ``name`` is the exact text sent to Binance and echoed in combined

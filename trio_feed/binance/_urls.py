@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import attrs
 import orjson
 
+from .._value import Value
 from ._limits import SPOT
 from ._streams import Stream, parse_stream
 
@@ -101,8 +102,8 @@ def combined_url(streams: Iterable[str | Stream], base_url: str = DEFAULT_BASE_U
     return f"{_base(base_url)}/stream?streams=" + "/".join(quote_stream(n) for n in names)
 
 
-@attrs.frozen
-class StreamUrl:
+@attrs.frozen(repr=False)
+class StreamUrl(Value):
     """What a stream URL asks for.
 
     ``combined`` is true for ``/stream`` (enveloped payloads), false for

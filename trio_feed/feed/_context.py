@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from .._value import Value
 from ..binance import Decoder
 from ._backoff import AttemptLimiter
 from ._outbox import Outbox, SlowConsumerPolicy
@@ -24,8 +25,8 @@ from ._statistics import FeedCounters
 
 __all__ = ["FeedContext", "FeedOptions"]
 
-@attrs.frozen
-class FeedOptions:
+@attrs.frozen(repr=False)
+class FeedOptions(Value):
     """Everything :func:`open_feed` was told; see its docstring for each field."""
 
     mode: str
@@ -64,8 +65,8 @@ class FeedOptions:
     quiet_after: float = 60.0
 
 
-@attrs.define(eq=False)
-class FeedContext:
+@attrs.define(eq=False, repr=False)
+class FeedContext(Value):
     """The narrow part of a feed that its shards and links share (see the module docstring)."""
 
     options: FeedOptions

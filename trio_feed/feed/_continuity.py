@@ -49,6 +49,7 @@ from typing import Any
 
 import attrs
 
+from .._value import Value
 from ..binance import Event
 from ..binance._sequence import BROKEN, DUPLICATE, RESET_THRESHOLD, RULES, is_reset
 
@@ -57,8 +58,8 @@ __all__ = ["RESET_THRESHOLD", "Continuity", "StreamContinuity"]
 logger = logging.getLogger("trio_feed")
 
 
-@attrs.frozen
-class StreamContinuity:
+@attrs.frozen(repr=False)
+class StreamContinuity(Value):
     """One stream's continuity counters (see :class:`Continuity`)."""
 
     duplicates: int
@@ -67,8 +68,8 @@ class StreamContinuity:
     resets: int = 0
 
 
-@attrs.define
-class _State:
+@attrs.define(repr=False)
+class _State(Value):
     position: Any = None
     last: list[Any] = attrs.Factory(list)
     #: The last event handed out on an id-ordered stream, and the connection it came on.

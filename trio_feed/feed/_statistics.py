@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import attrs
 
 from .._connection import ConnectionStatistics
+from .._value import Value
 from ._continuity import StreamContinuity
 from ._samples import Samples
 
@@ -43,8 +44,8 @@ SKIPPED_KEPT = 8
 _Bytes = bytes  # (the field ``bytes`` shadows the type inside the classes below)
 
 
-@attrs.frozen
-class StreamStatistics:
+@attrs.frozen(repr=False)
+class StreamStatistics(Value):
     """One stream's traffic and continuity.
 
     ``no_data`` is true while a stream has delivered nothing although it was
@@ -65,8 +66,8 @@ class StreamStatistics:
     no_data: bool = False
 
 
-@attrs.frozen
-class FeedStatistics:
+@attrs.frozen(repr=False)
+class FeedStatistics(Value):
     """A snapshot of a feed (see :meth:`Feed.statistics <trio_feed.Feed.statistics>`).
 
     Traffic: ``messages`` and ``bytes`` (data messages read, all streams),
@@ -142,8 +143,8 @@ class FeedStatistics:
     open_connections: tuple[ConnectionStatistics, ...]
 
 
-@attrs.define
-class FeedCounters:
+@attrs.define(repr=False)
+class FeedCounters(Value):
     """The mutable counters behind :class:`FeedStatistics`."""
 
     messages: int = 0

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 import attrs
 
 from .._errors import HandshakeError
+from .._value import Value
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -80,8 +81,8 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-@attrs.frozen
-class HandshakeResponse:
+@attrs.frozen(repr=False)
+class HandshakeResponse(Value):
     """A parsed upgrade response.  ``headers`` keys are lowercased."""
 
     status: int
