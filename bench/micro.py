@@ -254,6 +254,8 @@ class ReplayConnection:
         self.parser = FrameParser(validate_utf8=False, **parser_options)
         self._chunks = chunks
         self._on_chunk = on_chunk
+        #: No pings come from memory: ``run_inline`` starts no pong task for it.
+        self.answering_pings = True
 
     async def receive_more(self) -> None:
         self.parser.check_borrows()
