@@ -260,6 +260,18 @@ class RateLimited(TrioFeedError):
         self.retry_after = retry_after
         self.status = status
 
+class RestError(TrioFeedError):
+    """A REST request failed: no answer (``status`` ``None``) or an HTTP error status.
+
+    Raised by the REST client the order books and a feed's back-fill share;
+    both retry it with backoff, up to their named limits.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RecordingError(TrioFeedError):
     """A recording that cannot be read or written: the message names the file (and line)."""
 

@@ -39,6 +39,7 @@ from ._events import (
     UnknownEvent,
     format_event,
 )
+from ._history import BackfilledAggTrade, BackfilledTrade
 from ._streams import KINDS, Stream, parse_stream
 from ._urls import DEFAULT_BASE_URL, combined_url, raw_url
 
@@ -47,6 +48,8 @@ __all__ = [
     "KINDS",
     "AggTrade",
     "AvgPrice",
+    "BackfilledAggTrade",
+    "BackfilledTrade",
     "BlockTrade",
     "BookState",
     "BookStatistics",

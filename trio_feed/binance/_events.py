@@ -123,6 +123,8 @@ class Trade:
     stream: str | None = None
 
     _decimal_fields: ClassVar[tuple[str, ...]] = ("price", "quantity")
+    #: True only on a trade fetched over REST to fill a gap (``BackfilledTrade``).
+    backfilled: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One readable line, e.g. ``btcusdt@trade  trade #12345  BUY 0.001 @ 25000.10``."""
@@ -153,6 +155,8 @@ class AggTrade:
     stream: str | None = None
 
     _decimal_fields: ClassVar[tuple[str, ...]] = ("price", "quantity")
+    #: True only on an aggregate trade fetched over REST to fill a gap.
+    backfilled: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One readable line: id, covered trade ids, taker side, quantity and price."""
