@@ -18,6 +18,7 @@ Pure: no I/O, no trio.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
@@ -97,7 +98,7 @@ def parse_history_page(kind: str, body: bytes | list[Any], symbol: str, stream: 
         events = [build(row, symbol, stream, decimals) for row in rows]
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed {kind} history row: {exc!r}") from None
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         if history_id(after) <= history_id(before):
             raise ValueError(f"{kind} history page is not in increasing id order")
     return events

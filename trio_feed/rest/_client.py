@@ -43,7 +43,7 @@ class RestClient:
 
     async def get(self, path: str, params: Mapping[str, Any], weight: int, *,
                   symbol: str = "") -> bytes:
-        """The body of ``GET {rest_url}{path}?{params}`` (status 200), after ``weight`` is admitted."""
+        """The body of ``GET {rest_url}{path}?{params}`` (a 200), once ``weight`` is admitted."""
         await self.budget.acquire(weight)
         self.weight += weight
         self.requests += 1
