@@ -129,6 +129,10 @@ _FIRST_TRADE_ID = 5_000_000
 _FIRST_AGG_ID = 2_000_000
 _FIRST_BLOCK_ID = 500
 
+#: Trades (and aggregate trades) each symbol keeps for the REST history endpoints; the
+#: oldest half is forgotten when a symbol holds twice as many.
+HISTORY_LIMIT = 200_000
+
 _FIXED_INTERVALS = {interval: length for interval in KLINE_INTERVALS
                     if (length := interval_ms(interval)) is not None}
 _WINDOWS = {window: _FIXED_INTERVALS[window] for window in TICKER_WINDOWS}
@@ -346,6 +350,9 @@ class _Symbol:
         self.trades: list[tuple[int, int, int, int, bool]] = []  # id, price, qty, T, buyer maker
         self.agg: tuple[int, int, int, int, int, int, bool] | None = None
         self.block: tuple[int, int, int, int, bool] | None = None
+        # Every trade and aggregate trade, oldest first, for REST (at most 2 * HISTORY_LIMIT).
+        self.trade_history: list[tuple[int, int, int, int, bool]] = []
+        self.agg_history: list[tuple[int, int, int, int, int, int, bool]] = []
         self.traded = False  # since the last 1000 ms boundary
         self.closed: dict[tuple[str, int], _Closed] = {}
         # Bars.
@@ -497,6 +504,13 @@ class _Symbol:
         self.trade_id = trade_id
         self.agg_id += 1
         self.agg = (self.agg_id, price, filled, first, trade_id, when, maker_is_buyer)
+        history = self.trade_history
+        history.extend(trades)
+        self.agg_history.append(self.agg)
+        if len(history) > 2 * HISTORY_LIMIT:
+            del history[:len(history) - HISTORY_LIMIT]
+        if len(self.agg_history) > 2 * HISTORY_LIMIT:
+            del self.agg_history[:len(self.agg_history) - HISTORY_LIMIT]
         self.last_price = price
         self.last_qty = parts[-1]
         self.last_trade_time = when
@@ -794,6 +808,31 @@ class Market:
             raise ValueError(f"limit must be at least 1, got {limit}")
         return self._levels(state, min(limit, MAX_DEPTH_LIMIT))
 
+    def agg_trades(self, symbol: str, from_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """The REST ``GET /api/v3/aggTrades`` answer: up to ``limit`` rows from ``from_id``.
+
+        Oldest first, ``from_id`` included; without it, the latest ``limit``.
+        An id older than the history kept (:data:`HISTORY_LIMIT`) starts at
+        the oldest kept, as a database that no longer has it would.
+        """
+        state = self._symbols[symbol.lower()]
+        rows = _page(state.agg_history, from_id, limit)
+        lot = state.lot
+        return [{"a": a, "p": self._price(state, p), "q": format_decimal(q * lot), "f": f,
+                 "l": last, "T": when, "m": m, "M": True}
+                for a, p, q, f, last, when, m in rows]
+
+    def historical_trades(self, symbol: str, from_id: int | None,
+                          limit: int) -> list[dict[str, Any]]:
+        """The REST ``GET /api/v3/historicalTrades`` answer; see :meth:`agg_trades`."""
+        state = self._symbols[symbol.lower()]
+        rows = _page(state.trade_history, from_id, limit)
+        lot, tick = state.lot, state.tick
+        return [{"id": t, "price": self._price(state, p), "qty": format_decimal(q * lot),
+                 "quoteQty": format_decimal(p * tick * q * lot // _SCALE), "time": when,
+                 "isBuyerMaker": m, "isBestMatch": True}
+                for t, p, q, when, m in rows]
+
     # -- payload builders -----------------------------------------------------
 
     def _price(self, symbol: _Symbol, ticks: int) -> str:
@@ -954,3 +993,13 @@ class Market:
         st = self._stats(symbol, _AVG_PRICE_WINDOW)
         return {"e": "avgPrice", "E": self._now, "s": symbol.upper, "i": "5m",
                 "w": st["w"], "T": symbol.last_trade_time}
+
+
+def _page(history: list[Any], from_id: int | None, limit: int) -> list[Any]:
+    """Up to ``limit`` entries of an id-ordered, consecutive ``history`` from ``from_id``."""
+    if not history:
+        return []
+    if from_id is None:
+        return history[-limit:]
+    start = max(0, from_id - history[0][0])
+    return history[start:start + limit]
