@@ -56,14 +56,24 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
 import orjson
 import trio
 
 from .._errors import DecodeError, RequestTimeout, SubscriptionError, lone_exception
 from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
-from ..binance._limits import SPOT
+from ..binance._limits import SPOT, USDM_FUTURES
+from ._backfill import (
+    DEFAULT_BACKFILL_RETRIES,
+    DEFAULT_BACKFILL_TIMEOUT,
+    DEFAULT_MAX_BACKFILL_HOLD,
+    DEFAULT_MAX_BACKFILL_IDS,
+    BackfillConfig,
+    BackfillQueue,
+    Refill,
+)
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
 from ._continuity import Continuity
@@ -78,6 +88,9 @@ from ._outbox import (
 from ._shard import Shard
 from ._statistics import SKIPPED_PREFIX, FeedCounters, FeedStatistics
 from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
+
+if TYPE_CHECKING:
+    from ..rest import WeightBudget
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
 
@@ -94,7 +107,8 @@ class Feed:
     """A running feed: iterate it with ``async for``.  Made by :func:`open_feed`."""
 
     def __init__(
-        self, streams: list[Stream], options: FeedOptions, attempt_limiter: AttemptLimiter
+        self, streams: list[Stream], options: FeedOptions, attempt_limiter: AttemptLimiter,
+        backfill: BackfillConfig | None = None,
     ) -> None:
         self.options = options
         self.mode = options.mode
@@ -114,6 +128,10 @@ class Feed:
                                    note_lag=self.note_lag)
         self.shards: list[Shard] = []
         self._pending: deque[Event] = deque()
+        #: The back-fill (``_backfill.py``), when on: it is then the pending queue too.
+        self.backfill: BackfillQueue | None = None
+        if backfill is not None:
+            self.backfill = self._pending = BackfillQueue(backfill, self.outbox)
         self._events = 0
         self._lagging = False
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
@@ -136,6 +154,8 @@ class Feed:
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
         try:
+            if self.backfill is not None:
+                await self._nursery.start(self.backfill.run)
             self._shards = await self._nursery.start(self._supervise)
             if self.options.url is not None:
                 await self._start_shard(0, url=self.options.url, subscribe_on_connect=False)
@@ -175,6 +195,8 @@ class Feed:
         """Close the outbox; count what it and the consumer's pending events still held."""
         self.counters.discarded += self.outbox.close() + len(self._pending)
         self._pending.clear()
+        if self.backfill is not None:
+            self.counters.discarded += self.backfill.close()  # the events it held
 
     async def _supervise(
         self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
@@ -294,6 +316,9 @@ class Feed:
         return pending.popleft()
 
     def _accept(self, batch: list[Any], received: float) -> None:
+        if batch.__class__ is Refill:  # back-filled events: no decoding, no continuity
+            self._pending.release(batch)  # type: ignore[attr-defined]
+            return
         continuity = self.continuity
         # Which connection read the batch (continuity's reset rule, S9), once per batch.
         continuity.source = batch.source if batch.__class__ is Batch else None
@@ -381,24 +406,31 @@ class Feed:
         connected = c.seconds_connected + sum(
             now - link.connected_at for link in links if link.connected_at is not None
         )
+        continuity = self.continuity.streams()
+        missing = self.continuity.missing
+        bf = self.backfill
+        if bf is not None and bf.filled:  # what a fill fetched is not missing any more
+            missing -= bf.backfilled
+            continuity = {name: attrs.evolve(sc, missing=sc.missing - bf.filled.get(name, 0))
+                          for name, sc in continuity.items()}
         return FeedStatistics(
             mode=self.mode,
             policy=out.policy.value,
             messages=c.messages,
             bytes=c.bytes,
-            streams=c.stream_statistics(self.continuity.streams()),
+            streams=c.stream_statistics(continuity),
             copies=c.copies,
             control=c.control,
             events=self._events,
             duplicates=self.continuity.duplicates,
-            missing=self.continuity.missing,
+            missing=missing,
             dropped=out.dropped,
             conflated=out.conflated,
             discarded=c.discarded,
             resets=self.continuity.resets,
             skipped=sum(c.skipped.values()),
             skipped_payloads=tuple(c.skipped_payloads),
-            queued=out.queued + len(self._pending),
+            queued=out.queued + len(self._pending) + (bf.held() if bf is not None else 0),
             peak_queued=out.peak_queued,
             max_queued=out.max_queued,
             stalls=out.stalls,
@@ -419,7 +451,18 @@ class Feed:
             ping_rtt_p50=c.ping_rtt.percentile(50),
             ping_rtt_max=c.ping_rtt.maximum,
             open_connections=tuple(link.conn.statistics() for link in links if link.conn),
+            **(_backfill_statistics(bf) if bf is not None else {}),
         )
+
+
+def _backfill_statistics(bf: BackfillQueue) -> dict[str, Any]:
+    return dict(
+        backfilled=bf.backfilled, filled_ranges=tuple(bf.filled_ranges),
+        missing_ranges=tuple(bf.missing_ranges), backfill_held=bf.held(),
+        backfill_requests=bf.requests, backfill_failures=bf.failures,
+        backfill_rate_limited=bf.rate_limited, backfill_weight=bf.weight,
+        fill_latency_p50=bf.latency.percentile(50), fill_latency_max=bf.latency_max,
+    )
 
 
 def _stream_of_event(event: Any) -> object:
@@ -495,6 +538,13 @@ def open_feed(
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     on_decode_error: Literal["raise", "skip"] = "raise",
+    backfill: bool = False,
+    rest_url: str | None = None,
+    weight_budget: WeightBudget | None = None,
+    backfill_timeout: float = DEFAULT_BACKFILL_TIMEOUT,
+    backfill_retries: int = DEFAULT_BACKFILL_RETRIES,
+    max_backfill_hold: int = DEFAULT_MAX_BACKFILL_HOLD,
+    max_backfill_ids: int = DEFAULT_MAX_BACKFILL_IDS,
 ) -> Feed:
     """Open a supervised feed of typed events: ``async with open_feed(...) as feed``.
 
@@ -546,6 +596,21 @@ def open_feed(
     ``skipped_payloads``) and goes on.  Invalid UTF-8 is a protocol
     violation either way: the connection closes with 1007 and is replaced.
 
+    Back-fill (``docs/resilience.md``, ``trio_feed.feed._backfill``):
+    ``backfill=True`` fetches the ids a gap skipped on ``trade`` and
+    ``aggTrade`` streams from the REST trade history at ``rest_url`` (by
+    default Binance's, spot or USD-M futures after ``base_url``) and hands
+    them out, as ``BackfilledTrade``/``BackfilledAggTrade``, before that
+    stream's later events, which wait meanwhile.  Requests are charged to
+    ``weight_budget`` (pass the order books' to share the IP's weight; by
+    default the feed's own); a fill ends within ``backfill_timeout`` seconds
+    of its gap, after at most ``backfill_retries`` failed requests in a row,
+    or once its stream holds ``max_backfill_hold`` events, and a gap wider
+    than ``max_backfill_ids`` is not fetched; what a fill did not fetch stays
+    in ``missing``, with its ranges in ``statistics().missing_ranges``.
+    Back-fill needs a policy that keeps messages (``block`` or
+    ``disconnect``).
+
     The remaining arguments go to :func:`~trio_feed.open_connection`.
     ``wall_clock`` (for lag) and ``rng`` (for jitter) are there for tests.
     Raises :class:`~trio_feed.InvalidStreamName` at once for a bad name.
@@ -580,4 +645,16 @@ def open_feed(
         connect_options=connect_options,
         wall_clock=wall_clock, rng=rng, on_decode_error=on_decode_error,
     )
-    return Feed(parsed, options, attempt_limiter or AttemptLimiter())
+    config = None
+    if backfill:
+        if policy in (SlowConsumerPolicy.DROP_NEWEST, SlowConsumerPolicy.KEEP_LATEST):
+            raise ValueError(f"backfill=True fills gaps for completeness; the policy "
+                             f"{policy.value!r} gives completeness up: use 'block' or "
+                             "'disconnect'")
+        venue = USDM_FUTURES if base_url.startswith(USDM_FUTURES.stream_hosts) else SPOT
+        config = BackfillConfig(
+            venue=venue, rest_url=rest_url or venue.rest_url, budget=weight_budget,
+            timeout=backfill_timeout, retries=backfill_retries, max_hold=max_backfill_hold,
+            max_ids=max_backfill_ids, decimals=decimals,
+        )
+    return Feed(parsed, options, attempt_limiter or AttemptLimiter(), config)

@@ -1,0 +1,280 @@
+"""Back-fill against the embedded exchange: every trade id delivered once, in order, or reported.
+
+Each test runs a shared-market exchange (one id sequence per symbol across
+connections) on trio's autojump clock, opens a feed with ``backfill=True``
+over real sockets, breaks something, and ends with the fault matrix's
+identity (:func:`~tests.faults.identity.assert_accounted`) and its back-fill
+half (:func:`~tests.faults.identity.assert_filled`): the ids not delivered
+are exactly the ranges reported missing, and the events marked back-filled
+exactly the ranges reported filled.  Whenever REST answered, nothing is
+missing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_feed import open_feed
+from trio_feed.binance import AggTrade, BackfilledAggTrade, BackfilledTrade, Trade
+from trio_feed.exchange import LocalExchange, open_exchange
+
+from .identity import assert_accounted, assert_filled
+
+SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt")
+AGG = [f"{s}@aggTrade" for s in SYMBOLS]
+RATE = 100.0  # market ticks per second: about 85 aggregate trades per symbol per second
+
+
+class Seen:
+    """Ids per stream as delivered, which of them were back-filled, and waiting on them."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, list[int]] = defaultdict(list)
+        self.backfilled: dict[str, list[int]] = defaultdict(list)
+        self.live_after: dict[str, int] = defaultdict(int)  # live events since the fault
+        self.count = 0
+        self.fault_at: int | None = None
+        self._waiters: list[tuple[Callable[[], bool], trio.Event]] = []
+
+    def add(self, event: Any) -> None:
+        self.count += 1
+        if isinstance(event, AggTrade):
+            ident = event.agg_trade_id
+        elif isinstance(event, Trade):
+            ident = event.trade_id
+        else:
+            return
+        self.ids[event.stream].append(ident)
+        if event.backfilled:
+            self.backfilled[event.stream].append(ident)
+        elif self.fault_at is not None:
+            self.live_after[event.stream] += 1
+        for pred, waiter in self._waiters:
+            if not waiter.is_set() and pred():
+                waiter.set()
+
+    async def wait(self, pred: Callable[[], bool]) -> None:
+        if pred():
+            return
+        waiter = trio.Event()
+        self._waiters.append((pred, waiter))
+        await waiter.wait()
+
+
+async def _run(exchange: LocalExchange, fault: Callable[[], Awaitable[None]], *,
+               streams: list[str] = AGG, after: int = 200,
+               reader: Callable[[Any, Seen], Awaitable[None]] | None = None,
+               **options: Any) -> tuple[Seen, Any]:
+    seen = Seen()
+
+    async def read(feed: Any, seen: Seen) -> None:
+        async for event in feed:
+            seen.add(event)
+
+    async with open_feed(streams, base_url=exchange.base_url, rest_url=exchange.rest_url,
+                         backfill=True, rng=random.Random(7), **options) as feed:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader or read, feed, seen)
+            await seen.wait(lambda: all(len(seen.ids[s]) >= 50 for s in streams))
+            seen.fault_at = seen.count
+            await fault()
+            await seen.wait(lambda: all(seen.live_after[s] >= after for s in streams))
+            nursery.cancel_scope.cancel()
+    return seen, feed.statistics()
+
+
+def _check(seen: Seen, stats: Any) -> None:
+    assert_accounted(stats, seen.ids, received=seen.count)
+    assert_filled(stats, seen.ids, seen.backfilled)
+
+
+async def _drop(exchange: LocalExchange) -> None:
+    assert await exchange.drop_connections(abrupt=True) >= 1
+
+
+@pytest.mark.parametrize("mode", ["channel", "inline"])
+async def test_reset_mid_burst_on_three_symbols_is_healed(
+    mode: str, autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, lambda: _drop(exchange), mode=mode)
+    assert stats.reconnects.get("closed 1006", 0) >= 1
+    assert stats.missing == 0 and not stats.missing_ranges
+    for stream in AGG:  # each symbol had its own gap, and it was filled
+        assert seen.backfilled[stream], stream
+        assert any(name == stream for name, _, _ in stats.filled_ranges)
+    assert stats.backfilled == sum(len(ids) for ids in seen.backfilled.values())
+    assert stats.backfill_weight == 4 * stats.backfill_requests  # aggTrades weighs 4
+    assert stats.fill_latency_max is not None and stats.fill_latency_max < 5
+    _check(seen, stats)
+
+
+async def test_two_minute_outage_takes_several_pages_per_symbol(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def outage() -> None:
+        exchange.refuse_connections(seconds=120)
+        await _drop(exchange)
+
+    with trio.fail_after(600):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, outage, after=100)
+            history = exchange.rest.statistics()
+    assert stats.missing == 0 and not stats.missing_ranges
+    for stream in AGG:
+        assert len(seen.backfilled[stream]) > 2 * 1000, stream  # more than two pages
+    assert stats.backfill_requests >= 3 * 3
+    assert history.history_requests == stats.backfill_requests
+    assert history.history_rows == stats.backfilled
+    _check(seen, stats)
+
+
+async def test_trade_streams_fill_from_historical_trades(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    streams = [f"{s}@trade" for s in SYMBOLS[:2]]
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, lambda: _drop(exchange), streams=streams,
+                                     decimals=True)
+    assert stats.missing == 0
+    assert stats.backfill_weight == 25 * stats.backfill_requests  # historicalTrades weighs 25
+    assert all(seen.backfilled[s] for s in streams)
+    _check(seen, stats)
+
+
+async def test_short_pages_are_followed_to_the_end(autojump_clock: trio.testing.MockClock) -> None:
+    async def fault() -> None:
+        exchange.faults.short_history_pages(7)
+        await _drop(exchange)
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, fault)
+    assert stats.missing == 0
+    assert stats.backfill_requests >= stats.backfilled / 7
+    _check(seen, stats)
+
+
+async def test_rate_limited_fill_waits_out_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def fault() -> None:
+        exchange.faults.rate_limit_history(2, retry_after=3)
+        await _drop(exchange)
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, fault)
+            limited = exchange.rest.statistics().rate_limited
+    assert limited == 2 and stats.backfill_rate_limited == 2
+    assert stats.backfill_failures == 0  # a 429 is waited out, not counted as a failure
+    assert stats.missing == 0
+    assert stats.fill_latency_max is not None and stats.fill_latency_max >= 3  # Retry-After
+    _check(seen, stats)
+
+
+@pytest.mark.parametrize("status", [503, None])
+async def test_rest_down_for_the_whole_fill_reports_the_gap(
+    status: int | None, autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every request refused: after backfill_retries failures the gap is reported, exactly."""
+    async def fault() -> None:
+        exchange.faults.refuse_history(status=status)
+        await _drop(exchange)
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, fault, backfill_retries=3)
+    assert stats.backfilled == 0 and not stats.filled_ranges
+    assert stats.missing > 0
+    assert {name for name, _, _ in stats.missing_ranges} == set(AGG)
+    assert stats.missing == sum(last - first + 1 for _, first, last in stats.missing_ranges)
+    assert stats.backfill_failures == 3 * (3 + 1)  # per stream: the first try and 3 retries
+    # The later events were held only for the retries' backoff: 0.5 + 1 + 2 s.
+    assert stats.fill_latency_max is not None and stats.fill_latency_max < 3.5 + 1
+    _check(seen, stats)
+
+
+async def test_slow_rest_is_cut_off_by_backfill_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def fault() -> None:
+        exchange.faults.slow_history(60.0)
+        await _drop(exchange)
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, fault, backfill_timeout=5.0)
+    assert stats.missing > 0 and stats.backfilled == 0
+    assert stats.fill_latency_max is not None and 5.0 <= stats.fill_latency_max < 5.5
+    _check(seen, stats)
+
+
+async def test_consumer_that_stops_reading_during_a_fill(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The reader sleeps 20 s right after the gap: the fill waits for it, in order."""
+    async def reader(feed: Any, seen: Seen) -> None:
+        paused = False
+        async for event in feed:
+            seen.add(event)
+            if seen.fault_at is not None and not paused and seen.count > seen.fault_at:
+                paused = True
+                await trio.sleep(20)
+
+    with trio.fail_after(300):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, lambda: _drop(exchange), reader=reader,
+                                     after=300)
+    assert stats.missing == 0 and stats.backfilled > 0
+    assert stats.stalls == 0 or stats.peak_queued > 0
+    _check(seen, stats)
+
+
+async def test_hold_overflow_stops_the_fill_and_reports_the_rest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A slow endpoint and a tiny hold: the fill stops, the stream flows, the rest is reported."""
+    async def fault() -> None:
+        exchange.faults.slow_history(1.0)
+        exchange.faults.short_history_pages(5)
+        await _drop(exchange)
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, fault, max_backfill_hold=200)
+    assert stats.missing > 0 and stats.backfilled > 0  # a part was fetched, the rest reported
+    _check(seen, stats)
+
+
+async def test_backfill_refuses_policies_that_drop(autojump_clock: trio.testing.MockClock) -> None:
+    with pytest.raises(ValueError, match="completeness"):
+        open_feed(AGG, backfill=True, policy="drop_newest")
+
+
+async def test_backfilled_events_are_typed_and_marked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kinds: set[type] = set()
+
+    async def reader(feed: Any, seen: Seen) -> None:
+        async for event in feed:
+            seen.add(event)
+            kinds.add(type(event))
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, lambda: _drop(exchange), reader=reader,
+                                     streams=[AGG[0], "btcusdt@trade"])
+    assert kinds == {AggTrade, Trade, BackfilledAggTrade, BackfilledTrade}
+    assert not AggTrade.backfilled and BackfilledAggTrade.backfilled
+    _check(seen, stats)
