@@ -13,6 +13,8 @@ missing.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +23,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_feed import open_feed
+from trio_feed import WeightBudget, open_feed, open_order_books
 from trio_feed.binance import AggTrade, BackfilledAggTrade, BackfilledTrade, Trade
 from trio_feed.exchange import LocalExchange, open_exchange
 
@@ -277,4 +279,47 @@ async def test_backfilled_events_are_typed_and_marked(
                                      streams=[AGG[0], "btcusdt@trade"])
     assert kinds == {AggTrade, Trade, BackfilledAggTrade, BackfilledTrade}
     assert not AggTrade.backfilled and BackfilledAggTrade.backfilled
+    _check(seen, stats)
+
+
+async def test_books_and_backfill_share_one_weight_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    budget = WeightBudget(6000)
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange, \
+                open_order_books(["btcusdt"], base_url=exchange.base_url,
+                                 rest_url=exchange.rest_url, limit=100,
+                                 weight_budget=budget) as books:
+            await books.wait_live()
+            seen, stats = await _run(exchange, lambda: _drop(exchange), weight_budget=budget)
+            snapshots = books.statistics().snapshot_requests
+    assert books.budget is budget
+    assert stats.backfill_weight > 0 and snapshots >= 1
+    assert budget.admitted == stats.backfill_weight + 5 * snapshots  # one budget, both callers
+    _check(seen, stats)
+
+
+def test_a_feed_without_backfill_never_imports_rest_or_httpx() -> None:
+    code = ("import sys, trio_feed\n"
+            "trio_feed.open_feed(['btcusdt@trade'])\n"
+            "trio_feed.open_feed(['btcusdt@trade'], backfill=True)\n"
+            "print([m for m in ('httpx', 'trio_feed.rest') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_rotation_that_overruns_is_healed(autojump_clock: trio.testing.MockClock) -> None:
+    """serverShutdown starts a rotation, the old connection dies before a new one is up."""
+    async def overrun() -> None:
+        exchange.refuse_connections(2)
+        await exchange.announce_shutdown()
+        await _drop(exchange)
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, overrun)
+    assert "server shutdown" in stats.reconnects or stats.rotations >= 1
+    assert stats.missing == 0 and stats.backfilled > 0
     _check(seen, stats)
