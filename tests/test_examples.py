@@ -79,6 +79,22 @@ def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
     assert "duplicates: messages that arrived twice" in legend
 
 
+def test_resilient_example_with_backfill_heals_every_gap() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "resilient.py"), "--backfill",
+         "--duration", "11"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "MISMATCH" not in out
+    for stream in ("btcusdt@trade", "ethusdt@trade"):
+        line = next(line for line in out.splitlines() if f"] {stream}: " in line)
+        assert "+ 0 reported missing" in line and line.endswith("(exact)"), line
+    fill = next(line for line in out.splitlines() if "back-fill: " in line)
+    assert "; 0 ranges left" in fill and " 0 trades fetched" not in fill, fill
+
+
 @pytest.mark.parametrize("name", ["inline.py", "channel.py", "orderbook.py"])
 def test_examples_report_errors_as_the_cli_does(name: str) -> None:
     port = closed_port()
