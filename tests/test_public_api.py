@@ -30,7 +30,7 @@ EXPECTED: dict[str, set[str]] = {
         "DEFAULT_REST_URL", "OrderBook", "OrderBooks", "OrderBooksStatistics", "SnapshotError",
         "WeightBudget", "open_order_books", "RateLimited", "RecordingError",
         "RequestTimeout", "InvalidSymbol", "AttemptLimiter", "SlowConsumerError",
-        "SlowConsumerPolicy", "StreamStatistics",
+        "SlowConsumerPolicy", "StreamStatistics", "RestError",
     },
     "trio_feed.feed": {
         "AttemptLimiter", "Feed", "FeedStatistics", "SlowConsumerPolicy", "StreamStatistics",

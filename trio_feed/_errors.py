@@ -18,6 +18,7 @@ what went wrong precisely enough to act on::
     ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
     │   └── InvalidSymbol        the depth endpoint does not list the symbol (-1121)
     ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
+    ├── RestError                a REST request got no answer, or an error status
     ├── RecordingError           a recording that cannot be read or written
     └── BrokerError              the Redis Streams broker refused something (trio_feed.broker)
         ├── SchemaError          an entry of an unknown schema version or format (also ValueError)
@@ -56,6 +57,7 @@ __all__ = [
     "RateLimited",
     "RecordingError",
     "RequestTimeout",
+    "RestError",
     "SchemaError",
     "SinkClosed",
     "SlowConsumerError",

@@ -300,11 +300,11 @@ async def test_books_and_backfill_share_one_weight_budget(
     _check(seen, stats)
 
 
-def test_a_feed_without_backfill_never_imports_rest_or_httpx() -> None:
+def test_opening_a_feed_never_imports_httpx_before_backfill_runs() -> None:
     code = ("import sys, trio_feed\n"
             "trio_feed.open_feed(['btcusdt@trade'])\n"
             "trio_feed.open_feed(['btcusdt@trade'], backfill=True)\n"
-            "print([m for m in ('httpx', 'trio_feed.rest') if m in sys.modules])")
+            "print([m for m in ('httpx', 'trio_feed.rest._client') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -82,10 +82,11 @@ from .._errors import InvalidSymbol, RateLimited, RestError
 from ..binance._events import AggTrade, Trade
 from ..binance._history import history_id, parse_history_page
 from ..binance._limits import Venue
+from ..rest._budget import WeightBudget
 from ._samples import Samples
 
 if TYPE_CHECKING:
-    from ..rest import RestClient, WeightBudget
+    from ..rest._client import RestClient
     from ._outbox import Outbox
 
 __all__ = [
@@ -310,7 +311,7 @@ class BackfillQueue(deque[Any]):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the REST client and the fill tasks until cancelled (the feed's nursery)."""
-        from ..rest import RestClient, WeightBudget  # httpx only when back-fill is on
+        from ..rest._client import RestClient  # httpx only when back-fill is on
 
         if self.budget is None:
             self.budget = WeightBudget(self.config.venue.weight_limit)

@@ -56,7 +56,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import attrs
 import orjson
@@ -65,6 +65,7 @@ import trio
 from .._errors import DecodeError, RequestTimeout, SubscriptionError, lone_exception
 from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
 from ..binance._limits import SPOT, USDM_FUTURES
+from ..rest._budget import WeightBudget
 from ._backfill import (
     DEFAULT_BACKFILL_RETRIES,
     DEFAULT_BACKFILL_TIMEOUT,
@@ -88,9 +89,6 @@ from ._outbox import (
 from ._shard import Shard
 from ._statistics import SKIPPED_PREFIX, FeedCounters, FeedStatistics
 from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
-
-if TYPE_CHECKING:
-    from ..rest import WeightBudget
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
 

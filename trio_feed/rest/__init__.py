@@ -10,8 +10,9 @@ the only importer of httpx, so their requests are charged to one
             open_feed(trades, backfill=True, weight_budget=budget) as feed:
         ...
 
-The feed imports this package only when ``backfill=True``, so ``import
-trio_feed`` stays free of httpx.
+The weight budget is light (trio only); the client, and httpx with it, is
+imported the first time :class:`RestClient` is looked up here, which a feed
+does only when ``backfill=True``, so ``import trio_feed`` stays free of httpx.
 
 The weight budget.  A 5000-level spot snapshot costs 250 of the 6000 weight
 an IP may use per minute, so a mass resync of more than 24 books must be
@@ -28,7 +29,22 @@ clients on the IP), is added to the window, and a 429 or 418 pauses every
 request for its ``Retry-After``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._budget import WeightBudget
-from ._client import DEFAULT_REST_TIMEOUT, RestClient
+
+if TYPE_CHECKING:
+    from ._client import DEFAULT_REST_TIMEOUT, RestClient
+
+_LAZY = frozenset({"DEFAULT_REST_TIMEOUT", "RestClient"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _client
+
+        return getattr(_client, name)
+    raise AttributeError(f"module 'trio_feed.rest' has no attribute {name!r}")
+
 
 __all__ = ["DEFAULT_REST_TIMEOUT", "RestClient", "WeightBudget"]
