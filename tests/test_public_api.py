@@ -44,7 +44,7 @@ EXPECTED: dict[str, set[str]] = {
     "trio_feed.recording": {
         "ReadReport", "Record", "RecordCounters", "RecordStatistics", "RecordingError",
         "RecordingWriter", "compute_stats", "encode_record", "read_recording", "record",
-        "stream_of", "unwrap",
+        "stream_of", "unwrap", "RecordingBackfill",
     },
     "trio_feed.cli": {"build_parser", "describe", "main"},
     "trio_feed.bridge": {"BridgeStatistics", "FeedThread", "feed_thread"},

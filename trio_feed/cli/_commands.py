@@ -158,6 +158,7 @@ async def _connect_to(args: argparse.Namespace) -> AsyncIterator[tuple[str, list
 
     async with open_exchange(seed=args.seed, rate=args.rate) as exchange:
         args.target = _stream_url(exchange.base_url, names, args.raw)
+        args.exchange_rest_url = exchange.rest_url
         yield args.target, names
 
 
@@ -347,6 +348,13 @@ def add_record(commands: Any, common: argparse.ArgumentParser) -> None:
                       help="add to FILE if it exists")
     keep.add_argument("--force", action="store_true",
                       help="replace FILE if it holds a recording (default: refuse)")
+    rec.add_argument("--backfill", action="store_true",
+                     help="fetch what a trade or aggTrade stream's gaps skipped from the REST "
+                          "trade history and write it, marked \"backfilled\" (trio-feed stats "
+                          "counts gaps filled and left; replay skips those lines)")
+    rec.add_argument("--rest-url", metavar="URL",
+                     help="the REST base URL for --backfill (default: Binance spot with "
+                          "--live, the embedded exchange's otherwise; needed with --url)")
     _add_source_options(rec)
     _add_status_option(rec)
     rec.set_defaults(run=run_record)
@@ -390,11 +398,15 @@ async def run_record(args: argparse.Namespace) -> int:
             f"{rates('*', counters.messages, seconds):,.0f} msg/s",
         ])]
 
+    backfill = None
     try:
         async with _connect_to(args) as (url, _names):
+            if args.backfill:
+                backfill = _recording_backfill(args)
             async with status_region(screen, render):
                 result = await record(url, writer, limit=args.limit, duration=args.duration,
-                                      counters=counters, connect_timeout=args.connect_timeout)
+                                      counters=counters, connect_timeout=args.connect_timeout,
+                                      backfill=backfill)
             closed = result.closed
     except Exception:
         writer.close()
@@ -410,11 +422,27 @@ async def run_record(args: argparse.Namespace) -> int:
         raise
     writer.close()
     _finished(screen, args, counters, writer, started)
+    if backfill is not None:
+        screen.note(f"back-fill: {_plural(backfill.gaps, 'gap')} in trade streams, "
+                    f"{backfill.filled:,} ids filled, {backfill.left:,} left "
+                    f"({backfill.requests} REST requests, weight {backfill.weight})")
     if closed is not None:
         if closed.code != 1000:
             raise closed
         screen.note(str(closed))
     return 0
+
+
+def _recording_backfill(args: argparse.Namespace) -> Any:
+    from ..binance._limits import SPOT
+    from ..recording._backfill import RecordingBackfill
+
+    rest_url = args.rest_url or getattr(args, "exchange_rest_url", None)
+    if rest_url is None and args.live:
+        rest_url = SPOT.rest_url
+    if rest_url is None:
+        raise CliError("--backfill with --url needs --rest-url (where the trade history is)", 2)
+    return RecordingBackfill(rest_url)
 
 
 def _finished(screen: Screen, args: argparse.Namespace, counters: RecordCounters,
@@ -524,6 +552,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
         lines.append("the last line is torn (the recorder was killed mid-write): skipped")
     if stats["unparsable"]:
         lines.append(f"{stats['unparsable']} messages are not JSON")
+    if stats["backfilled"]:
+        lines.append(f"{_plural(stats['backfilled'], 'back-filled line')} (fetched over REST "
+                     "to fill gaps, not received; not counted as messages of their stream)")
     width = max([len(k) for k in stats["streams"]] + [6])
     lines.append("")
     lines.append(
@@ -532,6 +563,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     total = stats["messages"] or 1
     for key, s in stats["streams"].items():
         gaps = "-" if not s["id_gaps"] else f"{s['id_gaps']} ({s['missing_ids']} ids missing)"
+        if s["filled_ids"]:
+            gaps = (f"{s['id_gaps']} ({s['missing_ids']} ids skipped: {s['filled_ids']} filled, "
+                    f"{s['left_ids']} left)")
         lines.append(f"{key:<{width}}  {s['messages']:>9,}  {s['messages'] / total:>6.1%}  "
                      f"{s['largest_gap_s']:>9.3f} s  {gaps if s['id_gaps'] else '0'}")
         for example in s["gap_examples"]:
