@@ -425,7 +425,8 @@ async def run_record(args: argparse.Namespace) -> int:
     if backfill is not None:
         screen.note(f"back-fill: {_plural(backfill.gaps, 'gap')} in trade streams, "
                     f"{backfill.filled:,} ids filled, {backfill.left:,} left "
-                    f"({backfill.requests} REST requests, weight {backfill.weight})")
+                    f"({backfill.counters.requests} REST requests, "
+                    f"weight {backfill.counters.weight})")
     if closed is not None:
         if closed.code != 1000:
             raise closed

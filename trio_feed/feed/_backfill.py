@@ -27,9 +27,9 @@ up to ``max_trades_limit`` ids from ``fromId``, each admitted first by the
 application passes the same one to both), with these bounds, all named:
 
 - a failed request (no answer, an error status, a malformed page) is retried
-  after a doubling backoff (``RETRY_FIRST`` to ``RETRY_CAP`` s), at most
-  ``retries`` times in a row; a 429/418 pauses the budget for its
-  ``Retry-After`` and does not count as a failure;
+  after a doubling backoff (``trio_feed.rest._history``: 0.5 s, doubling to
+  8 s), at most ``retries`` times in a row; a 429/418 pauses the budget for
+  its ``Retry-After`` and does not count as a failure;
 - the whole fill must end within ``timeout`` seconds of the gap being
   seen, waits for the budget included; what is not fetched by then is
   given up;
@@ -78,11 +78,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._errors import InvalidSymbol, RateLimited, RestError
 from ..binance._events import AggTrade, Trade
 from ..binance._history import history_id, parse_history_page
 from ..binance._limits import Venue
 from ..rest._budget import WeightBudget
+from ..rest._history import HistoryCounters, fetch_history
 from ._samples import Samples
 
 if TYPE_CHECKING:
@@ -104,9 +104,6 @@ DEFAULT_MAX_BACKFILL_HOLD = 100_000
 DEFAULT_MAX_BACKFILL_IDS = 100_000
 #: Failed requests in a row, per fill, before the rest of the gap is given up.
 DEFAULT_BACKFILL_RETRIES = 5
-#: Seconds before the first retry of a failed request, doubling up to the cap.
-RETRY_FIRST = 0.5
-RETRY_CAP = 8.0
 #: Ranges kept for ``statistics()`` (the latest ones), filled and missing each.
 RANGES_KEPT = 1000
 
@@ -211,10 +208,8 @@ class BackfillQueue(deque[Any]):
         self.filled_ranges: deque[tuple[str, int, int]] = deque(maxlen=RANGES_KEPT)
         self.missing_ranges: deque[tuple[str, int, int]] = deque(maxlen=RANGES_KEPT)
         self.gaps = 0
-        self.requests = 0
-        self.failures = 0
-        self.rate_limited = 0
-        self.weight = 0
+        #: REST requests sent, failed, answered 429/418, and the weight they had admitted.
+        self.counters = HistoryCounters()
         self.latency = Samples(1024)
         self.latency_max: float | None = None
 
@@ -344,54 +339,27 @@ class BackfillQueue(deque[Any]):
 
     async def _fetch(self, fill: _Fill) -> None:
         config = self.config
-        venue = config.venue
-        client = self._client
-        assert client is not None
-        if fill.kind == "aggTrade":
-            path, weight = venue.agg_trades_path, venue.agg_trades_weight
-        else:
-            path, weight = venue.trades_path, venue.trades_weight
-        nxt = fill.first
-        failures = 0
+        assert self._client is not None
+
+        def convert(rows: list[dict[str, Any]]) -> list[Any]:
+            return parse_history_page(fill.kind, rows, fill.symbol, fill.stream,
+                                      decimals=config.decimals)
+
         with trio.move_on_at(fill.seen + config.timeout) as scope:
             fill.scope = scope
-            while nxt <= fill.last and not fill.stop:
-                limit = min(venue.max_trades_limit, fill.last - nxt + 1)
-                try:
-                    async with self._limiter:
-                        self.requests += 1
-                        self.weight += weight
-                        body = await client.get(path, {"symbol": fill.symbol, "fromId": nxt,
-                                                       "limit": limit}, weight,
-                                                symbol=fill.symbol)
-                    events = parse_history_page(fill.kind, body, fill.symbol, fill.stream,
-                                                decimals=config.decimals)
-                except RateLimited:
-                    self.rate_limited += 1
-                    continue  # the client paused the budget: the next acquire waits it out
-                except InvalidSymbol:
-                    break
-                except (RestError, ValueError, OSError) as exc:
-                    failures += 1
-                    self.failures += 1
-                    if failures > config.retries:
-                        logger.warning("%s: back-fill of ids %d-%d gave up after %d failed "
-                                       "requests (backfill_retries); the last: %s", fill.stream,
-                                       nxt, fill.last, failures, exc)
-                        break
-                    await trio.sleep(min(RETRY_CAP, RETRY_FIRST * 2 ** (failures - 1)))
-                    continue
-                failures = 0
-                rows = [e for e in events if nxt <= history_id(e) <= fill.last]
-                if not rows:
-                    break  # the server has nothing from there on
-                fill.events.extend(rows)
-                nxt = history_id(rows[-1]) + 1
+            nxt, failure = await fetch_history(
+                self._client, config.venue, fill.kind, fill.symbol, fill.first, fill.last,
+                convert, fill.events.extend, retries=config.retries, counters=self.counters,
+                limiter=self._limiter, stop=lambda: fill.stop,
+            )
+            if failure is not None:
+                logger.warning("%s: back-fill of ids %d-%d gave up after %d failed requests "
+                               "in a row (backfill_retries); the last: %s", fill.stream, nxt,
+                               fill.last, config.retries + 1, failure)
         fill.scope = None
         if scope.cancelled_caught and not fill.stop:
-            logger.warning("%s: back-fill of ids %d-%d stopped at %d after %.1f s "
-                           "(backfill_timeout)", fill.stream, fill.first, fill.last, nxt,
-                           config.timeout)
+            logger.warning("%s: back-fill of ids %d-%d stopped after %.1f s (backfill_timeout)",
+                           fill.stream, fill.first, fill.last, config.timeout)
 
     def _finish(self, state: _Stream, fill: _Fill) -> None:
         """Account for ``fill`` and queue its refill batch (it is at the stream's head)."""

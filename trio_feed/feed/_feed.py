@@ -457,8 +457,8 @@ def _backfill_statistics(bf: BackfillQueue) -> dict[str, Any]:
     return dict(
         backfilled=bf.backfilled, filled_ranges=tuple(bf.filled_ranges),
         missing_ranges=tuple(bf.missing_ranges), backfill_held=bf.held(),
-        backfill_requests=bf.requests, backfill_failures=bf.failures,
-        backfill_rate_limited=bf.rate_limited, backfill_weight=bf.weight,
+        backfill_requests=bf.counters.requests, backfill_failures=bf.counters.failures,
+        backfill_rate_limited=bf.counters.rate_limited, backfill_weight=bf.counters.weight,
         fill_latency_p50=bf.latency.percentile(50), fill_latency_max=bf.latency_max,
     )
 

@@ -29,16 +29,18 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from .._errors import InvalidSymbol, RateLimited, RestError, lone_exception
+from .._errors import lone_exception
 from ..binance._limits import SPOT, Venue
 from ..rest._budget import WeightBudget
+from ..rest._history import HistoryCounters, fetch_history
 from ._format import encode_record
 
 __all__ = ["RecordingBackfill"]
 
 logger = logging.getLogger("trio_feed")
 
-_ID_KEY = {"trade": ("t", "id"), "aggTrade": ("a", "a")}
+#: The id key of a stream payload, by kind.
+_ID_KEY = {"trade": "t", "aggTrade": "a"}
 
 
 class _Writer(Protocol):
@@ -59,8 +61,8 @@ class RecordingBackfill:
 
     ``rest_url`` is the REST base URL; ``budget`` the weight budget to charge
     (by default one of ``venue.weight_limit``).  The counters say what it did:
-    ``gaps`` seen, ids ``filled`` and ``left``, ``requests`` sent and the
-    ``weight`` they had admitted.
+    ``gaps`` seen, ids ``filled`` and ``left``, and in ``counters`` the REST
+    requests and their weight.
     """
 
     def __init__(self, rest_url: str, *, venue: Venue = SPOT, budget: WeightBudget | None = None,
@@ -70,7 +72,9 @@ class RecordingBackfill:
         self.budget = budget if budget is not None else WeightBudget(venue.weight_limit)
         self.timeout = timeout
         self.retries = retries
-        self.gaps = self.filled = self.left = self.requests = self.weight = 0
+        self.gaps = self.filled = self.left = 0
+        #: REST requests sent, failed, answered 429/418, and the weight they had admitted.
+        self.counters = HistoryCounters()
         self._last: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
         self._writer: _Writer | None = None
@@ -101,12 +105,12 @@ class RecordingBackfill:
         if stream is None:
             return
         kind = stream.rpartition("@")[2]
-        keys = _ID_KEY.get(kind)
-        if keys is None:
+        key = _ID_KEY.get(kind)
+        if key is None:
             return
         try:
             data = orjson.loads(text).get("data")
-            ident = data[keys[0]]
+            ident = data[key]
             symbol = data["s"]
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             return
@@ -123,42 +127,24 @@ class RecordingBackfill:
         self._nursery.start_soon(self._fill, stream, kind, symbol, last + 1, ident - 1)
 
     async def _fill(self, stream: str, kind: str, symbol: str, first: int, last: int) -> None:
-        venue = self.venue
-        if kind == "aggTrade":
-            path, weight = venue.agg_trades_path, venue.agg_trades_weight
-        else:
-            path, weight = venue.trades_path, venue.trades_weight
-        id_key = _ID_KEY[kind][1]
-        nxt, failures, filled = first, 0, 0
+        filled = 0
+
+        def lines(rows: list[dict[str, Any]]) -> list[bytes]:
+            t = time.time_ns()
+            try:
+                return [_line(t, stream, _payload(kind, symbol, row)) for row in rows]
+            except KeyError as exc:
+                raise ValueError(f"a trade history row without {exc}") from None
+
+        def write(batch: list[bytes]) -> None:
+            nonlocal filled
+            assert self._writer is not None
+            self._writer.write_lines(batch)
+            filled += len(batch)
+
         with trio.move_on_after(self.timeout):
-            while nxt <= last:
-                limit = min(venue.max_trades_limit, last - nxt + 1)
-                try:
-                    self.requests += 1
-                    self.weight += weight
-                    body = await self._client.get(path, {"symbol": symbol, "fromId": nxt,
-                                                         "limit": limit}, weight, symbol=symbol)
-                    rows = orjson.loads(body)
-                    rows = [r for r in rows if nxt <= r[id_key] <= last]
-                except RateLimited:
-                    continue
-                except InvalidSymbol:
-                    break
-                except (RestError, ValueError, KeyError, TypeError, OSError):
-                    failures += 1
-                    if failures > self.retries:
-                        break
-                    await trio.sleep(min(8.0, 0.5 * 2 ** (failures - 1)))
-                    continue
-                failures = 0
-                if not rows:
-                    break
-                t = time.time_ns()
-                lines = [_line(t, stream, _payload(kind, symbol, row)) for row in rows]
-                assert self._writer is not None
-                self._writer.write_lines(lines)
-                filled += len(rows)
-                nxt = rows[-1][id_key] + 1
+            await fetch_history(self._client, self.venue, kind, symbol, first, last, lines,
+                                write, retries=self.retries, counters=self.counters)
         self.filled += filled
         self.left += last - first + 1 - filled
         if filled < last - first + 1:
