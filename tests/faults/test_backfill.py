@@ -73,8 +73,8 @@ class Seen:
 async def _run(exchange: LocalExchange, fault: Callable[[], Awaitable[None]], *,
                streams: list[str] = AGG, after: int = 200,
                reader: Callable[[Any, Seen], Awaitable[None]] | None = None,
-               **options: Any) -> tuple[Seen, Any]:
-    seen = Seen()
+               seen: Seen | None = None, **options: Any) -> tuple[Seen, Any]:
+    seen = seen if seen is not None else Seen()
 
     async def read(feed: Any, seen: Seen) -> None:
         async for event in feed:
@@ -346,3 +346,30 @@ async def test_closing_during_a_fill_counts_what_was_held(
     # Per stream, the held events are past the gap and were never handed out, so only the
     # message half of the identity applies: each held event is counted discarded.
     assert_accounted(stats, {}, received=seen.count)
+
+
+async def test_ids_older_than_the_endpoint_keeps_are_reported_exactly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The exchange forgets the start of each gap before the fill asks: that part is missing."""
+    seen = Seen()
+
+    async def forget() -> None:
+        exchange.faults.slow_history(1.0, 3)  # the fills ask only after a second ...
+        await _drop(exchange)
+        await trio.sleep(0.8)  # ... by when the streams are held: each has all before its gap
+        market = exchange.shared_market
+        assert market is not None
+        for symbol in SYMBOLS:
+            history = market._symbols[symbol].agg_history
+            keep_from = seen.ids[f"{symbol}@aggTrade"][-1] + 4  # the gap's first ids go
+            del history[:keep_from - history[0][0]]
+
+    with trio.fail_after(120):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, forget, seen=seen)
+    assert stats.missing > 0 and stats.backfilled > 0  # the start is gone, the rest is filled
+    for stream in AGG:
+        ranges = [(a, b) for name, a, b in stats.missing_ranges if name == stream]
+        assert len(ranges) == 1 and ranges[0][1] - ranges[0][0] + 1 == 3, ranges
+    _check(seen, stats)
