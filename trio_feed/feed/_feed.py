@@ -38,6 +38,10 @@ The policies and their defaults are explained in ``docs/resilience.md``.
 connections and counts ids missing on streams whose ids are consecutive,
 and every message read is, in the end, handed out or counted: the identity
 in ``trio_feed.feed._statistics`` holds after any fault.
+With ``backfill=True`` the gaps of trade and aggTrade streams are also fetched
+over REST and handed out in their place (``trio_feed.feed._backfill``): the
+pending queue is then a :class:`~trio_feed.feed._backfill.BackfillQueue`, and
+``_accept`` hands the back-fill's own batches to it.
 
 The feed is a class with ``__aenter__``/``__aexit__`` and ``__anext__``, not
 an async generator: an async generator cannot safely suspend inside the
