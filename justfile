@@ -8,7 +8,7 @@ demo *ARGS:
 
 # The full test suite (the same command as in the README and .ci/run)
 test *ARGS:
-    {{python}} -m pytest {{ARGS}}
+    {{python}} -m pytest -n auto {{ARGS}}
 
 # ruff and mypy, both must be clean
 lint:
@@ -39,12 +39,10 @@ docs DIR="site":
 release-check:
     PYTHON={{python}} bash tools/release_check.sh
 
-# docs/SAFETY.md's table, checked: each row's mutation applied to a scratch copy must make
-# its tests fail (CI runs this); e.g. just mutate-safety --row S4.3
+# docs/SAFETY.md checked: each row's mutation must make its tests fail (CI); e.g. --row S4.3
 mutate-safety *ARGS:
     {{python}} tools/safety.py mutate {{ARGS}}
 
-# A mutation score beyond the safety table (not in CI; slow): mutmut over wire/, _pipelines.py
-# and the feed's accounting modules in a scratch copy; e.g. just mutmut --minutes 15
+# Mutation score beyond the safety table (slow, not in CI); e.g. just mutmut --minutes 15
 mutmut *ARGS:
     {{python}} tools/mutation_score.py {{ARGS}}

@@ -51,8 +51,8 @@ def pace_legend(args: argparse.Namespace) -> str:
         return "events/s: Binance's own rate for these streams"
     if getattr(args, "url", None):
         return "events/s: the rate the server sends"
-    return (f"events/s: the embedded exchange's pace, {EXCHANGE_RATE:g} ticks/s, "
-            "not the feed's speed")
+    return (f"events/s: the embedded exchange's pace, {EXCHANGE_RATE:g} market ticks/s, "
+            "each can give an event on every stream, not the feed's speed")
 
 
 async def run(args: argparse.Namespace, mode: str) -> None:

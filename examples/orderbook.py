@@ -60,12 +60,16 @@ def describe(symbol: str, book: OrderBook) -> str:
             f"{'  (stale)' if book.stale and book.has_book else ''}")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('ch') else 's'}"
+
+
 def summary(books: OrderBooks, elapsed: float) -> str:
     parts = []
     for symbol, book in books.items():
         stats = book.statistics()
-        parts.append(f"{symbol} {book.state.value} ({stats.snapshots} snapshots, "
-                     f"{stats.gaps} gaps, {stats.refetches} refetches)")
+        parts.append(f"{symbol} {book.state.value} ({_count(stats.snapshots, 'snapshot')}, "
+                     f"{_count(stats.gaps, 'gap')}, {_count(stats.refetches, 'refetch')})")
     total = books.statistics()
     return (f"-- {total.updates} updates in {elapsed:.2f} s, weight {total.weight_used}/min: "
             + ", ".join(parts) + "\n"

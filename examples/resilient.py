@@ -31,10 +31,11 @@ from trio_feed.exchange import open_exchange
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import LIVE_BASE_URL, run_example
 
-LEGEND = ("   (missing: trade ids the exchange sent that never arrived, lost while a connection "
-          "was down: counted, not replayed; duplicates: messages that arrived twice, as both "
-          "connections of a rotation deliver for a moment: dropped; queued: read, not yet "
-          "handed out)")
+LEGEND = ("   (missing: ids the exchange sent that never arrived, on every stream with "
+          "consecutive ids (trades, book updates), lost while a connection was down: counted, "
+          "not replayed; the checks below count the trade ids alone; duplicates: messages "
+          "that arrived twice, as both connections of a rotation deliver for a moment: "
+          "dropped; queued: read, not yet handed out)")
 BACKFILL_LEGEND = ("   (back-filled: trade ids a gap skipped, fetched from the exchange's REST "
                    "trade history and handed out in order before the stream's later trades; "
                    "missing: what no fill could fetch, 0 here)")

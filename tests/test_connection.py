@@ -243,7 +243,9 @@ async def test_bad_urls() -> None:
             pass
 
 
-async def test_receive_timeout_drops_a_slowloris_peer(nursery: trio.Nursery) -> None:
+async def test_receive_timeout_drops_a_slowloris_peer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     async def script(peer: ServerSide) -> None:
         await peer.accept()
         frame = server_frame(Opcode.TEXT, b"never finished")
@@ -509,7 +511,9 @@ async def test_concurrent_senders_never_interleave_over_tls(
 # -- pongs: only the latest ping, never holding up the reads --------------------------------
 
 
-async def test_only_the_latest_of_several_pending_pings_is_answered(nursery: trio.Nursery) -> None:
+async def test_only_the_latest_of_several_pending_pings_is_answered(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     frames: list[tuple[int, bytes]] = []
     more = trio.Event()
 

@@ -2,7 +2,7 @@
 
 Why Sybil (and not pytest-markdown-docs): Sybil is a library as well as a plugin, so this
 module can parse the Markdown itself and hand each block to an evaluator of its own, from a
-test module under ``tests/`` (the README's plain ``python -m pytest`` collects only
+test module under ``tests/`` (the README's ``python -m pytest -n auto`` collects only
 ``testpaths = ["tests"]``, and no ``.md`` file is ever collected a second time). It also
 brings explicit, invisible markers in HTML comments (``<!-- skip: next "why" -->``), which
 render as nothing on GitHub and in the built docs.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
 import signal
 import socket
@@ -9,10 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-
-from trio_feed.testing import exchange_thread
+import trio
+import trio.testing
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -43,7 +46,8 @@ def test_example_prints_limit_events_and_a_summary(example: str) -> None:
     assert (", 0 copies made" in lines[200]) == (mode == "inline")
     # The legend says what the figures measure.
     legend = lines[201]
-    assert legend.startswith("   (events/s: the embedded exchange's pace, 200 ticks/s"), legend
+    assert legend.startswith("   (events/s: the embedded exchange's pace, 200 market ticks/s, "
+                             "each can give an event on every stream"), legend
     assert "discarded: read but not handed out" in legend and "copies:" in legend
     assert "Traceback" not in result.stderr
 
@@ -58,15 +62,34 @@ def test_example_bad_stream_name_is_one_clear_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+def load_example(name: str) -> ModuleType:
+    """An example as a module, its ``__main__`` block not run."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)  # it puts examples/ on sys.path, for _common
+    finally:
+        sys.path[:] = path
+    return module
+
+
 @pytest.mark.parametrize("mode", ["channel", "inline"])
-def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "resilient.py"), "--mode", mode,
-         "--duration", "11"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+async def test_resilient_example_recovers_from_every_fault_exactly(
+    mode: str, autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example's whole fault schedule, on the autojump clock.
+
+    Its faults, its watchdog, its backoff and its statistics lines all run on trio's clock
+    (the embedded exchange too), so its 11 seconds take a fraction of one here; the test
+    below runs it as a process, in real time.
+    """
+    args = argparse.Namespace(mode=mode, duration=11.0, live=False, verbose=False)
+    with trio.fail_after(60):
+        status = await load_example("resilient.py").main(args)
+    out = capsys.readouterr().out
+    assert status == 0, out
     for fault in ("reset the TCP connection", "end the TCP connection", "stop sending",
                   "send serverShutdown", "refuse the next 2 connections"):
         assert f"FAULT: {fault}" in out
@@ -75,7 +98,7 @@ def test_resilient_example_recovers_from_every_fault_exactly(mode: str) -> None:
     last = [line for line in out.splitlines() if "events" in line and "rotations" in line][-1]
     assert "rotations 1" in last and "'stale': 1" in last and "'server shutdown': 1" in last
     legend = out.splitlines()[-1]
-    assert legend.startswith("   (missing: trade ids the exchange sent that never arrived")
+    assert legend.startswith("   (missing: ids the exchange sent that never arrived")
     assert "duplicates: messages that arrived twice" in legend
 
 
@@ -93,6 +116,20 @@ def test_resilient_example_with_backfill_heals_every_gap() -> None:
         assert "+ 0 reported missing" in line and line.endswith("(exact)"), line
     fill = next(line for line in out.splitlines() if "back-fill: " in line)
     assert "; 0 ranges left" in fill and " 0 trades fetched" not in fill, fill
+
+
+def test_resilient_example_runs_as_a_program() -> None:
+    """As a user starts it, in real time, until its first fault (at 1.5 s) and past it."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "resilient.py"), "--duration", "2"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    out = result.stdout
+    assert "FAULT: reset the TCP connection (abrupt)" in out and "MISMATCH" not in out
+    assert out.count("(exact)") == 3
+    assert out.splitlines()[-1].startswith("   (missing: ")
 
 
 @pytest.mark.parametrize("name", ["inline.py", "channel.py", "orderbook.py"])
@@ -120,26 +157,22 @@ def test_examples_report_errors_as_the_cli_does(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["inline.py", "channel.py"])
 def test_ctrl_c_ends_an_example_quietly(name: str) -> None:
-    """Ctrl-C mid-run: status 0, no traceback (nor a KeyboardInterrupt group), the summary.
+    """Ctrl-C mid-run, on the embedded exchange in the same process, as users run it:
+    status 0, no traceback (nor a KeyboardInterrupt group), the summary.
 
-    The exchange runs here, in a thread, so that the signal reaches the example's feed only:
-    with the exchange inside the example, a Ctrl-C that lands in one of the exchange's own
-    tasks can end the feed with ConnectionClosed(1000) instead (a known race of the embedded
-    exchange), which would make this test flaky, not wrong.
+    (tests/test_ctrl_c.py interrupts at many more moments.)
     """
-    with exchange_thread(seed=1, rate=200.0) as exchange:
-        proc = subprocess.Popen(example(name, "--url", exchange.base_url),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            assert proc.stdout is not None
-            deadline = time.monotonic() + TIMEOUT
-            while "@" not in proc.stdout.readline():
-                assert time.monotonic() < deadline and proc.poll() is None
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=TIMEOUT)
-        finally:
-            proc.kill()
+    proc = subprocess.Popen(example(name), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        while "@" not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
     assert proc.returncode == 0, err
     assert err == "", err  # no traceback, no ExceptionGroup
     lines = out.splitlines()

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from trio_feed import (
@@ -34,7 +35,10 @@ async def take(feed: object, n: int) -> list[object]:
 @pytest.mark.parametrize("mode", ["inline", "channel"])
 async def test_combined_stream_gives_typed_events(mode: str) -> None:
     with trio.fail_after(10):
-        async with open_exchange(seed=3, rate=0) as exchange:
+        # The simulated clock: the 100 ms depth streams are due every few ticks, so 300
+        # events hold all four kinds however fast or slow the machine is (on the wall clock
+        # what 300 events hold depends on the machine's speed: a loaded run failed here).
+        async with open_exchange(seed=3, rate=0, clock=None) as exchange:
             async with open_feed(STREAMS, mode=mode, base_url=exchange.base_url) as feed:
                 events = await take(feed, 300)
                 stats = feed.statistics()
@@ -134,7 +138,11 @@ async def test_server_close_is_raised_not_swallowed_without_reconnect(mode: str)
 
 
 @pytest.mark.parametrize("mode", ["inline", "channel"])
-async def test_pings_are_answered_so_the_feed_stays_up(mode: str) -> None:
+async def test_pings_are_answered_so_the_feed_stays_up(
+    mode: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Virtual time: the exchange's pings, its pong deadline and the 1.2 s all run on
+    # trio's clock, and a pong answered late is missed in virtual time just the same.
     with trio.fail_after(10):
         async with open_exchange(seed=1, rate=50, ping_interval=0.05,
                                  pong_timeout=0.3) as exchange:
@@ -189,8 +197,13 @@ async def test_every_message_read_is_either_delivered_or_counted(mode: str) -> N
     assert stats.events + stats.duplicates + stats.discarded == stats.messages
 
 
-async def test_slow_consumer_cannot_silence_the_pongs() -> None:
-    """Rule 6: with the outbox full, the connection task keeps reading and answering pings."""
+async def test_slow_consumer_cannot_silence_the_pongs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Rule 6: with the outbox full, the connection task keeps reading and answering pings.
+
+    On the autojump clock, as the exchange's pings and pong deadline are.
+    """
     with trio.fail_after(15):
         async with open_exchange(seed=1, rate=200, ping_interval=0.05,
                                  pong_timeout=0.3) as exchange:
@@ -209,7 +222,9 @@ async def test_slow_consumer_cannot_silence_the_pongs() -> None:
 
 
 @pytest.mark.parametrize("mode", ["inline", "channel"])
-async def test_receive_nowait_takes_what_is_queued_and_never_waits(mode: str) -> None:
+async def test_receive_nowait_takes_what_is_queued_and_never_waits(
+    mode: str, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with open_exchange(seed=3, rate=200) as exchange:
             async with open_feed(["btcusdt@trade"], mode=mode,

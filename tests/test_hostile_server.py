@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from trio_feed import (
@@ -230,8 +231,13 @@ async def test_huge_length_is_refused_from_the_header_without_buffering(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_slowloris_frame_trips_receive_timeout(nursery: trio.Nursery, mode: str) -> None:
-    """A frame trickling one byte a second: receive_timeout (0.5 s) drops the connection."""
+async def test_slowloris_frame_trips_receive_timeout(
+    nursery: trio.Nursery, mode: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A frame trickling one byte a second: receive_timeout (0.5 s) drops the connection.
+
+    (Seconds of the autojump clock, on which the trickle and the timeout both run.)
+    """
 
     async def script(peer: ServerSide) -> None:
         await peer.accept()
@@ -331,7 +337,9 @@ async def test_handshake_fault_raises_handshake_error(
     assert info.value.status == status
 
 
-async def test_slowloris_handshake_is_bounded_by_connect_timeout(nursery: trio.Nursery) -> None:
+async def test_slowloris_handshake_is_bounded_by_connect_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     async def script(peer: ServerSide) -> None:
         await peer.read_request()
         for byte in b"HTTP/1.1 101 Switching Protocols\r\n":
@@ -494,8 +502,11 @@ PONG_BOUND = 1 / GATE_RATE + 0.5
 @pytest.mark.parametrize("mode", ["inline", "channel"])
 @pytest.mark.parametrize("ping_rate", [5, 50])
 async def test_a_ping_flood_never_slows_the_reads_and_pongs_stay_within_the_gate(
-    nursery: trio.Nursery, ping_rate: int, mode: str
+    nursery: trio.Nursery, ping_rate: int, mode: str, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # On the autojump clock every figure below is in virtual time, in which loopback I/O
+    # takes none: a lag, a late pong or a rate above the gate's is the client waiting (for a
+    # token, a task, a read), never the machine's load.
     flood_seconds = FLOOD_SECONDS[ping_rate]
     n_data = int(DATA_RATE * (flood_seconds + TAIL_SECONDS))
     n_pings = int(ping_rate * flood_seconds)

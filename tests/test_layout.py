@@ -22,6 +22,7 @@ PACKAGE = Path(trio_feed.__file__).parent
 # part -> the parts it may import (besides itself).  Read it bottom-up: each row
 # may only name rows above it.
 ALLOWED: dict[str, set[str]] = {
+    "_version": set(),
     "_errors": set(),
     "wire": {"_errors"},
     "binance": {"_errors"},
@@ -39,9 +40,10 @@ ALLOWED: dict[str, set[str]] = {
     "broker": {"_errors", "binance", "feed", "recording"},
     "bridge": {"_errors", "binance", "feed"},
     "testing": {"_errors", "_connection", "wire", "binance", "recording", "exchange", "feed"},
-    "cli": {"_errors", "_connection", "wire", "binance", "recording", "feed", "books",
+    "cli": {"_version", "_errors", "_connection", "wire", "binance", "recording", "feed", "books",
             "exchange", "broker", "rest"},
-    "__init__": {"_errors", "_connection", "_pipelines", "binance", "feed", "books", "rest"},
+    "__init__": {"_version", "_errors", "_connection", "_pipelines", "binance", "feed", "books",
+                 "rest"},
     "__main__": {"cli"},
 }
 

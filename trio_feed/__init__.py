@@ -14,12 +14,11 @@ from the socket up:
 - ``trio_feed.testing``: the same tools for your own tests.
 
 ``import trio_feed`` stays light: the order books (and httpx, which only they
-use) are imported the first time one of their names is looked up here.
+use) and the pure ``OrderBook`` are imported the first time one of their
+names is looked up here.
 """
 
 import logging as _logging
-from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
@@ -43,7 +42,8 @@ from ._errors import (
     TrioFeedError,
 )
 from ._pipelines import PipelineCounters, PipelineStatistics, run_channel, run_inline
-from .binance import Decoder, Event, OrderBook, Stream, format_event, parse_stream
+from ._version import __version__ as __version__
+from .binance import Decoder, Event, Stream, format_event, parse_stream
 from .feed import (
     AttemptLimiter,
     Feed,
@@ -54,6 +54,7 @@ from .feed import (
 )
 
 if _TYPE_CHECKING:
+    from .binance import OrderBook
     from .books import (
         DEFAULT_REST_URL,
         OrderBooks,
@@ -62,24 +63,30 @@ if _TYPE_CHECKING:
         open_order_books,
     )
 
-#: Names served by ``trio_feed.books``, imported on first use (see the module docstring).
-_LAZY_BOOKS = frozenset(
-    {"DEFAULT_REST_URL", "OrderBooks", "OrderBooksStatistics", "WeightBudget", "open_order_books"}
-)
+#: Names imported on first use (see the module docstring), and the part that serves each.
+_LAZY = {
+    "DEFAULT_REST_URL": "books",
+    "OrderBooks": "books",
+    "OrderBooksStatistics": "books",
+    "WeightBudget": "books",
+    "open_order_books": "books",
+    "OrderBook": "binance",
+}
 
 
 def __getattr__(name: str) -> _Any:
-    if name in _LAZY_BOOKS:
-        from . import books
+    part = _LAZY.get(name)
+    if part is not None:
+        from importlib import import_module
 
-        value = getattr(books, name)
+        value = getattr(import_module(f"{__name__}.{part}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'trio_feed' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY_BOOKS)
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
@@ -126,11 +133,6 @@ __all__ = [
     "run_inline",
 ]
 
-try:
-    __version__: str = _version("trio_feed")
-    """The installed distribution's version (``trio-feed --version`` prints it)."""
-except _PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
 
 # A library logs, the application decides where to: silent until configured.
 _logging.getLogger("trio_feed").addHandler(_logging.NullHandler())

@@ -40,7 +40,6 @@ Close codes follow RFC 6455 section 7.4.1; :class:`CloseCode` lives in
 from __future__ import annotations
 
 import datetime
-import email.utils
 import time
 from collections.abc import Mapping, Sequence
 
@@ -135,6 +134,8 @@ class HandshakeError(TrioFeedError):
             return max(0.0, float(value))
         except ValueError:
             pass
+        import email.utils  # an HTTP date: rare, and email costs 15 ms to import
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):

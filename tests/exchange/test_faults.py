@@ -227,7 +227,9 @@ async def test_drop_connections_ends_tcp_without_a_close_frame(abrupt: bool, tls
 async def test_a_clean_drop_delivers_everything_written(abrupt: bool) -> None:
     streams = [f"{s}@depth20@100ms" for s in ("btcusdt", "ethusdt", "bnbusdt")]
     with trio.fail_after(10):
-        async with open_exchange(rate=None) as exchange, \
+        # The simulated clock (clock=None): a 100 ms stream is due every few ticks, so the
+        # socket buffers fill in milliseconds, not in the seconds of the wall clock.
+        async with open_exchange(rate=None, clock=None) as exchange, \
                 open_connection(exchange.combined_url(streams)) as conn:
             first = loads(await conn.receive())
             # Not reading: the sender blocks once both sockets' buffers are full.

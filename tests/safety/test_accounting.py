@@ -28,7 +28,9 @@ async def test_batches_still_queued_when_the_handler_fails_are_discarded() -> No
 
 
 @pytest.mark.parametrize("mode", ["inline", "channel"])
-async def test_events_still_queued_when_the_feed_closes_are_discarded(mode: str) -> None:
+async def test_events_still_queued_when_the_feed_closes_are_discarded(
+    mode: str, autojump_clock: trio.testing.MockClock
+) -> None:
     """A consumer that leaves while the outbox is full: what it held is counted."""
     with trio.fail_after(15):
         async with open_exchange(seed=3, rate=500) as exchange:

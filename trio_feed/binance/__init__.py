@@ -1,18 +1,13 @@
 """The Binance vocabulary: stream names and URLs, typed events, decoding, limits.
 
 Nothing here knows about sockets or trio; the local exchange and the client
-both speak through this package, so they cannot disagree about a name.
+both speak through this package, so they cannot disagree about a name.  The
+pure order book (``OrderBook`` and its companions) is imported the first
+time one of its names is looked up, since a feed never needs it.
 """
 
-from ._book import (
-    BookState,
-    BookStatistics,
-    NeedSnapshot,
-    OrderBook,
-    PriceLevel,
-    Rules,
-    parse_depth_snapshot,
-)
+from typing import TYPE_CHECKING, Any
+
 from ._decode import Decoder
 from ._events import (
     AggTrade,
@@ -40,8 +35,39 @@ from ._events import (
     format_event,
 )
 from ._history import BackfilledAggTrade, BackfilledTrade
+from ._sequence import Rules
 from ._streams import KINDS, Stream, parse_stream
 from ._urls import DEFAULT_BASE_URL, combined_url, raw_url
+
+if TYPE_CHECKING:
+    from ._book import (
+        BookState,
+        BookStatistics,
+        NeedSnapshot,
+        OrderBook,
+        PriceLevel,
+        parse_depth_snapshot,
+    )
+
+#: The pure order book's names, imported on first use: a feed never needs them.
+_LAZY_BOOK = frozenset(
+    {"BookState", "BookStatistics", "NeedSnapshot", "OrderBook", "PriceLevel",
+     "parse_depth_snapshot"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_BOOK:
+        from importlib import import_module
+
+        value = getattr(import_module("._book", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trio_feed.binance' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_BOOK)
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -115,6 +115,7 @@ import attrs
 import orjson
 
 from ._events import DepthUpdate, Number, PartialDepth
+from ._sequence import Rules
 
 __all__ = [
     "BookState",
@@ -142,13 +143,6 @@ class BookState(enum.Enum):
 
 
 _LIVE = BookState.LIVE  # a module global reads faster than an enum member
-
-
-class Rules(enum.Enum):
-    """Which sequence rules to apply: spot (``U``/``u``) or USD-M futures (``pu``)."""
-
-    SPOT = "spot"
-    USDM_FUTURES = "usdm_futures"
 
 
 @attrs.frozen

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._book import Rules
+from ._sequence import Rules
 
 __all__ = ["INVALID_SYMBOL_CODE", "SPOT", "USDM_FUTURES", "Venue", "venue_for"]
 

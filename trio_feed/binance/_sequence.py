@@ -46,7 +46,9 @@ Kinds without an id (klines, tickers, average price...) have no rule here.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -54,9 +56,16 @@ import attrs
 from ._events import AggTrade, BookTicker, DepthUpdate, PartialDepth, Trade
 
 __all__ = [
-    "BROKEN", "DUPLICATE", "RESET_THRESHOLD", "RULES", "ObjectIds", "SequenceRule", "is_reset",
-    "label_of", "object_ids",
+    "BROKEN", "DUPLICATE", "RESET_THRESHOLD", "RULES", "ObjectIds", "Rules", "SequenceRule",
+    "is_reset", "label_of", "object_ids",
 ]
+
+
+class Rules(enum.Enum):
+    """Which sequence rules a market's diff depth follows: spot (``U``/``u``) or USD-M (``pu``)."""
+
+    SPOT = "spot"
+    USDM_FUTURES = "usdm_futures"
 
 #: The verdict of a check for an event at or before its stream's position.
 DUPLICATE = -1
@@ -132,24 +141,26 @@ def _check_partial_depth(last: int, e: Any) -> int:
 #: Event class -> its rule.  Classes not here have no id to order them by.
 RULES: dict[type, SequenceRule] = {
     Trade: SequenceRule(
-        "trade id", lambda e: e.trade_id, _check_trade, lambda last, e: (last + 1, e.trade_id)
+        "trade id", attrgetter("trade_id"), _check_trade, lambda last, e: (last + 1, e.trade_id)
     ),
     AggTrade: SequenceRule(
-        "aggTrade id", lambda e: e.agg_trade_id, _check_agg_trade,
+        "aggTrade id", attrgetter("agg_trade_id"), _check_agg_trade,
         lambda last, e: (last + 1, e.agg_trade_id),
     ),
     DepthUpdate: SequenceRule(
-        "update id", lambda e: e.final_update_id, _check_depth, _expected_depth
+        "update id", attrgetter("final_update_id"), _check_depth, _expected_depth
     ),
     BookTicker: SequenceRule(
-        "bookTicker update id", lambda e: e.update_id, _check_book_ticker,
+        "bookTicker update id", attrgetter("update_id"), _check_book_ticker,
         lambda last, e: (last + 1, e.update_id), consecutive=False,
     ),
     PartialDepth: SequenceRule(
-        "lastUpdateId", lambda e: e.last_update_id, _check_partial_depth,
+        "lastUpdateId", attrgetter("last_update_id"), _check_partial_depth,
         lambda last, e: (last + 1, e.last_update_id), consecutive=False,
     ),
 }
+# (Positions are ``operator.attrgetter``s: a C call, cheaper on the feed's hot path
+# than a lambda.)
 
 
 def is_reset(last: int, event: Any, previous: Any = None) -> bool:

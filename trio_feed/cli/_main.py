@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import logging
 import os
 import signal
@@ -43,6 +42,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from .._version import __version__
 from ._broker import add_from_redis, add_publish
 from ._commands import LIVE_BASE_URL, add_record, add_replay, add_stats, add_stream
 from ._errors import describe, leaves
@@ -74,10 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Binance market-data streams on Trio: watch, record, replay, summarise.",
     )
-    # The distribution's metadata, as trio_feed.__version__ reads it (cli/ may not import the
-    # package's __init__).
-    parser.add_argument("--version", action="version",
-                        version=f"%(prog)s {importlib.metadata.version('trio_feed')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_global_options(parser, False)
     # The same options after the command name ("trio-feed stream ... --debug"),
     # without overriding what was given before it.

@@ -103,5 +103,10 @@ class HookedWebSocket(WebSocketConnection):
 
 async def receive_request(nursery: trio.Nursery, ws: HookedWebSocket) -> WebSocketRequest:
     """Start ``ws``'s reader in ``nursery`` and wait for the client's upgrade request."""
-    nursery.start_soon(ws._reader_task)
+    nursery.start_soon(_read, ws)
     return await ws._get_request()
+
+
+@trio.lowlevel.enable_ki_protection  # the reader task's root: Ctrl-C never lands in it (EXC3)
+async def _read(ws: HookedWebSocket) -> None:
+    await ws._reader_task()

@@ -217,6 +217,7 @@ class ReplayServer:
 
     # -- serving ----------------------------------------------------------------
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3 in _server)
     async def _handle(self, stream: trio.abc.Stream) -> None:
         try:
             async with trio.open_nursery() as nursery:
@@ -307,6 +308,7 @@ class ReplayServer:
                 nursery.start_soon(ws.aclose, 1001, "replay server shutting down")
 
 
+@trio.lowlevel.enable_ki_protection  # a task's root (EXC3 in _server)
 async def _drain(ws: WebSocketConnection, left: trio.Event) -> None:
     """Read and ignore client messages, so trio-websocket keeps processing control frames."""
     try:

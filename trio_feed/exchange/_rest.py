@@ -341,6 +341,7 @@ class RestEndpoint:
 
     # -- HTTP -----------------------------------------------------------------------
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host`` (port chosen by the OS) and serve until cancelled."""
         async with trio.open_nursery() as nursery:
@@ -349,6 +350,7 @@ class RestEndpoint:
             self.port = listeners[0].socket.getsockname()[1]
             task_status.started(self.port)
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_BYTES)
         async with stream:

@@ -31,6 +31,21 @@ EXC1: no task outlives its connection, and none outlives the exchange:
     period) and then cancels the exchange's nursery, which holds the
     listeners, the connections and the shared market's ticker.
 
+EXC3: Ctrl-C never lands in the exchange.  Trio raises ``KeyboardInterrupt``
+    in whichever task is running when SIGINT arrives, unless that code is
+    KI-protected, in which case it is delivered to the main task at its next
+    checkpoint.  Run in the same process as a client (the examples, the CLI,
+    the README's snippet), an exchange task that took the interrupt would end
+    its connection as if the stream were over (Close 1000, the client's
+    ``ConnectionClosed(1000)``) before the interrupt cancelled the client, so
+    Ctrl-C would end the program with an error instead of quietly.  Every
+    task the exchange starts therefore begins in a function marked with
+    ``trio.lowlevel.enable_ki_protection`` (``_serve``, the reader started by
+    ``_hooks.receive_request``, the session's and the shared market's tasks,
+    the REST server's, the replay server's), so the interrupt reaches the
+    client's code, which ends before the exchange closes anything.
+    ``tests/test_ctrl_c.py`` sends real SIGINTs at many moments.
+
 Markets.  By default each connection gets its *own* ``Market(seed)``, replayed
 from tick 0, and the market only advances while the connection has at least
 one subscription.  Its events are stamped with the wall clock and its ids
@@ -454,6 +469,7 @@ class LocalExchange:
         for connection in connections:
             await connection.finished.wait()
 
+    @trio.lowlevel.enable_ki_protection  # EXC3; covers _handle and the session's receiver
     async def _serve(self, stream: trio.abc.Stream) -> None:
         """One TCP connection, from the upgrade request to the end."""
         traffic = ClientTraffic(self._counters, self.max_client_messages_per_second,

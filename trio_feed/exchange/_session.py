@@ -197,6 +197,7 @@ class Session:
             self.ws.close_written.set()
             self.finished.set()
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def _run_output(self) -> None:
         exchange = self.exchange
         async with trio.open_nursery() as output:
@@ -237,6 +238,7 @@ class Session:
         except RuntimeError:
             pass  # the nursery has just closed: the connection is over anyway
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def _close(self, code: int, reason: str, grace: float) -> None:
         with trio.move_on_after(grace):
             await self.ws.aclose(code, reason)
@@ -269,6 +271,7 @@ class Session:
         else:
             self._spawn(self._linger)
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def _linger(self) -> None:
         # Keep reading until the client closes its side, so that its last
         # messages (pongs, say) do not turn our close into an RST.
@@ -305,6 +308,7 @@ class Session:
             return envelope(stream.name, raw).decode()
         return raw.decode()
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def send_data(self) -> None:
         """The per-connection market's sender: step, then send what the subscriptions emit."""
         exchange = self.exchange
@@ -406,6 +410,7 @@ class Session:
         if counted:
             self._count_sent()
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def write(self) -> None:
         """Drain the outgoing queue, in order, while sending is not paused."""
         outbox, subs, ws = self.outbox, self.subs, self.ws
@@ -428,6 +433,7 @@ class Session:
             if counted:
                 self._count_sent()
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def send_shutdown_notice(self) -> None:
         if self.closing is not None:
             return
@@ -440,6 +446,7 @@ class Session:
 
     # -- timers -------------------------------------------------------------------
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def keep_alive(self) -> None:
         exchange = self.exchange
         interval = exchange.ping_interval
@@ -463,6 +470,7 @@ class Session:
                 return
             deadline = max(deadline, trio.current_time() - interval)
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def expire(self) -> None:
         lifetime = self.exchange.max_lifetime
         assert lifetime is not None

@@ -67,6 +67,7 @@ class SharedMarket:
                 del self._subscribers[name]
                 del self._streams[name]
 
+    @trio.lowlevel.enable_ki_protection  # a task's root (EXC3)
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         period = 1.0 / self.rate
         deadline = trio.current_time()

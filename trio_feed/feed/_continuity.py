@@ -44,7 +44,7 @@ S9, continued: a sequence that restarts is a reset, not a run of duplicates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -78,6 +78,8 @@ class _State:
     gaps: int = 0
     missing: int = 0
     resets: int = 0
+    #: This stream's ``[messages, bytes]`` entry of the ``per_stream`` table.
+    counts: list[int] = attrs.Factory(lambda: [0, 0])
 
 
 #: event class -> (check, position) of its sequence rule (``trio_feed.binance._sequence``).
@@ -89,8 +91,10 @@ _RULES: dict[type, tuple[Callable[[int, Any], int], Callable[[Any], int]]] = {
 class Continuity:
     """Duplicate filter, gap counter and reset detector for every stream of a feed."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_stream: dict[str | None, list[int]] | None = None) -> None:
         self._streams: dict[str | None, _State] = {}
+        #: stream name -> [messages, bytes], counted by ``accept_batch`` when given sizes.
+        self._per_stream: dict[str | None, list[int]] = {} if per_stream is None else per_stream
         #: Duplicates dropped, all streams.
         self.duplicates = 0
         #: Ids skipped, all streams with consecutive ids.
@@ -102,30 +106,70 @@ class Continuity:
 
     def accept(self, event: Event) -> bool:
         """``True`` to hand ``event`` out, ``False`` for a duplicate (counted)."""
-        state = self._streams.get(event.stream)
-        if state is None:
-            state = self._streams[event.stream] = _State()
-        rule = _RULES.get(event.__class__)
-        if rule is not None:
+        kept: list[Event] = []
+        self.accept_batch((event,), kept.append)
+        return bool(kept)
+
+    def accept_batch(
+        self,
+        events: Iterable[Event],
+        keep: Callable[[Event], object],
+        sizes: Iterable[int] | None = None,
+    ) -> None:
+        """Pass ``events`` in order: ``keep(event)`` for each one to hand out.
+
+        Duplicates are counted and not kept.  With ``sizes`` (each event's
+        payload size, in order), each stream's messages and bytes are counted
+        too, in the ``per_stream`` table given to the constructor, so the
+        feed's hot path walks its events once.
+        """
+        states = self._streams
+        rules = _RULES
+        source = self.source
+        per_stream = self._per_stream
+        # (``sizes`` may run on past the events: a batch cut short by a payload that failed.)
+        pairs = zip(events, sizes, strict=False) if sizes is not None else ((e, 0) for e in events)
+        for event, size in pairs:
+            name = event.stream
+            state = states.get(name)
+            if state is None:
+                state = states[name] = _State()
+                state.counts = per_stream.setdefault(name, [0, 0])
+            if sizes is not None:
+                counts = state.counts
+                counts[0] += 1
+                counts[1] += size
+            rule = rules.get(event.__class__)
+            if rule is None:
+                if self._by_time(state, event):
+                    keep(event)
+                continue
             last = state.position
             if last is not None:
                 verdict = rule[0](last, event)
-                if verdict:
-                    if verdict == DUPLICATE:
-                        if (state.source is self.source
-                                or not is_reset(last, event, state.event)):
-                            return self._duplicate(state)
-                        self._reset(state, last, event)
-                    elif verdict == BROKEN:
-                        state.gaps += 1
-                    else:
-                        state.gaps += 1
-                        state.missing += verdict
-                        self.missing += verdict
+                if verdict and not self._follows(state, last, event, verdict):
+                    continue
             state.position = rule[1](event)
             state.event = event
-            state.source = self.source
-            return True
+            state.source = source
+            keep(event)
+
+    def _follows(self, state: _State, last: int, event: Event, verdict: int) -> bool:
+        """An id-ordered event that does not follow on: ``False`` for a duplicate (counted)."""
+        if verdict == DUPLICATE:
+            if state.source is self.source or not is_reset(last, event, state.event):
+                return self._duplicate(state)
+            self._reset(state, last, event)
+        elif verdict == BROKEN:
+            state.gaps += 1
+        else:
+            state.gaps += 1
+            state.missing += verdict
+            self.missing += verdict
+        return True
+
+    def _by_time(self, state: _State, event: Event) -> bool:
+        """Order an event without an id by its time: ``False`` for a duplicate (counted)."""
         when = getattr(event, "event_time", None)
         if when is None:
             return True  # nothing to order it by: array streams, control replies

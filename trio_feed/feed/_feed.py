@@ -119,7 +119,7 @@ class Feed:
         self.decoder = Decoder(streams, decimals=options.decimals)
         self.attempt_limiter = attempt_limiter
         self.counters = FeedCounters()
-        self.continuity = Continuity()
+        self.continuity = Continuity(self.counters.per_stream)
         key = _stream_of_event if options.mode == "inline" else _stream_of_payload
         self.outbox = Outbox(policy=options.policy, max_queued=options.max_queued,
                              max_backlog_bytes=options.max_backlog_bytes, key=key)
@@ -130,11 +130,13 @@ class Feed:
                                    note_lag=self.note_lag)
         self.shards: list[Shard] = []
         self._pending: deque[Event] = deque()
+        #: Events put in ``_pending`` so far: handed out = this minus what is still pending
+        #: (counted per batch, not per event).
+        self._accepted = 0
         #: The back-fill (``_backfill.py``), when on: it is then the pending queue too.
         self.backfill: BackfillQueue | None = None
         if backfill is not None:
             self.backfill = self._pending = BackfillQueue(backfill, self.outbox)
-        self._events = 0
         self._lagging = False
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
@@ -196,6 +198,7 @@ class Feed:
     def _discard_queued(self) -> None:
         """Close the outbox; count what it and the consumer's pending events still held."""
         self.counters.discarded += self.outbox.close() + len(self._pending)
+        self._accepted -= len(self._pending)  # never handed out
         self._pending.clear()
         if self.backfill is not None:
             self.counters.discarded += self.backfill.close()  # the events it held
@@ -294,10 +297,11 @@ class Feed:
 
     async def __anext__(self) -> Event:
         pending = self._pending
+        if pending:  # the hot path: no checkpoint per event (see docs/performance.md)
+            return pending.popleft()
         while not pending:
             batch, received = await self.outbox.take()
             self._accept(batch, received)
-        self._events += 1
         return pending.popleft()
 
     async def receive(self) -> Event:
@@ -314,43 +318,61 @@ class Feed:
         while not pending:
             batch, received = self.outbox.take_nowait()
             self._accept(batch, received)
-        self._events += 1
         return pending.popleft()
 
     def _accept(self, batch: list[Any], received: float) -> None:
-        if batch.__class__ is Refill:  # back-filled events: no decoding, no continuity
-            self._pending.release(batch)  # type: ignore[attr-defined]
-            return
+        """Turn one batch into handed-out events: per-batch work, one walk per event.
+
+        In channel mode the batch holds payloads: they are decoded in one
+        call (:meth:`Decoder.decode_batch`), then continuity (S9) and the
+        per-stream counts take one pass over the events together.  In
+        inline mode the connection task decoded and counted them already.
+        """
         continuity = self.continuity
         # Which connection read the batch (continuity's reset rule, S9), once per batch.
         continuity.source = batch.source if batch.__class__ is Batch else None
-        accept = continuity.accept
-        append = self._pending.append
+        pending = self._pending
+        before = len(pending)
+        try:
+            if batch.__class__ is Refill:  # the back-fill's own batch (_backfill.py): no decoding
+                pending.release(batch)  # type: ignore[attr-defined]
+            else:
+                self._accept_into(batch, received, continuity, pending.append)
+        finally:
+            self._accepted += len(pending) - before
+
+    def _accept_into(
+        self, batch: list[Any], received: float, continuity: Continuity,
+        keep: Callable[[Event], object],
+    ) -> None:
         if self.mode == "inline":
-            for event in batch:
-                if accept(event):
-                    append(event)
+            continuity.accept_batch(batch, keep)
+            return
+        events: list[Event] = []
+        started = time.perf_counter()
+        skipped: list[int] | None = None
+        rest: Any = batch
+        while True:
+            try:
+                self.decoder.decode_batch(rest, events)
+                break
+            except Exception as exc:
+                index = len(events) + (len(skipped) if skipped else 0)
+                if not self._undecodable(batch, index, exc):
+                    break
+                skipped = [*(skipped or ()), index]
+                rest = batch[index + 1 :]
+        if not events:
             return
         counters = self.counters
-        decode = self.decoder.decode
-        count_stream = counters.count_stream
-        events = []
-        started = time.perf_counter()
-        for index, payload in enumerate(batch):
-            try:
-                event = decode(payload)
-            except Exception as exc:
-                if self._undecodable(batch, index, exc):
-                    continue
-                break
-            count_stream(event.stream, len(payload))
-            events.append(event)
-        if events:
-            counters.parse.add((time.perf_counter() - started) * 1e6 / len(events))
-            self.note_lag(events, received)
-        for event in events:
-            if accept(event):
-                append(event)
+        counters.parse.add((time.perf_counter() - started) * 1e6 / len(events))
+        self.note_lag(events, received)
+        if skipped is None:
+            sizes = map(len, batch)  # zip stops at the last event, before a failure
+        else:
+            gone = set(skipped)
+            sizes = map(len, [p for i, p in enumerate(batch) if i not in gone])
+        continuity.accept_batch(events, keep, sizes)
 
     def _undecodable(self, batch: list[Any], index: int, exc: Exception) -> bool:
         """Count ``batch[index]``, which did not decode; ``True`` to go on with the batch.
@@ -423,7 +445,7 @@ class Feed:
             streams=c.stream_statistics(continuity),
             copies=c.copies,
             control=c.control,
-            events=self._events,
+            events=self._accepted - len(self._pending),
             duplicates=self.continuity.duplicates,
             missing=missing,
             dropped=out.dropped,

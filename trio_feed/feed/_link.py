@@ -55,6 +55,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from itertools import repeat
 from typing import Any, Protocol
 
 import orjson
@@ -329,6 +330,11 @@ def stream_named_in(head: bytes) -> str | None:
     if end < 0:
         return None
     return head[start:end].decode("utf-8", "replace")
+
+
+#: How every combined-stream data payload starts, and the one notice that is not data.
+_DATA_HEAD = b'{"stream":"'
+_SHUTDOWN_HEAD = b'{"stream":"!serverShutdown'
 
 
 def _is_data(payload: bytes) -> bool:
@@ -636,6 +642,15 @@ class Link:
                     else:
                         # Owned copies, no view lent (S2, S3).
                         payloads = parser.copy_messages()
+                        if (all(map(bytes.isascii, payloads))
+                                and all(map(bytes.startswith, payloads, repeat(_DATA_HEAD)))
+                                and not any(map(bytes.startswith, payloads,
+                                                repeat(_SHUTDOWN_HEAD)))):
+                            # The usual chunk, checked in three C-level passes: every
+                            # payload ASCII (so UTF-8) and a combined-stream data message.
+                            batch.extend(payloads)
+                            nbytes = sum(map(len, payloads))
+                            payloads = []
                         for index, payload in enumerate(payloads):
                             if not payload.isascii() and not _is_utf8(payload):
                                 # orjson would refuse it in the consumer's task, too late to
