@@ -84,10 +84,16 @@ def tf_inline(
     url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *,
     validate_utf8: bool | None = False,
 ) -> Outcome:
-    """``run_inline``: the handler borrows each payload as a view of the receive buffer."""
-    from trio_feed import ConnectionClosed, run_inline
+    """``run_inline``: the handler borrows each payload as a view of the receive buffer.
+
+    With ``validate_utf8=None`` (the defaults row) the sink itself is the
+    handler, as in ``run_inline(conn, orjson.loads)``, and the pipeline's
+    own counters count the messages.
+    """
+    from trio_feed import ConnectionClosed, PipelineCounters, run_inline
 
     count = 0
+    counters = PipelineCounters()
 
     def handler(view: memoryview) -> None:
         nonlocal count
@@ -99,10 +105,13 @@ def tf_inline(
             clock = Stopwatch()
             await conn.send(GO)
             try:
-                await run_inline(conn, handler)
+                if validate_utf8 is None:
+                    await run_inline(conn, sink, counters=counters)
+                else:
+                    await run_inline(conn, handler)
             except ConnectionClosed:
                 pass
-            return clock.outcome(count)
+            return clock.outcome(counters.delivered if validate_utf8 is None else count)
 
     return trio.run(main)
 
@@ -111,10 +120,14 @@ def tf_channel(
     url: str, n: int, ctx: ssl.SSLContext | None, sink: Sink, *,
     validate_utf8: bool | None = False,
 ) -> Outcome:
-    """``run_channel``: owned copies, one batch per receive chunk, parsed in a second task."""
-    from trio_feed import ConnectionClosed, run_channel
+    """``run_channel``: owned copies, one batch per receive chunk, parsed in a second task.
+
+    With ``validate_utf8=None`` the sink is the handler, as in ``tf_inline``.
+    """
+    from trio_feed import ConnectionClosed, PipelineCounters, run_channel
 
     count = 0
+    counters = PipelineCounters()
 
     def handler(payload: bytes) -> None:
         nonlocal count
@@ -126,10 +139,13 @@ def tf_channel(
             clock = Stopwatch()
             await conn.send(GO)
             try:
-                await run_channel(conn, handler)
+                if validate_utf8 is None:
+                    await run_channel(conn, sink, counters=counters)
+                else:
+                    await run_channel(conn, handler)
             except ConnectionClosed:
                 pass
-            return clock.outcome(count)
+            return clock.outcome(counters.delivered if validate_utf8 is None else count)
 
     return trio.run(main)
 

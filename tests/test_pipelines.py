@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -448,6 +449,83 @@ async def test_invalid_utf8_closes_1007_after_delivering_and_counting_what_prece
     assert conn.statistics().messages_received == len(before)
     assert frames[-1][0] == Opcode.CLOSE and frames[-1][1][:2] == (1007).to_bytes(2, "big")
     assert conn.closed is not None and conn.closed.code == 1007
+
+
+# -- orjson validates UTF-8 itself: run_inline trusts it, and still closes with 1007 ---------
+
+NOT_UTF8 = {
+    "stray byte": b'{"a":"ok \xff"}',
+    "truncated sequence": b'[1,"\xe2\x82"]',
+    "overlong form": b'"\xc0\xaf"',
+    "surrogate": b'"\xed\xa0\x80"',
+    "above U+10FFFF": b'"\xf4\x90\x80\x80"',
+}
+
+
+@pytest.mark.parametrize("payload", NOT_UTF8.values(), ids=list(NOT_UTF8))
+def test_orjson_refuses_every_form_of_invalid_utf8(payload: bytes) -> None:
+    """What lets run_inline skip the frame parser's check for orjson.loads."""
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(payload)
+
+
+JSON_UTF8_FAULTS = {
+    "one frame": server_frame(Opcode.TEXT, b'"ok \xff"'),
+    "across fragments": server_frame(Opcode.TEXT, b'"ok \xf4', fin=False)
+    + server_frame(Opcode.CONTINUATION, b'\x90\x80\x80"'),
+    "64-bit length": server_frame(Opcode.TEXT, b'"' + b"a" * 70000 + b'\xc3("'),
+}
+
+
+@pytest.mark.parametrize("fault", JSON_UTF8_FAULTS)
+async def test_inline_orjson_validates_once_and_still_closes_1007(fault: str) -> None:
+    """run_inline(conn, orjson.loads): no check before the handler, the same 1007 after."""
+    conn, server = socket_connection(receive_size=256 * 1024)
+    before = [b'{"m":%d}' % i for i in range(5)]
+    data = (b"".join(server_frame(Opcode.TEXT, m) for m in before) + JSON_UTF8_FAULTS[fault]
+            + server_frame(Opcode.TEXT, b'"never"'))
+    got: list[object] = []
+    counters = PipelineCounters()
+    frames: list[tuple[int, bytes]] = []
+    lent: list[memoryview] = []
+
+    def handler(view: memoryview) -> None:
+        lent.append(view)  # kept only to look at after the run: released by then
+        got.append(orjson.loads(view))
+
+    async def serve() -> None:
+        await server.send_all(data)
+        peer = ServerSide(server)
+        while (frame := await peer.read_frame()) is not None:
+            frames.append(frame)
+            if frame[0] == Opcode.CLOSE:
+                break
+        await server.aclose()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            with pytest.raises(ProtocolError) as info:
+                await run_inline(conn, handler, counters=counters, trust_handler_utf8=True)
+    assert type(info.value) is ProtocolError and info.value.close_code == 1007
+    assert got == [{"m": i} for i in range(5)]
+    # The bad message was lent to the handler (that is the point: one check, orjson's),
+    # and it is counted as delivered; nothing after it was.
+    assert counters.delivered == len(before) + 1
+    assert len(lent) == len(before) + 1
+    assert frames[-1][0] == Opcode.CLOSE and frames[-1][1][:2] == (1007).to_bytes(2, "big")
+    assert conn.closed is not None and conn.closed.code == 1007
+
+
+async def test_inline_trusts_only_orjson_loads_by_default() -> None:
+    """The frame parser's check stays on for any other handler; orjson.loads skips it."""
+    for handler, trusted in ((orjson.loads, True), (lambda view: None, False)):
+        conn, server = socket_connection(receive_size=4096)
+        await server.send_all(server_frame(Opcode.TEXT, b"[1]") + CLOSE_1000)
+        with trio.fail_after(5), pytest.raises(ConnectionClosed):
+            await run_inline(conn, handler)
+        assert conn.parser._recheck_utf8 is trusted
+        await server.aclose()
 
 
 # -- a slow consumer: the reader keeps reading, within bounds, and says so -----------------

@@ -39,7 +39,6 @@ Close codes follow RFC 6455 section 7.4.1; :class:`CloseCode` lives in
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Mapping, Sequence
 
@@ -134,6 +133,7 @@ class HandshakeError(TrioFeedError):
             return max(0.0, float(value))
         except ValueError:
             pass
+        import datetime
         import email.utils  # an HTTP date: rare, and email costs 15 ms to import
 
         try:

@@ -77,6 +77,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 import attrs
+import orjson
 import trio
 
 from ._connection import Connection
@@ -137,11 +138,22 @@ class PipelineCounters:
         )
 
 
+def handler_checks_utf8(handler: Callable[..., object]) -> bool:
+    """Whether ``handler`` is known to raise on every payload that is not UTF-8.
+
+    Only ``orjson.loads`` is: it validates its whole input before parsing
+    (``tests/test_pipelines.py`` holds it to that, for overlong forms,
+    surrogates, truncated sequences and stray bytes).
+    """
+    return handler is orjson.loads
+
+
 async def run_inline(
     conn: Connection,
     handler: Callable[[memoryview], object],
     *,
     counters: PipelineCounters | None = None,
+    trust_handler_utf8: bool | None = None,
 ) -> NoReturn:
     """Call ``handler(view)`` for each message, with the view lent from the receive buffer.
 
@@ -155,10 +167,24 @@ async def run_inline(
     :class:`~trio_feed.ConnectionClosed`; until the caller cancels it; or until
     ``handler`` raises, which propagates unchanged.  Pongs are sent by an
     ``answer_pings`` task beside the reads (S6).
+
+    UTF-8: a text message that is not UTF-8 fails the connection with
+    close code 1007 and raises :class:`~trio_feed.ProtocolError`.  By default
+    the frame parser checks each text message before the handler sees it,
+    unless the handler is ``orjson.loads``, which validates its input
+    itself: then a message is checked only if the handler raised on it
+    (:meth:`~trio_feed.wire.FrameParser.trust_handler_utf8`), so valid
+    traffic is validated once, not twice.  ``trust_handler_utf8=True``
+    claims the same of another handler (it must raise on invalid UTF-8);
+    ``False`` keeps the frame parser's check whatever the handler.
     """
     _require_sync(handler)
     if counters is None:
         counters = PipelineCounters()
+    if trust_handler_utf8 is None:
+        trust_handler_utf8 = handler_checks_utf8(handler)
+    if trust_handler_utf8:
+        conn.parser.trust_handler_utf8()
     try:
         async with trio.open_nursery() as nursery:
             if not conn.answering_pings:

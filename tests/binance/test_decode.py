@@ -332,6 +332,45 @@ def test_hot_path_agrees_with_decode_object() -> None:
         assert decoder.decode(payload) == decoder.decode_object(orjson.loads(payload))
 
 
+HOT_AND_ODD = [
+    dumps(TRADE), envelope("bnbbtc@trade", TRADE), dumps(WINDOW),
+    envelope("x@bookTicker", BOOK_TICKER), envelope("x@depth20", PARTIAL),
+    envelope("x@trade", BOOK_TICKER), dumps(BOOK_TICKER), b'{"result":null,"id":1}',
+    b"[1,2]", envelope("x@trade", {**TRADE, "p": 5}),
+]
+
+
+@pytest.mark.parametrize("decimals", [False, True])
+def test_decode_batch_agrees_with_decode(decimals: bool) -> None:
+    """The feed's batch path gives what decode gives, payload by payload, in order."""
+    payloads = HOT_AND_ODD * 3
+    decoder = Decoder(["bnbbtc@trade"], decimals=decimals)
+    expected = []
+    for payload in payloads:
+        try:
+            expected.append(decoder.decode(payload))
+        except DecodeError:
+            break  # decimals=True refuses the number price: the batch stops there too
+    events: list[object] = []
+    if len(expected) == len(payloads):
+        decoder.decode_batch(payloads, events)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(DecodeError, match="expected a decimal string"):
+            decoder.decode_batch(payloads, events)  # type: ignore[arg-type]
+    assert events == expected
+
+
+@pytest.mark.parametrize("bad", [b"not json", envelope("x@trade", {"e": "trade"})])
+def test_decode_batch_raises_at_the_failing_payload_with_the_ones_before_it(bad: bytes) -> None:
+    decoder = Decoder()
+    good = [dumps(TRADE), envelope("x@bookTicker", BOOK_TICKER)]
+    events: list[object] = []
+    with pytest.raises(DecodeError) as info:
+        decoder.decode_batch([*good, bad, dumps(TRADE)], events)  # type: ignore[list-item]
+    assert events == [decoder.decode(p) for p in good]  # len(events): the failing index
+    assert info.value.payload == bad[:200]
+
+
 def test_accepts_bytearray_and_memoryview() -> None:
     decoder = Decoder()
     payload = dumps(TRADE)

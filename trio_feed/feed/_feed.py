@@ -86,6 +86,7 @@ from ._link import is_fatal, stream_named_in
 from ._outbox import (
     DEFAULT_MAX_BACKLOG_BYTES,
     DEFAULT_MAX_QUEUED,
+    EVENTS_AT_ONCE,
     Batch,
     Outbox,
     SlowConsumerPolicy,
@@ -133,6 +134,9 @@ class Feed:
         #: Events put in ``_pending`` so far: handed out = this minus what is still pending
         #: (counted per batch, not per event).
         self._accepted = 0
+        #: Channel mode: the batch being decoded, the index of its next payload, when it
+        #: was read and by which connection (see ``_decode_some``).
+        self._undecoded: tuple[list[Any], int, float, object] | None = None
         #: The back-fill (``_backfill.py``), when on: it is then the pending queue too.
         self.backfill: BackfillQueue | None = None
         if backfill is not None:
@@ -200,6 +204,10 @@ class Feed:
         self.counters.discarded += self.outbox.close() + len(self._pending)
         self._accepted -= len(self._pending)  # never handed out
         self._pending.clear()
+        if self._undecoded is not None:  # read, never decoded
+            batch, offset, _, _ = self._undecoded
+            self.counters.discarded += len(batch) - offset
+            self._undecoded = None
         if self.backfill is not None:
             self.counters.discarded += self.backfill.close()  # the events it held
 
@@ -300,6 +308,9 @@ class Feed:
         if pending:  # the hot path: no checkpoint per event (see docs/performance.md)
             return pending.popleft()
         while not pending:
+            if self._undecoded is not None:
+                self._decode_some()
+                continue
             batch, received = await self.outbox.take()
             self._accept(batch, received)
         return pending.popleft()
@@ -316,63 +327,94 @@ class Feed:
         """
         pending = self._pending
         while not pending:
+            if self._undecoded is not None:
+                self._decode_some()
+                continue
             batch, received = self.outbox.take_nowait()
             self._accept(batch, received)
         return pending.popleft()
 
     def _accept(self, batch: list[Any], received: float) -> None:
-        """Turn one batch into handed-out events: per-batch work, one walk per event.
+        """Take one batch from the outbox: its events, or its payloads to decode.
 
-        In channel mode the batch holds payloads: they are decoded in one
-        call (:meth:`Decoder.decode_batch`), then continuity (S9) and the
-        per-stream counts take one pass over the events together.  In
-        inline mode the connection task decoded and counted them already.
+        In inline mode the connection task decoded and counted the events
+        already: they pass continuity (S9) at once.  In channel mode the
+        batch holds payloads, decoded :data:`EVENTS_AT_ONCE` at a time as the
+        consumer asks for events (:meth:`_decode_some`).
         """
-        continuity = self.continuity
+        if batch.__class__ is Refill:  # the back-fill's own batch (_backfill.py): no decoding
+            return self._release(batch)
         # Which connection read the batch (continuity's reset rule, S9), once per batch.
-        continuity.source = batch.source if batch.__class__ is Batch else None
-        pending = self._pending
-        before = len(pending)
-        try:
-            if batch.__class__ is Refill:  # the back-fill's own batch (_backfill.py): no decoding
-                pending.release(batch)  # type: ignore[attr-defined]
-            else:
-                self._accept_into(batch, received, continuity, pending.append)
-        finally:
-            self._accepted += len(pending) - before
-
-    def _accept_into(
-        self, batch: list[Any], received: float, continuity: Continuity,
-        keep: Callable[[Event], object],
-    ) -> None:
+        source = batch.source if batch.__class__ is Batch else None
         if self.mode == "inline":
-            continuity.accept_batch(batch, keep)
+            self.continuity.source = source
+            pending = self._pending
+            before = len(pending)
+            try:
+                self.continuity.accept_batch(batch, pending.append)
+            finally:
+                self._accepted += len(pending) - before
             return
+        self._undecoded = (batch, 0, received, source)
+        self._decode_some()
+
+    def _decode_some(self) -> None:
+        """Decode the next :data:`EVENTS_AT_ONCE` payloads of the batch in hand into events.
+
+        A chunk at a time, not the whole receive chunk at once: a thousand
+        decoded events alive together cost the garbage collector more than
+        decoding them (docs/performance.md), while payloads, plain ``bytes``,
+        cost it nothing.  Each chunk is decoded in one call
+        (:meth:`Decoder.decode_batch`), then continuity (S9) and the
+        per-stream counts take one pass over its events together.
+        """
+        assert self._undecoded is not None
+        batch, offset, received, source = self._undecoded
+        end = offset + EVENTS_AT_ONCE
+        chunk = batch if offset == 0 and end >= len(batch) else batch[offset:end]
+        self._undecoded = (batch, end, received, source) if end < len(batch) else None
+        continuity = self.continuity
+        continuity.source = source
         events: list[Event] = []
         started = time.perf_counter()
-        skipped: list[int] | None = None
-        rest: Any = batch
+        skipped: list[int] | None = None  # indices in ``chunk`` skipped as undecodable
+        rest: Any = chunk
         while True:
             try:
                 self.decoder.decode_batch(rest, events)
                 break
             except Exception as exc:
                 index = len(events) + (len(skipped) if skipped else 0)
-                if not self._undecodable(batch, index, exc):
+                if not self._undecodable(batch, offset + index, exc):
+                    self._undecoded = None  # the rest of the batch is counted discarded
                     break
                 skipped = [*(skipped or ()), index]
-                rest = batch[index + 1 :]
+                rest = chunk[index + 1 :]
         if not events:
             return
         counters = self.counters
         counters.parse.add((time.perf_counter() - started) * 1e6 / len(events))
         self.note_lag(events, received)
         if skipped is None:
-            sizes = map(len, batch)  # zip stops at the last event, before a failure
+            sizes = map(len, chunk)  # zip stops at the last event, before a failure
         else:
             gone = set(skipped)
-            sizes = map(len, [p for i, p in enumerate(batch) if i not in gone])
-        continuity.accept_batch(events, keep, sizes)
+            sizes = map(len, [p for i, p in enumerate(chunk) if i not in gone])
+        pending = self._pending
+        before = len(pending)
+        try:
+            continuity.accept_batch(events, pending.append, sizes)
+        finally:
+            self._accepted += len(pending) - before
+
+    def _release(self, batch: Refill) -> None:
+        """A batch of the back-fill's: its queue hands it out (``_backfill.py``), counted."""
+        pending = self._pending
+        before = len(pending)
+        try:
+            pending.release(batch)  # type: ignore[attr-defined]
+        finally:
+            self._accepted += len(pending) - before
 
     def _undecodable(self, batch: list[Any], index: int, exc: Exception) -> bool:
         """Count ``batch[index]``, which did not decode; ``True`` to go on with the batch.
@@ -418,6 +460,12 @@ class Feed:
             else:
                 logger.info("exchange lag back to %.0f ms", sample)
 
+    def _undecoded_count(self) -> int:
+        if self._undecoded is None:
+            return 0
+        batch, offset, _, _ = self._undecoded
+        return len(batch) - offset
+
     # -- statistics --------------------------------------------------------------
 
     def statistics(self) -> FeedStatistics:
@@ -454,7 +502,8 @@ class Feed:
             resets=self.continuity.resets,
             skipped=sum(c.skipped.values()),
             skipped_payloads=tuple(c.skipped_payloads),
-            queued=out.queued + len(self._pending) + (bf.held() if bf is not None else 0),
+            queued=(out.queued + len(self._pending) + self._undecoded_count()
+                    + (bf.held() if bf is not None else 0)),
             peak_queued=out.peak_queued,
             max_queued=out.max_queued,
             stalls=out.stalls,

@@ -87,7 +87,7 @@ from ..binance import (
 )
 from ._backoff import Backoff
 from ._context import FeedContext
-from ._outbox import Batch
+from ._outbox import EVENTS_AT_ONCE, Batch
 from ._statistics import SKIPPED_PREFIX
 from ._subscriptions import Requests
 from ._token_bucket import TokenBucket
@@ -610,6 +610,8 @@ class Link:
                     self._on_pongs(parser.pongs)
                 batch = Batch(self)
                 append = batch.append
+                #: Inline mode: the chunk holds more messages than were decoded this turn.
+                more = False
                 nbytes = 0
                 #: A payload that ends the connection (bad UTF-8) or the feed (DecodeError).
                 failure: Exception | None = None
@@ -639,6 +641,9 @@ class Link:
                                 append(event)
                                 nbytes += size
                                 count_stream(event.stream, size)
+                                if len(batch) >= EVENTS_AT_ONCE:
+                                    more = True  # hand these over before decoding more
+                                    break
                     else:
                         # Owned copies, no view lent (S2, S3).
                         payloads = parser.copy_messages()
@@ -704,6 +709,12 @@ class Link:
                     raise failure
                 if parser.error is not None:
                     raise parser.error
+                if more:
+                    # Let the consumer take these events before the next ones are made: a
+                    # whole chunk of events alive at once costs the garbage collector more
+                    # than decoding them (docs/performance.md).  No view is lent here.
+                    await trio.lowlevel.checkpoint()
+                    continue
                 deadline, quiet, period = watch.deadline(self.shard.streams, trio.current_time())
                 with trio.move_on_at(deadline) as waited:
                     await conn.receive_more()

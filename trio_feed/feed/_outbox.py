@@ -59,6 +59,13 @@ DEFAULT_MAX_QUEUED = 65_536
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 
 
+#: At most this many decoded events are alive at once between a connection and its
+#: consumer: inline mode hands them over in batches this size, channel mode decodes its
+#: payloads this many at a time.  A whole receive chunk of events (a thousand or so) alive
+#: together costs the garbage collector more than decoding them (docs/performance.md).
+EVENTS_AT_ONCE = 64
+
+
 class Batch(list[Any]):
     """The messages of one receive chunk, knowing which connection read them.
 

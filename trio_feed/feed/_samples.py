@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from fractions import Fraction
 
 __all__ = ["Samples"]
 
@@ -52,5 +51,7 @@ class Samples:
             ordered = self._sorted = sorted(self._ring)
         # Nearest rank: the smallest value with at least p% of the window at or
         # below it, i.e. rank ceil(p * n / 100), computed exactly (no float error).
+        from fractions import Fraction  # here: statistics() is rare, the import is not free
+
         rank = math.ceil(Fraction(p) * len(ordered) / 100)
         return ordered[min(max(rank, 1), len(ordered)) - 1]

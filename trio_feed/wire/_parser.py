@@ -163,6 +163,9 @@ class FrameParser:
         self._max = max_message_size
         self._utf8 = _utf8_decode if validate_utf8 else None
         self._validate_utf8 = validate_utf8
+        #: The handler rejects invalid UTF-8 by raising: a text message is checked only
+        #: when its handler raised (see :meth:`trust_handler_utf8`).
+        self._recheck_utf8 = False
         self._generation_first = 0
         self._poison = poison
         self._delivering = False  # deliver() or messages() is lending: refuse re-entry
@@ -400,9 +403,12 @@ class FrameParser:
                         try:
                             handler(view)
                         except BaseException as exc:
+                            not_utf8 = self._recheck(view) if self._recheck_utf8 else None
                             self._release_after(exc, view, pos, whole, lent)
                             if poison:
                                 buf[start:stop] = _POISON_BYTE * (stop - start)
+                            if not_utf8 is not None:
+                                raise not_utf8 from None
                             raise
                         try:
                             view.release()
@@ -422,9 +428,13 @@ class FrameParser:
                     try:
                         handler(message)
                     except BaseException as exc:
+                        not_utf8 = (self._recheck(message)
+                                    if self._recheck_utf8 and self.opcode == Opcode.TEXT else None)
                         self._release_after(exc, message, pos, whole, lent)
                         if poison:
                             self._poison_message(target, size, stop)
+                        if not_utf8 is not None:
+                            raise not_utf8 from None
                         raise
                     try:
                         message.release()
@@ -623,6 +633,34 @@ class FrameParser:
                 "its FrameParser; handle the view and return (or end the iteration) "
                 "instead: the walk in progress owns the buffer"
             )
+
+    def trust_handler_utf8(self) -> None:
+        """From now on, let :meth:`deliver`'s handler validate UTF-8; check only on failure.
+
+        For a handler that raises on every text message that is not UTF-8
+        (``orjson.loads`` does: it validates its whole input first), checking
+        before the handler too validates every message twice.  After this
+        call :meth:`deliver` lends text messages unchecked; when a handler
+        raises, the message is checked then, and if it is not UTF-8 the
+        handler's exception is replaced by :class:`~trio_feed.ProtocolError`
+        with close code 1007, kept in :attr:`error` like any violation.  So
+        an invalid message still fails the connection with 1007.  A handler
+        that accepts invalid UTF-8 must not be trusted this way.
+        :meth:`messages` and :meth:`copy_messages` then skip the check as
+        well: their caller takes the same responsibility.
+        """
+        self._utf8 = None
+        self._validate_utf8 = False
+        self._recheck_utf8 = True
+
+    @staticmethod
+    def _recheck(view: memoryview) -> ProtocolError | None:
+        """The 1007 error for a lent text message that is not UTF-8, else ``None``."""
+        try:
+            _utf8_decode(view, "strict", True)
+        except UnicodeDecodeError as exc:
+            return _not_utf8(exc)
+        return None
 
     def _release_after(
         self, exc: BaseException, view: memoryview, pos: int, whole: memoryview, lent: int
