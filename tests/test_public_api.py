@@ -62,7 +62,7 @@ SNAPSHOT_NAMESPACES = ["trio_feed.wire", "trio_feed.binance", "trio_feed.exchang
                        "trio_feed.testing"]
 SNAPSHOTS: dict[str, int] = {
     "trio_feed.wire": 19,
-    "trio_feed.binance": 39,
+    "trio_feed.binance": 40,
     "trio_feed.exchange": 19,
     "trio_feed.testing": 13,
 }

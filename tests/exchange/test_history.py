@@ -82,8 +82,14 @@ async def test_history_endpoints_weigh_and_fault(autojump_clock: trio.testing.Mo
             exchange.faults.refuse_history(0)
             (status, _, _), = await http(port, "/api/v3/aggTrades?symbol=NOPE")
             assert status == 400
+            (status, headers, body), = await http(port, "/api/v3/klines?symbol=BTCUSDT"
+                                                        "&interval=1s&limit=2")
+            assert status == 200 and len(orjson.loads(body)) == 2
+            assert int(headers["x-mbx-used-weight-1m"]) >= 2 + 4 + 25  # klines weigh 2
+            (status, _, _), = await http(port, "/api/v3/klines?symbol=BTCUSDT&interval=7s")
+            assert status == 400
             stats = exchange.rest.statistics()
-            assert stats.history_faults == 4 and stats.history_requests == 5  # slow is no refusal
+            assert stats.history_faults == 4 and stats.history_requests == 6  # slow is no refusal
 
 
 async def test_history_without_a_shared_market_reads_the_open_connection() -> None:

@@ -24,7 +24,14 @@ import trio
 import trio.testing
 
 from trio_feed import WeightBudget, open_feed, open_order_books
-from trio_feed.binance import AggTrade, BackfilledAggTrade, BackfilledTrade, Trade
+from trio_feed.binance import (
+    AggTrade,
+    BackfilledAggTrade,
+    BackfilledKline,
+    BackfilledTrade,
+    Kline,
+    Trade,
+)
 from trio_feed.exchange import LocalExchange, open_exchange
 
 from .identity import assert_accounted, assert_filled
@@ -41,23 +48,31 @@ class Seen:
         self.ids: dict[str, list[int]] = defaultdict(list)
         self.backfilled: dict[str, list[int]] = defaultdict(list)
         self.live_after: dict[str, int] = defaultdict(int)  # live events since the fault
+        self.counts: dict[str, int] = defaultdict(int)  # events per stream, of every kind
         self.count = 0
         self.fault_at: int | None = None
         self._waiters: list[tuple[Callable[[], bool], trio.Event]] = []
 
     def add(self, event: Any) -> None:
         self.count += 1
+        self.counts[event.stream] += 1
         if isinstance(event, AggTrade):
             ident = event.agg_trade_id
         elif isinstance(event, Trade):
             ident = event.trade_id
         else:
+            if isinstance(event, Kline) and not event.backfilled and self.fault_at is not None:
+                self.live_after[event.stream] += 1
+            self._wake()
             return
         self.ids[event.stream].append(ident)
         if event.backfilled:
             self.backfilled[event.stream].append(ident)
         elif self.fault_at is not None:
             self.live_after[event.stream] += 1
+        self._wake()
+
+    def _wake(self) -> None:
         for pred, waiter in self._waiters:
             if not waiter.is_set() and pred():
                 waiter.set()
@@ -73,7 +88,8 @@ class Seen:
 async def _run(exchange: LocalExchange, fault: Callable[[], Awaitable[None]], *,
                streams: list[str] = AGG, after: int = 200,
                reader: Callable[[Any, Seen], Awaitable[None]] | None = None,
-               seen: Seen | None = None, **options: Any) -> tuple[Seen, Any]:
+               seen: Seen | None = None, before: int = 50,
+               **options: Any) -> tuple[Seen, Any]:
     seen = seen if seen is not None else Seen()
 
     async def read(feed: Any, seen: Seen) -> None:
@@ -84,7 +100,7 @@ async def _run(exchange: LocalExchange, fault: Callable[[], Awaitable[None]], *,
                          backfill=True, rng=random.Random(7), **options) as feed:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader or read, feed, seen)
-            await seen.wait(lambda: all(len(seen.ids[s]) >= 50 for s in streams))
+            await seen.wait(lambda: all(seen.counts[s] >= before for s in streams))
             seen.fault_at = seen.count
             await fault()
             await seen.wait(lambda: all(seen.live_after[s] >= after for s in streams))
@@ -372,4 +388,43 @@ async def test_ids_older_than_the_endpoint_keeps_are_reported_exactly(
     for stream in AGG:
         ranges = [(a, b) for name, a, b in stats.missing_ranges if name == stream]
         assert len(ranges) == 1 and ranges[0][1] - ranges[0][0] + 1 == 3, ranges
+    _check(seen, stats)
+
+
+@pytest.mark.parametrize("interval", ["1s", "1m"])
+async def test_missed_closed_klines_are_refetched_by_time(
+    interval: str, autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A 70 s outage: every closed candle arrives once, in order, the missed ones over REST."""
+    stream = f"btcusdt@kline_{interval}"
+    closed: list[Any] = []
+
+    async def reader(feed: Any, seen: Seen) -> None:
+        async for event in feed:
+            seen.add(event)
+            if isinstance(event, Kline) and event.is_closed:
+                closed.append(event)
+
+    async def outage() -> None:
+        exchange.refuse_connections(seconds=70)
+        await _drop(exchange)
+
+    with trio.fail_after(600):
+        async with open_exchange(shared_market=True, clock=None, rate=RATE) as exchange:
+            seen, stats = await _run(exchange, outage, streams=[stream], before=3,
+                                     after=20 if interval == "1s" else 40, reader=reader)
+            market = exchange.shared_market
+            assert market is not None
+            truth = {row[0]: row for row in market.klines("btcusdt", interval, None, None, 1000)}
+    opens = [k.open_time for k in closed]
+    step = 1000 if interval == "1s" else 60_000
+    assert opens == list(range(opens[0], opens[-1] + step, step))  # none missing, none twice
+    filled = [k for k in closed if k.backfilled]
+    assert filled and isinstance(filled[0], BackfilledKline)
+    assert stats.backfilled_klines == len(filled)
+    for k in filled:  # the candle the exchange closed
+        row = truth[k.open_time]
+        assert [k.open, k.high, k.low, k.close, k.volume, k.trade_count] == [
+            row[1], row[2], row[3], row[4], row[5], row[8]]
+    assert stats.missing == 0
     _check(seen, stats)

@@ -34,7 +34,7 @@ from ._events import (
     UnknownEvent,
     format_event,
 )
-from ._history import BackfilledAggTrade, BackfilledTrade
+from ._history import BackfilledAggTrade, BackfilledKline, BackfilledTrade
 from ._sequence import Rules
 from ._streams import KINDS, Stream, parse_stream
 from ._urls import DEFAULT_BASE_URL, combined_url, raw_url
@@ -75,6 +75,7 @@ __all__ = [
     "AggTrade",
     "AvgPrice",
     "BackfilledAggTrade",
+    "BackfilledKline",
     "BackfilledTrade",
     "BlockTrade",
     "BookState",

@@ -222,6 +222,8 @@ class Kline:
     taker_buy_volume: Number  # k.V: taker-buy base asset volume
     taker_buy_quote_volume: Number  # k.Q
     stream: str | None = None
+    #: True only on a closed kline fetched over REST for one missed (``BackfilledKline``).
+    backfilled: ClassVar[bool] = False
 
     _decimal_fields: ClassVar[tuple[str, ...]] = (
         "open", "high", "low", "close", "volume", "quote_volume",

@@ -26,10 +26,11 @@ from typing import Any, ClassVar
 import attrs
 import orjson
 
-from ._events import AggTrade, Trade
+from ._events import AggTrade, Kline, Trade
 
 __all__ = [
-    "BackfilledAggTrade", "BackfilledTrade", "history_id", "parse_history_page",
+    "BackfilledAggTrade", "BackfilledKline", "BackfilledTrade", "history_id",
+    "parse_history_page", "parse_kline_rows",
 ]
 
 
@@ -45,6 +46,35 @@ class BackfilledAggTrade(AggTrade):
     """An :class:`AggTrade` fetched over REST to fill a gap (``backfilled`` is true)."""
 
     backfilled: ClassVar[bool] = True
+
+
+@attrs.define(slots=True)
+class BackfilledKline(Kline):
+    """A closed :class:`Kline` fetched over REST (``/api/v3/klines``) for one the stream missed.
+
+    Its ``event_time`` is its close time; ``first_trade_id``/``last_trade_id``
+    are ``-1`` (a REST kline row does not carry them).
+    """
+
+    backfilled: ClassVar[bool] = True
+
+
+def parse_kline_rows(rows: list[Any], symbol: str, interval: str, stream: str | None, *,
+                     decimals: bool = False) -> list[BackfilledKline]:
+    """Closed klines from the rows of a ``klines`` answer (``ValueError`` if malformed)."""
+    events = []
+    try:
+        for row in rows:
+            t, o, h, low, c, v, close, q, n, bv, bq = row[:11]
+            events.append(BackfilledKline(
+                int(close), symbol, interval, int(t), int(close), -1, -1,
+                _number(o, decimals), _number(h, decimals), _number(low, decimals),
+                _number(c, decimals), _number(v, decimals), int(n), True,
+                _number(q, decimals), _number(bv, decimals), _number(bq, decimals), stream,
+            ))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"malformed kline row: {exc!r}") from None
+    return events
 
 
 def _number(value: Any, decimals: bool) -> Any:

@@ -132,6 +132,8 @@ _FIRST_BLOCK_ID = 500
 #: Trades (and aggregate trades) each symbol keeps for the REST history endpoints; the
 #: oldest half is forgotten when a symbol holds twice as many.
 HISTORY_LIMIT = 200_000
+#: Closed candles each symbol keeps per interval for REST klines (the same halving).
+KLINE_HISTORY_LIMIT = 20_000
 
 _FIXED_INTERVALS = {interval: length for interval in KLINE_INTERVALS
                     if (length := interval_ms(interval)) is not None}
@@ -355,6 +357,8 @@ class _Symbol:
         self.agg_history: list[tuple[int, int, int, int, int, int, bool]] = []
         self.traded = False  # since the last 1000 ms boundary
         self.closed: dict[tuple[str, int], _Closed] = {}
+        #: Every closed candle (UTC candles only), oldest first, for REST klines.
+        self.kline_history: dict[str, list[_Closed]] = {}
         # Bars.
         self.sec_start = now - now % 1000
         self.sec_bar: _Bar | None = None
@@ -562,6 +566,7 @@ class _Symbol:
         closed_sec = self.sec_bar
         self.closed[("1s", 0)] = self.closed[("1s", _PLUS_8)] = (
             self.sec_start, self.sec_start + 1000, closed_sec, self.last_price)
+        self._keep_kline("1s", self.closed[("1s", 0)])
         if closed_sec is not None:
             if self.min_bar is None:
                 self.min_bar = closed_sec.copy()
@@ -597,9 +602,17 @@ class _Symbol:
             if self.min_start >= kline.end:
                 self.closed[(kline.interval, kline.offset)] = (
                     kline.start, kline.end, kline.bar, self.last_price)
+                if not kline.offset:
+                    self._keep_kline(kline.interval, self.closed[(kline.interval, 0)])
                 kline.start, kline.end = candle_bounds(kline.interval, kline.offset,
                                                         self.min_start)
                 kline.bar = None
+
+    def _keep_kline(self, interval: str, closed: _Closed) -> None:
+        history = self.kline_history.setdefault(interval, [])
+        history.append(closed)
+        if len(history) > 2 * KLINE_HISTORY_LIMIT:
+            del history[:KLINE_HISTORY_LIMIT]
 
     # -- statistics ---------------------------------------------------------
 
@@ -833,6 +846,23 @@ class Market:
                  "isBuyerMaker": m, "isBestMatch": True}
                 for t, p, q, when, m in rows]
 
+    def klines(self, symbol: str, interval: str, start: int | None, end: int | None,
+               limit: int) -> list[list[Any]]:
+        """The REST ``GET /api/v3/klines`` answer: closed candles opening in ``[start, end]``.
+
+        Oldest first, at most ``limit``; without ``start`` the latest.  Only
+        candles already closed are kept (Binance adds the open one).
+        """
+        state = self._symbols[symbol.lower()]
+        rows = []
+        for t, close_end, bar, price in state.kline_history.get(interval, ()):
+            if (start is not None and t < start) or (end is not None and t > end):
+                continue
+            k = self._kline_stats(state, bar, price, True)
+            rows.append([t, k["o"], k["h"], k["l"], k["c"], k["v"], close_end - 1, k["q"],
+                         k["n"], k["V"], k["Q"], "0"])
+        return rows[:limit] if start is not None else rows[-limit:]
+
     # -- payload builders -----------------------------------------------------
 
     def _price(self, symbol: _Symbol, ticks: int) -> str:
@@ -919,6 +949,13 @@ class Market:
             final = False
         else:
             return []
+        k = {"t": start, "T": end - 1, "s": symbol.upper, "i": interval}
+        k.update(self._kline_stats(symbol, bar, price, final))
+        k["B"] = "0"
+        return [{"e": "kline", "E": self._now, "s": symbol.upper, "k": k}]
+
+    def _kline_stats(self, symbol: _Symbol, bar: _Bar | None, price: int,
+                     final: bool) -> dict[str, Any]:
         lot, tick = symbol.lot, symbol.tick
         if bar is None:
             o = h = low = c = self._price(symbol, price)
@@ -934,10 +971,7 @@ class Market:
                      "q": format_decimal(bar.qv * tick * lot // _SCALE),
                      "V": format_decimal(bar.bv * lot),
                      "Q": format_decimal(bar.bq * tick * lot // _SCALE)}
-        k = {"t": start, "T": end - 1, "s": symbol.upper, "i": interval}
-        k.update(stats)
-        k["B"] = "0"
-        return [{"e": "kline", "E": self._now, "s": symbol.upper, "k": k}]
+        return stats
 
     def _stats(self, symbol: _Symbol, length: int) -> dict[str, Any]:
         """The keys every ticker shares, in Binance's order for ``@ticker_<w>``."""

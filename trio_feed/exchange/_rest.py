@@ -50,7 +50,10 @@ one session and consumed by the next matching depth event or request:
 REST2: faults never reach a connection that did not subscribe to the
     symbol's depth: they are applied on the send path, per session.
 
-Trade history.  ``GET /api/v3/aggTrades`` and ``GET /api/v3/historicalTrades``
+Trade history.  ``GET /api/v3/klines`` (``symbol``, ``interval``,
+``startTime``, ``endTime``, ``limit``; weight 2) answers the market's closed
+UTC candles, the ones its kline streams closed.
+``GET /api/v3/aggTrades`` and ``GET /api/v3/historicalTrades``
 (``symbol``, ``fromId`` inclusive, ``limit`` up to 1000, default 500) answer
 from the trades the market has made, the very ones its streams carried
 (the market keeps ``HISTORY_LIMIT`` per symbol; an older ``fromId`` starts at
@@ -80,7 +83,7 @@ import orjson
 import trio
 
 from ..binance._limits import INVALID_SYMBOL_CODE, SPOT
-from ..binance._streams import Stream
+from ..binance._streams import KLINE_INTERVALS, Stream
 from ._market import MAX_DEPTH_LIMIT, Market
 
 __all__ = ["Faults", "RestEndpoint", "RestStatistics", "depth_weight", "split_session"]
@@ -420,6 +423,8 @@ class RestEndpoint:
             return self._weighed(1, {})
         if parts.path in _HISTORY:
             return self._history(session, parts.path, parts.query)
+        if parts.path == SPOT.klines_path:
+            return self._klines(session, parts.query)
         if parts.path != SPOT.snapshot_path:
             return _json(404, {"code": -1, "msg": f"unknown path {parts.path!r}: the local "
                                                   f"exchange serves {SPOT.snapshot_path}, "
@@ -502,6 +507,32 @@ class RestEndpoint:
             rows = market.agg_trades(symbol, from_id, limit)
         else:
             rows = market.historical_trades(symbol, from_id, limit)
+        self._counters.history_requests += 1
+        self._counters.history_rows += len(rows)
+        return _json(200, rows, self._used)
+
+    def _klines(self, session: str,
+                query_text: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        query = dict(parse_qsl(query_text, keep_blank_values=True))
+        symbol, interval = query.get("symbol", ""), query.get("interval", "")
+        if not symbol or interval not in KLINE_INTERVALS:
+            return _json(400, {"code": -1120, "msg": "Invalid interval or missing symbol."})
+        numbers: dict[str, int] = {}
+        for name in ("startTime", "endTime", "limit"):
+            text = query.get(name)
+            if text is not None:
+                if not text.isascii() or not text.isdigit():
+                    return _json(400, {"code": -1100, "msg": f"Illegal characters found in "
+                                                             f"parameter '{name}'."})
+                numbers[name] = int(text)
+        market = self.shared or self.market_for(session)
+        if market is None or symbol.lower() not in market.symbols:
+            return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
+        if not self._charge(SPOT.klines_weight):
+            return self._too_many()
+        limit = min(max(numbers.get("limit", 500), 1), SPOT.max_trades_limit)
+        rows = market.klines(symbol, interval, numbers.get("startTime"),
+                             numbers.get("endTime"), limit)
         self._counters.history_requests += 1
         self._counters.history_rows += len(rows)
         return _json(200, rows, self._used)

@@ -7,7 +7,11 @@ history (``historicalTrades`` / ``aggTrades``, ``binance/_limits.py`` has
 the paths and weights) and handed out *before any later event of that
 stream*, as :class:`~trio_feed.binance.BackfilledTrade` /
 :class:`~trio_feed.binance.BackfilledAggTrade` (``event.backfilled`` is
-true).  Other streams are never held up.
+true).  Other streams are never held up.  Kline streams are filled too, by
+time: a candle that opened and was never seen closed (the next event opens
+a later one) is fetched closed from ``klines`` as a
+:class:`~trio_feed.binance.BackfilledKline`; klines have no ids, so they
+are counted in ``backfilled_klines``, not in ``missing``.
 
 Theory of operation
 -------------------
@@ -78,11 +82,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..binance._events import AggTrade, Trade
-from ..binance._history import history_id, parse_history_page
+from ..binance._events import AggTrade, Kline, Trade
+from ..binance._history import history_id, parse_history_page, parse_kline_rows
 from ..binance._limits import Venue
 from ..rest._budget import WeightBudget
-from ..rest._history import HistoryCounters, fetch_history
+from ..rest._history import HistoryCounters, fetch_history, fetch_klines
 from ._samples import Samples
 
 if TYPE_CHECKING:
@@ -135,10 +139,12 @@ class BackfillConfig:
 class _Fill:
     """One gap of one stream: ``[first, last]``, what was fetched, what it cost."""
 
-    __slots__ = ("events", "first", "kind", "last", "scope", "seen", "stop", "stream", "symbol")
+    __slots__ = ("events", "first", "interval", "kind", "last", "scope", "seen", "stop",
+                 "stream", "symbol")
 
     def __init__(self, stream: str | None, symbol: str, kind: str, first: int, last: int,
-                 seen: float) -> None:
+                 seen: float, interval: str = "") -> None:
+        self.interval = interval
         self.stream = stream
         self.symbol = symbol
         self.kind = kind
@@ -208,6 +214,8 @@ class BackfillQueue(deque[Any]):
         self.filled_ranges: deque[tuple[str, int, int]] = deque(maxlen=RANGES_KEPT)
         self.missing_ranges: deque[tuple[str, int, int]] = deque(maxlen=RANGES_KEPT)
         self.gaps = 0
+        #: Closed klines fetched (part of ``backfilled``).
+        self.klines = 0
         #: REST requests sent, failed, answered 429/418, and the weight they had admitted.
         self.counters = HistoryCounters()
         self.latency = Samples(1024)
@@ -218,6 +226,9 @@ class BackfillQueue(deque[Any]):
     def append(self, event: Any) -> None:
         kind = _KINDS.get(event.__class__)
         if kind is None:
+            if event.__class__ is Kline:
+                self._kline(event)
+                return
             state = self._streams.get(event.stream) if self._streams else None
             if state is None or not state.items:
                 self._ready_append(event)
@@ -245,6 +256,26 @@ class BackfillQueue(deque[Any]):
                                fill.first, fill.last)
                 if fill.scope is not None:
                     fill.scope.cancel()
+
+    def _kline(self, event: Kline) -> None:
+        """A kline: a candle that opened and never arrived closed is missed (by time)."""
+        state = self._streams.get(event.stream)
+        if state is None:
+            state = self._streams[event.stream] = _Stream()
+        # For a kline stream ``position`` is the open time of the next candle to close.
+        expected = state.position
+        opened = event.open_time
+        if expected is not None and opened > expected:
+            self._gap(state, event, "kline", expected, opened - 1)
+        if event.is_closed:
+            state.position = event.close_time + 1
+        elif expected is None or opened > expected:
+            state.position = opened
+        if state.items:
+            state.items.append(event)
+            state.held += 1
+        else:
+            self._ready_append(event)
 
     def extend(self, events: Iterable[Any]) -> None:
         for event in events:
@@ -286,16 +317,17 @@ class BackfillQueue(deque[Any]):
         self.gaps += 1
         name = str(event.stream)
         config = self.config
-        if self._nursery is None or last - first + 1 > config.max_ids or (
+        too_wide = kind != "kline" and last - first + 1 > config.max_ids
+        if self._nursery is None or too_wide or (
                 kind == "trade" and config.venue.trades_need_key):
             self.missing_ranges.append((name, first, last))
             logger.warning("%s: ids %d-%d missing, not back-filled (%s)", name, first, last,
                            "the feed is closing" if self._nursery is None else
-                           "wider than max_backfill_ids" if last - first + 1 > config.max_ids
+                           "wider than max_backfill_ids" if too_wide
                            else "the trade history endpoint needs an API key")
             return
         fill = _Fill(event.stream, event.symbol.upper(), kind, first, last,
-                     trio.current_time())
+                     trio.current_time(), getattr(event, "interval", ""))
         state.items.append(fill)
         state.fills.append(fill)
         if not state.worker:
@@ -341,17 +373,27 @@ class BackfillQueue(deque[Any]):
         config = self.config
         assert self._client is not None
 
-        def convert(rows: list[dict[str, Any]]) -> list[Any]:
+        def convert(rows: list[Any]) -> list[Any]:
+            if fill.kind == "kline":
+                return parse_kline_rows(rows, fill.symbol, fill.interval, fill.stream,
+                                        decimals=config.decimals)
             return parse_history_page(fill.kind, rows, fill.symbol, fill.stream,
                                       decimals=config.decimals)
 
         with trio.move_on_at(fill.seen + config.timeout) as scope:
             fill.scope = scope
-            nxt, failure = await fetch_history(
-                self._client, config.venue, fill.kind, fill.symbol, fill.first, fill.last,
-                convert, fill.events.extend, retries=config.retries, counters=self.counters,
-                limiter=self._limiter, stop=lambda: fill.stop,
-            )
+            if fill.kind == "kline":
+                nxt, failure = await fetch_klines(
+                    self._client, config.venue, fill.symbol, fill.interval, fill.first,
+                    fill.last, convert, fill.events.extend, retries=config.retries,
+                    counters=self.counters, limiter=self._limiter, stop=lambda: fill.stop,
+                )
+            else:
+                nxt, failure = await fetch_history(
+                    self._client, config.venue, fill.kind, fill.symbol, fill.first, fill.last,
+                    convert, fill.events.extend, retries=config.retries,
+                    counters=self.counters, limiter=self._limiter, stop=lambda: fill.stop,
+                )
             if failure is not None:
                 logger.warning("%s: back-fill of ids %d-%d gave up after %d failed requests "
                                "in a row (backfill_retries); the last: %s", fill.stream, nxt,
@@ -367,14 +409,17 @@ class BackfillQueue(deque[Any]):
         items.popleft()
         name = str(fill.stream)
         events = fill.events
-        self._ranges(name, fill.first, fill.last, [history_id(e) for e in events])
+        if fill.kind == "kline":  # by time: no ids, nothing in ``missing`` to take back
+            self.klines += len(events)
+        else:
+            self._ranges(name, fill.first, fill.last, [history_id(e) for e in events])
+            self.filled[fill.stream] = self.filled.get(fill.stream, 0) + len(events)
         batch = Refill(state, len(events))
         batch.extend(events)
         while items and items[0].__class__ is not _Fill:
             batch.append(items.popleft())
             state.held -= 1
         self.backfilled += len(events)
-        self.filled[fill.stream] = self.filled.get(fill.stream, 0) + len(events)
         latency = trio.current_time() - fill.seen
         self.latency.add(latency)
         if self.latency_max is None or latency > self.latency_max:

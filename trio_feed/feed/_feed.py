@@ -535,6 +535,7 @@ def _backfill_statistics(bf: BackfillQueue) -> dict[str, Any]:
         backfill_requests=bf.counters.requests, backfill_failures=bf.counters.failures,
         backfill_rate_limited=bf.counters.rate_limited, backfill_weight=bf.counters.weight,
         fill_latency_p50=bf.latency.percentile(50), fill_latency_max=bf.latency_max,
+        backfilled_klines=bf.klines,
     )
 
 
@@ -671,7 +672,8 @@ def open_feed(
 
     Back-fill (``docs/resilience.md``, ``trio_feed.feed._backfill``):
     ``backfill=True`` fetches the ids a gap skipped on ``trade`` and
-    ``aggTrade`` streams from the REST trade history at ``rest_url`` (by
+    ``aggTrade`` streams (and the closed candles a kline stream missed)
+    from the REST history at ``rest_url`` (by
     default Binance's, spot or USD-M futures after ``base_url``) and hands
     them out, as ``BackfilledTrade``/``BackfilledAggTrade``, before that
     stream's later events, which wait meanwhile.  Requests are charged to

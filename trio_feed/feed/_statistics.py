@@ -161,6 +161,8 @@ class FeedStatistics:
     backfill_weight: int = 0
     fill_latency_p50: float | None = None
     fill_latency_max: float | None = None
+    #: Closed klines a kline stream missed, fetched by time (part of ``backfilled``).
+    backfilled_klines: int = 0
 
 
 @attrs.define

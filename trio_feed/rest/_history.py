@@ -23,7 +23,7 @@ from ..binance._limits import Venue
 if TYPE_CHECKING:  # the client brings httpx; this module stays light
     from ._client import RestClient
 
-__all__ = ["RETRY_CAP", "RETRY_FIRST", "HistoryCounters", "fetch_history"]
+__all__ = ["RETRY_CAP", "RETRY_FIRST", "HistoryCounters", "fetch_history", "fetch_klines"]
 
 #: Seconds before the first retry of a failed request, doubling up to the cap.
 RETRY_FIRST = 0.5
@@ -104,6 +104,69 @@ async def fetch_history(
             break  # the server has nothing from there on
         deliver(items)
         nxt = rows[-1][key] + 1
+    return nxt, None
+
+
+async def fetch_klines(
+    client: RestClient,
+    venue: Venue,
+    symbol: str,
+    interval: str,
+    start: int,
+    end: int,
+    convert: Callable[[list[Any]], list[Any]],
+    deliver: Callable[[list[Any]], None],
+    *,
+    retries: int,
+    counters: HistoryCounters,
+    limiter: trio.CapacityLimiter | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> tuple[int, Exception | None]:
+    """Fetch the closed ``interval`` candles of ``symbol`` opening in ``start..end`` (ms).
+
+    The same rules as :func:`fetch_history`, by time instead of by id:
+    returns the first open time not fetched, and the last failure if the
+    retries ran out.
+    """
+    path, weight = venue.klines_path, venue.klines_weight
+    nxt = start
+    failures = 0
+    while nxt <= end and not stop():
+        try:
+            counters.requests += 1
+            counters.weight += weight
+            params = {"symbol": symbol, "interval": interval, "startTime": nxt, "endTime": end,
+                      "limit": venue.max_trades_limit}
+            if limiter is None:
+                body = await client.get(path, params, weight, symbol=symbol)
+            else:
+                async with limiter:
+                    body = await client.get(path, params, weight, symbol=symbol)
+            try:
+                rows = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"a klines page that is not JSON: {exc}") from None
+            if type(rows) is not list or any(type(r) is not list or not r for r in rows):
+                raise ValueError("a klines page must be a list of rows")
+            rows = [r for r in rows if type(r[0]) is int and nxt <= r[0] <= end]
+            items = convert(rows)
+        except RateLimited:
+            counters.rate_limited += 1
+            continue
+        except InvalidSymbol:
+            break
+        except (RestError, ValueError, OSError) as exc:
+            failures += 1
+            counters.failures += 1
+            if failures > retries:
+                return nxt, exc
+            await trio.sleep(min(RETRY_CAP, RETRY_FIRST * 2 ** (failures - 1)))
+            continue
+        failures = 0
+        if not rows:
+            break
+        deliver(items)
+        nxt = rows[-1][0] + 1
     return nxt, None
 
 
