@@ -158,7 +158,7 @@ async def fetch_klines(
         except (RestError, ValueError, OSError) as exc:
             failures += 1
             counters.failures += 1
-            if failures > retries:
+            if failures >= retries + 1:  # (as fetch_history: the retries ran out)
                 return nxt, exc
             await trio.sleep(min(RETRY_CAP, RETRY_FIRST * 2 ** (failures - 1)))
             continue
