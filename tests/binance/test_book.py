@@ -560,3 +560,72 @@ def test_book_matches_the_true_book_whenever_live(
     check()
     # Every injected gap that the live book needed was seen by a later event.
     assert dropped_while_live == 0
+
+
+# -- zero spellings and ids that go backwards ----------------------------------------------
+
+
+@pytest.mark.parametrize("zero", ["0E-8", "-0", "0e0", "0.00E+3", "-0.000"])
+def test_every_spelling_of_zero_deletes_the_level(zero: str) -> None:
+    book = live_book()
+    assert book.receive_update(diff(102, 102, [("9.50", zero)], [("12.00", zero)])) is None
+    assert [level.price for level in book.bids()] == [Decimal(10), Decimal(9)]
+    assert [level.price for level in book.asks()] == [Decimal(11)]
+    assert book.depth() == (2, 1)
+    # A zero for a price the book does not have adds nothing.
+    book.receive_update(diff(103, 103, [("9.70", zero)]))
+    assert book.depth() == (2, 1)
+
+
+def test_a_small_quantity_with_an_exponent_is_not_zero() -> None:
+    book = live_book()
+    book.receive_update(diff(102, 102, [("9.70", "1E-8")]))
+    assert PriceLevel(Decimal("9.70"), Decimal("1E-8")) in book.bids()
+
+
+def _timed(first: int, last: int, when: int, *, pu: int | None = None,
+           bids: Any = ()) -> DepthUpdate:
+    update = diff(first, last, bids, pu=pu)
+    update.event_time = when
+    return update
+
+
+@pytest.mark.parametrize("rules", [Rules.SPOT, Rules.USDM_FUTURES])
+def test_ids_that_go_backwards_resync_instead_of_freezing(rules: Rules) -> None:
+    """BOOK5: a newer event at or below the book's id is a restarted sequence."""
+    book = OrderBook("BTCUSDT", rules=rules)
+    book.receive_update(_timed(100, 101, 10, pu=99))
+    assert book.receive_snapshot(BASE) is None and book.state is LIVE
+    # A repeat of the applied event (not newer): a duplicate, skipped.
+    assert book.receive_update(_timed(100, 101, 10, pu=99)) is None
+    assert book.state is LIVE and book.statistics().skipped == 1
+    # The exchange restarted: low ids, later times.  Skipping them would freeze the book.
+    action = book.receive_update(_timed(5, 6, 11, pu=4, bids=[("9.90", "1")]))
+    assert action == NeedSnapshot("BTCUSDT", "ids went backwards")
+    assert book.state is RESYNCING and book.stale
+    stats = book.statistics()
+    assert (stats.backwards, stats.resyncs, stats.skipped) == (1, 1, 1)
+    # The new sequence's snapshot brings it back, with the buffered event applied.
+    book.receive_update(_timed(7, 8, 12, pu=6))
+    assert book.receive_snapshot(snapshot(6, [("10.00", "1")], [("11.00", "3")])) is None
+    assert book.state is LIVE and book.last_update_id == 8
+
+
+@pytest.mark.parametrize("levels", [
+    [[1e-8, "1"], [2e-8, "1"]],  # as floats these would merge into one level "0.000000"
+    [["0.00000001", 1.5]],
+    [["0.00000001", None]],
+    [["0.00000001"]],
+])
+def test_a_snapshot_level_that_is_not_a_pair_of_strings_is_refused(levels: Any) -> None:
+    book = OrderBook("BTCUSDT")
+    book.receive_update(diff(101, 101))
+    with pytest.raises(ValueError, match="pair of decimal strings"):
+        book.receive_snapshot({"lastUpdateId": 100, "bids": levels, "asks": []})
+    assert book.state is SYNCING
+
+
+def test_a_float_price_never_becomes_a_level() -> None:
+    book = live_book()
+    with pytest.raises(ValueError, match="decimal string"):
+        book.receive_update(DepthUpdate(1, "BTCUSDT", 102, 102, [[9.7, "1"]], [], 101))

@@ -277,9 +277,9 @@ def test_stream_names_are_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real = parse_stream
 
-    def counting(name: Any) -> Any:
+    def counting(name: Any, *market: Any) -> Any:
         calls.append(name)
-        return real(name)
+        return real(name, *market)
 
     monkeypatch.setattr(_decode, "parse_stream", counting)
     decoder = Decoder()

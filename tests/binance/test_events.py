@@ -52,7 +52,7 @@ def test_event_union_lists_every_class() -> None:
         if isinstance(obj, type) and attrs.has(obj) and obj.__module__ == _events.__name__
     }
     assert set(EVENT_CLASSES) == defined
-    assert len(EVENT_CLASSES) == 19
+    assert len(EVENT_CLASSES) == 29
 
 
 @pytest.mark.parametrize("cls", EVENT_CLASSES, ids=lambda c: c.__name__)
@@ -100,7 +100,7 @@ def test_trade_line() -> None:
 
 LINES: list[tuple[Event, str]] = [
     (
-        AggTrade(1, "BNBBTC", 7, "0.001", "100", 100, 105, 2, True, "bnbbtc@aggTrade"),
+        AggTrade(1, "BNBBTC", 7, "0.001", "100", 100, 105, 2, True, stream="bnbbtc@aggTrade"),
         "bnbbtc@aggTrade  aggTrade #7 (trades 100-105)  SELL 100 @ 0.001",
     ),
     (

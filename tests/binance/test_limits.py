@@ -79,14 +79,20 @@ def test_consumers_read_the_records() -> None:
         assert books_depth_weight(limit) == SPOT.depth_weight(limit)
         assert books_depth_weight(limit, "usdm_futures") == USDM_FUTURES.depth_weight(limit)
     assert MAX_STREAMS_PER_CONNECTION == SPOT.streams_per_connection
-    exchange = inspect.signature(open_exchange).parameters
-    assert exchange["ping_interval"].default == SPOT.ping_interval
-    assert exchange["pong_timeout"].default == SPOT.pong_timeout
+    for market, venue in (("spot", SPOT), ("usdm", USDM_FUTURES)):
+        exchange = open_exchange(market=market)._exchange  # type: ignore[attr-defined]
+        assert (exchange.ping_interval, exchange.pong_timeout) == (venue.ping_interval,
+                                                                   venue.pong_timeout)
+        assert exchange.rest.venue is venue and exchange.rest.weight_limit == venue.weight_limit
     feed = inspect.signature(open_feed).parameters
-    # The token bucket lets burst + rate messages out in any one second.
-    assert feed["send_rate"].default + feed["send_burst"].default \
-        == SPOT.client_messages_per_second
     assert feed["rotate_after"].default < SPOT.connection_lifetime
+    for market, venue in (("spot", SPOT), ("usdm", USDM_FUTURES)):
+        options = open_feed(["btcusdt@aggTrade"], market=market).options
+        # The token bucket lets burst + rate messages out in any one second.
+        assert options.send_rate + options.send_burst == venue.client_messages_per_second
+        assert options.streams_per_connection == venue.streams_per_connection
+        assert options.base_url == venue.base_url
+        assert options.quiet_after == venue.quiet_after
     assert AttemptLimiter().window == SPOT.attempts_window
     assert AttemptLimiter().max_attempts < (SPOT.connection_attempts or 0)
 

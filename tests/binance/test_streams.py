@@ -62,7 +62,9 @@ def test_valid_names(
 
 
 def test_every_kind_has_a_valid_name() -> None:
-    assert {kind for _, kind, *_ in VALID} == set(KINDS)
+    """Every spot kind has a name here; test_usdm.py covers the USD-M ones and the union."""
+    spot = {kind for _, kind, *_ in VALID}
+    assert spot <= set(KINDS)
 
 
 INVALID = [

@@ -12,30 +12,22 @@ from collections.abc import Iterator
 import pytest
 
 from trio_feed.binance import Trade
-from trio_feed.broker import LocalServer
+from trio_feed.broker import LocalServer, local_server
 
 _prefixes = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalServer]:
-    server = LocalServer()
-    server.start()
-    try:
+    with local_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def own_server() -> Iterator[LocalServer]:
     """A server of the test's own, for killing, restarting and pausing."""
-    server = LocalServer()
-    server.start()
-    try:
+    with local_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -53,8 +53,8 @@ def test_gaps_per_stream_and_kind() -> None:
     r = recorded(
         t(1), t(2), t(1, stream="ethusdt@trade"), t(2, stream="ethusdt@trade"), t(5),
         d(10, 12), d(13, 13), d(15, 16),
-        AggTrade(1, "BTCUSDT", 7, "1", "1", 1, 1, 1, False, "btcusdt@aggTrade"),
-        AggTrade(1, "BTCUSDT", 9, "1", "1", 2, 2, 1, False, "btcusdt@aggTrade"),
+        AggTrade(1, "BTCUSDT", 7, "1", "1", 1, 1, 1, False, stream="btcusdt@aggTrade"),
+        AggTrade(1, "BTCUSDT", 9, "1", "1", 2, 2, 1, False, stream="btcusdt@aggTrade"),
         t(3, stream=None), t(4, stream=None),
     )
     assert r.gaps() == [

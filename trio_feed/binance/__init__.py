@@ -1,5 +1,8 @@
 """The Binance vocabulary: stream names and URLs, typed events, decoding, limits.
 
+Spot and USD-M futures (``market="usdm"``) share it; each market's rules are a
+``Venue`` record in ``_limits``.
+
 Nothing here knows about sockets or trio; the local exchange and the client
 both speak through this package, so they cannot disagree about a name.  The
 pure order book (``OrderBook`` and its companions) is imported the first
@@ -11,15 +14,25 @@ from typing import TYPE_CHECKING, Any
 from ._decode import Decoder
 from ._events import (
     AggTrade,
+    AllBookTicker,
+    AssetIndex,
+    AssetIndexArray,
     AvgPrice,
     BlockTrade,
     BookTicker,
+    CompositeIndex,
+    ContinuousKline,
+    ContractInfo,
     ControlError,
     ControlResponse,
     DepthUpdate,
     Event,
+    ForceOrder,
+    FuturesTicker,
     Kline,
     Level,
+    MarkPrice,
+    MarkPriceArray,
     MiniTicker,
     MiniTickerArray,
     Number,
@@ -73,6 +86,9 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "KINDS",
     "AggTrade",
+    "AllBookTicker",
+    "AssetIndex",
+    "AssetIndexArray",
     "AvgPrice",
     "BackfilledAggTrade",
     "BackfilledKline",
@@ -81,13 +97,20 @@ __all__ = [
     "BookState",
     "BookStatistics",
     "BookTicker",
+    "CompositeIndex",
+    "ContinuousKline",
+    "ContractInfo",
     "ControlError",
     "ControlResponse",
     "Decoder",
     "DepthUpdate",
     "Event",
+    "ForceOrder",
+    "FuturesTicker",
     "Kline",
     "Level",
+    "MarkPrice",
+    "MarkPriceArray",
     "MiniTicker",
     "MiniTickerArray",
     "NeedSnapshot",

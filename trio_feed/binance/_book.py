@@ -95,6 +95,16 @@ BOOK4: a zero quantity is not removed on the hot path; the level stays in
     last keys first: the last key is the true best or a ghost above it,
     never below, so if those do not cross the book does not.
 
+BOOK5: a live book that receives an event whose final id ``u`` is at or
+    below its own id tells a duplicate from a restarted sequence by the
+    event time ``E``.  An event not newer than the last one applied is a
+    duplicate (a repeat after a reconnect): skipped and counted.  A newer
+    one means the exchange's ids went backwards: the book resyncs
+    (``"ids went backwards"``, counted in ``backwards`` and ``resyncs``)
+    instead of staying live and frozen, skipping every new event.  Both
+    markets follow this rule; under futures rules it is also what a broken
+    ``pu`` chain with a low ``u`` leads to, as ``STREAMS.md`` section 8 asks.
+
 Diffs mostly change levels a book already has (85% of the levels in the spot
 capture, 96% in the futures one), so most events cost two ``dict.update``
 calls; ``docs/orderbook.md`` has the measurements.  Parsed price keys are
@@ -175,7 +185,8 @@ class BookStatistics:
     ``crossed`` crossed books or snapshots seen; ``snapshots`` snapshots
     received, of which ``refetches`` were too old to bridge; ``requests``
     :class:`NeedSnapshot` actions returned; ``buffered`` events waiting now;
-    ``buffer_dropped`` oldest events dropped from a full buffer.
+    ``buffer_dropped`` oldest events dropped from a full buffer;
+    ``backwards`` live events whose ids went backwards (BOOK5), each a resync.
     """
 
     applied: int
@@ -188,6 +199,7 @@ class BookStatistics:
     requests: int
     buffered: int
     buffer_dropped: int
+    backwards: int = 0
 
 
 #: Zero quantities as a decimal formatter spells them, and any ``Decimal``
@@ -198,11 +210,24 @@ _ZEROS: frozenset[Number] = frozenset(
 
 
 def _is_zero(quantity: Number) -> bool:
-    """Exactly: is this quantity zero, however it is spelled?"""
+    """Exactly: is this quantity zero, however it is spelled (``"0E-8"``, ``"-0"``, ``"0e0"``)?
+
+    A string whose first digit past the zeros and points is 1 to 9 is not
+    zero, which settles every quantity Binance sends without parsing it;
+    anything else (an exponent, a sign) is parsed as a ``Decimal``.
+    """
     if quantity in _ZEROS:
         return True
     if isinstance(quantity, str):
-        return not quantity.strip("0.")
+        rest = quantity.strip("0.")
+        if not rest:
+            return True
+        if rest[0] in "123456789":
+            return False
+        try:
+            return Decimal(quantity) == 0
+        except ArithmeticError:
+            return False  # not a number: the price parser reports the level
     return not quantity
 
 
@@ -266,7 +291,10 @@ def parse_depth_snapshot(body: bytes | str | Mapping[str, Any] | PartialDepth,
 
     ``body`` may be the raw JSON, the decoded object or already a
     :class:`PartialDepth`.  Futures bodies carry ``E`` and ``T`` too; they
-    are ignored.  Raises ``ValueError`` if a key is missing or malformed.
+    are ignored.  Raises ``ValueError`` if a key is missing or malformed, or
+    if a level is not a ``[price, quantity]`` pair of strings (or of
+    ``Decimal`` values): a JSON number there is already an inexact float, and
+    ``1e-8`` and ``2e-8`` would land on one level.
     """
     if isinstance(body, PartialDepth):
         return body
@@ -278,6 +306,11 @@ def parse_depth_snapshot(body: bytes | str | Mapping[str, Any] | PartialDepth,
         raise ValueError(f"not a depth snapshot: missing {exc}") from None
     if type(last) is not int or not isinstance(bids, list) or not isinstance(asks, list):
         raise ValueError("not a depth snapshot: lastUpdateId must be an int, bids/asks lists")
+    for level in (*bids, *asks):
+        if (not isinstance(level, list | tuple) or len(level) != 2
+                or not all(isinstance(x, str | Decimal) for x in level)):
+            raise ValueError(f"not a depth snapshot: level {level!r} is not a [price, "
+                             "quantity] pair of decimal strings")
     return PartialDepth(last, bids, asks, symbol.upper() if symbol else None)
 
 
@@ -319,6 +352,10 @@ class OrderBook:
         self._bids = _Side(1, self._bid_cache)
         self._asks = _Side(-1, self._ask_cache)
         self._id: int | None = None
+        #: The event time ``E`` of the last event applied (BOOK5).
+        self._time = 0
+        #: Live events whose ids went backwards (BOOK5), each followed by a resync.
+        self._backwards = 0
         self._buffer: deque[DepthUpdate] = deque()
         self._pending: tuple[int, _Side, _Side] | None = None
         self._loading: tuple[_Side, ...] = ()
@@ -361,6 +398,7 @@ class OrderBook:
             resyncs=self._resyncs, crossed=self._crossed, snapshots=self._snapshots,
             refetches=self._refetches, requests=self._requests,
             buffered=len(self._buffer), buffer_dropped=self._buffer_dropped,
+            backwards=self._backwards,
         )
 
     # -- inputs -----------------------------------------------------------------
@@ -392,6 +430,7 @@ class OrderBook:
                     if len(qtys) != before:
                         self._index(asks, levels, len(qtys) - before)
                 self._id = update.final_update_id
+                self._time = update.event_time
                 self._applied += 1
                 top_bids, top_asks = bids.keys, asks.keys
                 if (top_bids and top_asks and top_bids[-1] >= -top_asks[-1]
@@ -400,7 +439,12 @@ class OrderBook:
                     return self._lose_sync("crossed", None)
                 return None
             if update.final_update_id <= book_id:
-                self._skipped += 1
+                if update.event_time > self._time:
+                    # BOOK5: newer than what the book holds, yet not past its id:
+                    # the exchange's ids went backwards (a restarted sequence).
+                    self._backwards += 1
+                    return self._lose_sync("ids went backwards", update)
+                self._skipped += 1  # a duplicate of an event already applied
                 return None
             if self._futures and update.prev_final_update_id is None:
                 raise ValueError("futures rules need pu (prev_final_update_id) on every event")
@@ -527,6 +571,7 @@ class OrderBook:
             return self._request("crossed")
         self._applied += len(buffer)
         self._id = buffer[-1].final_update_id
+        self._time = buffer[-1].event_time
         buffer.clear()
         self._pending = None
         self._bids, self._asks = bids, asks
@@ -538,6 +583,8 @@ class OrderBook:
 
     def _key(self, side: _Side, price: Number) -> int:
         """The signed integer key of ``price`` on ``side`` (cache miss path)."""
+        if not isinstance(price, str | Decimal):  # a float is inexact already: refuse it
+            raise ValueError(f"invalid price {price!r}: expected a decimal string")
         text = price if isinstance(price, str) else format(price, "f")
         whole, _, frac = text.partition(".")
         digits = whole + frac

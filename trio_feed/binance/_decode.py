@@ -24,8 +24,18 @@ and keys over time and the caller may know what to do with them.  What
 raises :class:`~trio_feed.DecodeError`, and so does a payload typed by its
 ``e`` or its stream kind that lacks a key the type requires (the message
 names the key).
-Types are not checked in the default mode; prices are passed through as
-whatever the wire held.  Invalid UTF-8 raises
+Prices and quantities must be JSON strings, as Binance sends them: a JSON
+number there (``1e-8``) would already be an inexact float after ``loads``,
+and ``null`` would be a missing price, so either raises
+:class:`~trio_feed.DecodeError` naming the field, in both modes; the
+exact strings pass through untouched (or become ``Decimal``).  Only the
+fields a type documents as optional (``referencePrice``'s ``r``, futures
+``nq``) may be ``null`` or absent.  The ids the continuity filter counts with
+(``t``, ``a``, ``U``, ``u``) must be integers; in the less frequent kinds
+(klines, tickers, the USD-M events) ``null`` in any required field is
+refused too.  The times and flags of trades, bookTicker and depth are not
+type-checked: the checks on those hot kinds are kept to what would corrupt
+data or fail untyped later.  Invalid UTF-8 raises
 :class:`~trio_feed.ProtocolError` with close code 1007, since RFC 6455
 requires text messages to be UTF-8 and the connection must fail.
 
@@ -56,6 +66,7 @@ locals: a live view there would block the buffer from being resized.
 from __future__ import annotations
 
 import codecs
+import typing
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, Final
@@ -65,14 +76,24 @@ import orjson
 from .._errors import DecodeError, InvalidStreamName, ProtocolError
 from ._events import (
     AggTrade,
+    AllBookTicker,
+    AssetIndex,
+    AssetIndexArray,
     AvgPrice,
     BlockTrade,
     BookTicker,
+    CompositeIndex,
+    ContinuousKline,
+    ContractInfo,
     ControlError,
     ControlResponse,
     DepthUpdate,
     Event,
+    ForceOrder,
+    FuturesTicker,
     Kline,
+    MarkPrice,
+    MarkPriceArray,
     MiniTicker,
     MiniTickerArray,
     PartialDepth,
@@ -85,7 +106,7 @@ from ._events import (
     Trade,
     UnknownEvent,
 )
-from ._streams import KINDS, TICKER_WINDOWS, Stream, parse_stream
+from ._streams import ALL_BOOK_TICKER, KINDS, MARKET_NAMES, TICKER_WINDOWS, Stream, parse_stream
 
 __all__ = ["Decoder"]
 
@@ -103,13 +124,56 @@ _BOOK_TICKER_KEYS: Final = frozenset({"u", "s", "b", "B", "a", "A"})
 _PARTIAL_DEPTH_KEYS: Final = frozenset({"lastUpdateId", "bids", "asks"})
 
 
+def _not_text(label: str, ids: dict[str, Any] | None = None, **values: Any) -> DecodeError:
+    """The error for a price or quantity that is not a JSON string (a number, a null),
+    or for an id (``ids``) that is not an integer."""
+    for name, value in values.items():
+        if value.__class__ is not str:
+            return DecodeError(f"{label} {name}: expected a decimal string, got {value!r}")
+    for name, value in (ids or {}).items():
+        if value.__class__ is not int:
+            return DecodeError(f"{label} {name}: expected an integer id, got {value!r}")
+    return DecodeError(f"malformed {label} event")  # not reached: one value was wrong
+
+
+def _check_levels(levels: Any, label: str) -> None:
+    """Every level must be a ``[price, quantity]`` pair of strings."""
+    for price, quantity in levels:
+        if price.__class__ is not str or quantity.__class__ is not str:
+            raise DecodeError(
+                f"{label}: levels must be [price, quantity] strings, got {[price, quantity]!r}"
+            )
+
+
+# The hot constructors check, inline, what must never be wrong: prices and
+# quantities are strings, and the ids the continuity filter counts with are
+# integers (a null there would fail later, untyped, in the consumer's task).
+
+
 def _trade(o: _Object, stream: str | None) -> Event:
-    return Trade(o["E"], o["s"], o["t"], o["p"], o["q"], o["T"], o["m"], stream)
+    p, q, t = o["p"], o["q"], o["t"]
+    if p.__class__ is not str or q.__class__ is not str or t.__class__ is not int:
+        raise _not_text("trade", {"trade_id": t}, price=p, quantity=q)
+    return Trade(o["E"], o["s"], t, p, q, o["T"], o["m"], stream)
 
 
 def _agg_trade(o: _Object, stream: str | None) -> Event:
+    p, q, a = o["p"], o["q"], o["a"]
+    if p.__class__ is not str or q.__class__ is not str or a.__class__ is not int:
+        raise _not_text("aggTrade", {"agg_trade_id": a}, price=p, quantity=q)
     return AggTrade(
-        o["E"], o["s"], o["a"], o["p"], o["q"], o["f"], o["l"], o["T"], o["m"], stream
+        o["E"], o["s"], a, p, q, o["f"], o["l"], o["T"], o["m"], None, stream
+    )
+
+
+def _usdm_agg_trade(o: _Object, stream: str | None) -> Event:
+    p, q, a, nq = o["p"], o["q"], o["a"], o.get("nq")
+    if p.__class__ is not str or q.__class__ is not str or a.__class__ is not int or (
+            nq is not None and nq.__class__ is not str):
+        raise _not_text("aggTrade", {"agg_trade_id": a}, price=p, quantity=q,
+                        quantity_excluding_rpi=nq if nq is not None else "")
+    return AggTrade(
+        o["E"], o["s"], a, p, q, o["f"], o["l"], o["T"], o["m"], nq, stream
     )
 
 
@@ -158,14 +222,33 @@ def _avg_price(o: _Object, stream: str | None) -> Event:
 
 
 def _book_ticker(o: _Object, stream: str | None) -> Event:
-    return BookTicker(
-        o["u"], o["s"], o["b"], o["B"], o["a"], o["A"], o.get("E"), o.get("T"), stream
-    )
+    b, bq, a, aq, u = o["b"], o["B"], o["a"], o["A"], o["u"]
+    if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
+            or aq.__class__ is not str or u.__class__ is not int):
+        raise _not_text("bookTicker", {"update_id": u}, best_bid_price=b,
+                        best_bid_quantity=bq, best_ask_price=a, best_ask_quantity=aq)
+    return BookTicker(u, o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
+
+
+def _usdm_book_ticker(o: _Object, stream: str | None) -> Event:
+    b, bq, a, aq, u = o["b"], o["B"], o["a"], o["A"], o["u"]
+    if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
+            or aq.__class__ is not str or u.__class__ is not int):
+        raise _not_text("bookTicker", {"update_id": u}, best_bid_price=b,
+                        best_bid_quantity=bq, best_ask_price=a, best_ask_quantity=aq)
+    # ``!bookTicker`` mixes symbols, whose ids are their own: a class without an id rule.
+    cls = AllBookTicker if stream == ALL_BOOK_TICKER else BookTicker
+    return cls(u, o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
 
 
 def _depth_update(o: _Object, stream: str | None) -> Event:
+    bids, asks, first, last = o["b"], o["a"], o["U"], o["u"]
+    if first.__class__ is not int or last.__class__ is not int:
+        raise _not_text("depthUpdate", {"first_update_id": first, "final_update_id": last})
+    _check_levels(bids, "depthUpdate b")
+    _check_levels(asks, "depthUpdate a")
     return DepthUpdate(
-        o["E"], o["s"], o["U"], o["u"], o["b"], o["a"], o.get("pu"), o.get("T"), stream
+        o["E"], o["s"], first, last, bids, asks, o.get("pu"), o.get("T"), stream
     )
 
 
@@ -175,6 +258,59 @@ def _reference_price(o: _Object, stream: str | None) -> Event:
 
 def _server_shutdown(o: _Object, stream: str | None) -> Event:
     return ServerShutdown(o["E"], stream)
+
+
+# -- USD-M futures (STREAMS.md section 8 and the USD-M stream pages) -------------
+
+
+def _futures_ticker(o: _Object, stream: str | None) -> Event:
+    return FuturesTicker(
+        o["E"], o["s"], o["p"], o["P"], o["w"], o["c"], o["Q"], o["o"], o["h"], o["l"],
+        o["v"], o["q"], o["O"], o["C"], o["F"], o["L"], o["n"], stream,
+    )
+
+
+def _mark_price(o: _Object, stream: str | None) -> Event:
+    rate = o["r"]
+    return MarkPrice(o["E"], o["s"], o["p"], o["i"], o["P"], None if rate == "" else rate,
+                     o["T"], stream)
+
+
+def _force_order(o: _Object, stream: str | None) -> Event:
+    order = o["o"]
+    try:
+        return ForceOrder(
+            o["E"], order["s"], order["S"], order["o"], order["f"], order["q"], order["p"],
+            order["ap"], order["X"], order["l"], order["z"], order["T"], stream,
+        )
+    except KeyError as exc:
+        raise KeyError(f"o.{exc.args[0]}") from None
+
+
+def _continuous_kline(o: _Object, stream: str | None) -> Event:
+    event_time, pair, contract, k = o["E"], o["ps"], o["ct"], o["k"]
+    try:
+        return ContinuousKline(
+            event_time, pair, contract, k["i"], k["t"], k["T"], k["f"], k["L"],
+            k["o"], k["h"], k["l"], k["c"], k["v"], k["n"], k["x"], k["q"], k["V"], k["Q"],
+            stream,
+        )
+    except KeyError as exc:
+        raise KeyError(f"k.{exc.args[0]}") from None
+
+
+def _composite_index(o: _Object, stream: str | None) -> Event:
+    return CompositeIndex(o["E"], o["s"], o["p"], o["C"], o["c"], stream)
+
+
+def _contract_info(o: _Object, stream: str | None) -> Event:
+    return ContractInfo(o["E"], o["s"], o["ps"], o["ct"], o["dt"], o["ot"], o["cs"],
+                        o.get("bks"), stream)
+
+
+def _asset_index(o: _Object, stream: str | None) -> Event:
+    return AssetIndex(o["E"], o["s"], o["i"], o["b"], o["a"], o["B"], o["A"], o["q"],
+                      o["g"], o["Q"], o["G"], stream)
 
 
 #: ``e`` value -> constructor.  This table is the whole of the hot-path dispatch.
@@ -192,6 +328,27 @@ _BY_E: Final[dict[str, _Constructor]] = {
     "serverShutdown": _server_shutdown,
     **{f"{w}Ticker": _rolling_window_ticker(w) for w in sorted(TICKER_WINDOWS)},
 }
+
+#: A USD-M decoder's table: spot's, with the futures-only ``e`` values and the
+#: two that futures spell differently (``nq`` on aggTrade; the short ticker).
+#: Which table a decoder uses is decided once, when it is built.
+_USDM_BY_E: Final[dict[str, _Constructor]] = {
+    "aggTrade": _usdm_agg_trade,
+    "24hrTicker": _futures_ticker,
+    "bookTicker": _usdm_book_ticker,
+    "markPriceUpdate": _mark_price,
+    "forceOrder": _force_order,
+    "continuous_kline": _continuous_kline,
+    "compositeIndex": _composite_index,
+    "contractInfo": _contract_info,
+    "assetIndexUpdate": _asset_index,
+}
+
+#: Constructors that check their own prices inline (the hot kinds); every
+#: other one is checked by ``_strict`` after it is built.
+_CHECKED_INLINE: Final = frozenset(
+    {_trade, _agg_trade, _usdm_agg_trade, _book_ticker, _usdm_book_ticker, _depth_update}
+)
 
 
 def _partial_depth(symbol: str | None) -> _Constructor:
@@ -213,6 +370,8 @@ _ARRAYS: Final[dict[str, Callable[[list[Any], str | None], Event]]] = {
     "24hrMiniTicker": MiniTickerArray,
     "24hrTicker": TickerArray,
     **{f"{w}Ticker": _window_array(w) for w in sorted(TICKER_WINDOWS)},
+    "markPriceUpdate": MarkPriceArray,
+    "assetIndexUpdate": AssetIndexArray,
 }
 
 
@@ -225,20 +384,56 @@ def _decimal(value: Any, name: str) -> Decimal:
         raise DecodeError(f"{name}: {value!r} is not a decimal number") from None
 
 
-_FIELDS_TO_CONVERT: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_FIELDS_TO_CONVERT: dict[type, tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]] = {}
+#: Event class -> its fields that may never be None (no ``None`` in the annotation).
+_REQUIRED: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]:
+    """``(number fields, level fields, number fields that may be None)`` of an event class."""
+    try:
+        return _FIELDS_TO_CONVERT[cls]
+    except KeyError:
+        pass
+    numbers = cls._decimal_fields  # type: ignore[attr-defined]
+    hints = typing.get_type_hints(cls)
+    optional = frozenset(name for name in numbers if type(None) in typing.get_args(hints[name]))
+    entry = numbers, getattr(cls, "_level_fields", ()), optional
+    _FIELDS_TO_CONVERT[cls] = entry
+    _REQUIRED[cls] = tuple(
+        name for name, hint in hints.items()
+        if not name.startswith("_") and type(None) not in typing.get_args(hint)
+        and hint is not typing.Any
+    )
+    return entry
+
+
+def _strict(build: _Constructor) -> _Constructor:
+    """``build``, then refuse a price or quantity that is not a string (default mode)."""
+    if build in _CHECKED_INLINE:
+        return build
+
+    def build_strict(o: _Object, stream: str | None) -> Event:
+        event = build(o, stream)
+        numbers, levels, optional = _fields(type(event))
+        for name in numbers:
+            value = getattr(event, name)
+            if value.__class__ is not str and not (value is None and name in optional):
+                raise DecodeError(f"{name}: expected a decimal string, got {value!r}")
+        for name in levels:
+            _check_levels(getattr(event, name), name)
+        _check_required(event)
+        return event
+
+    return build_strict
 
 
 def _to_decimals(event: Event) -> Event:
     """Replace the wire strings of ``event`` by Decimals, before anyone else sees it."""
-    cls = type(event)
-    try:
-        numbers, levels = _FIELDS_TO_CONVERT[cls]
-    except KeyError:
-        numbers, levels = cls._decimal_fields, getattr(cls, "_level_fields", ())
-        _FIELDS_TO_CONVERT[cls] = numbers, levels
+    numbers, levels, optional = _fields(type(event))
     for name in numbers:
         value = getattr(event, name)
-        if value is not None:
+        if value is not None or name not in optional:
             setattr(event, name, _decimal(value, name))
     for name in levels:
         try:
@@ -251,15 +446,26 @@ def _to_decimals(event: Event) -> Event:
     return event
 
 
-def _as_is(build: _Constructor) -> _Constructor:
-    return build
-
-
 def _with_decimals(build: _Constructor) -> _Constructor:
-    def build_decimal(o: _Object, stream: str | None) -> Event:
-        return _to_decimals(build(o, stream))
+    if build in _CHECKED_INLINE:
+        def build_decimal(o: _Object, stream: str | None) -> Event:
+            return _to_decimals(build(o, stream))
 
-    return build_decimal
+        return build_decimal
+
+    def build_checked_decimal(o: _Object, stream: str | None) -> Event:
+        event = _to_decimals(build(o, stream))
+        _check_required(event)
+        return event
+
+    return build_checked_decimal
+
+
+def _check_required(event: Event) -> None:
+    """A null in a field that may not be None is a :class:`~trio_feed.DecodeError`."""
+    for name in _REQUIRED[type(event)]:
+        if getattr(event, name) is None:
+            raise DecodeError(f"{name}: required, got null")
 
 
 def _invalid(e: object, exc: Exception) -> DecodeError:
@@ -300,19 +506,27 @@ class Decoder:
     key set.
 
     ``decimals=True`` turns every price and quantity into a ``Decimal``;
-    by default they stay the exact wire strings.
+    by default they stay the exact wire strings.  ``market`` (``"spot"`` or
+    ``"usdm"``) says whose stream names and payload forms to expect: USD-M
+    names are parsed by its rules, its ``aggTrade`` keeps ``nq`` and its
+    ``24hrTicker`` becomes :class:`~trio_feed.binance.FuturesTicker`.
 
     A decoder holds only its configuration and the stream-name caches, so one
     decoder per connection is the natural use, but sharing is harmless.
     """
 
-    def __init__(self, streams: Iterable[str | Stream] = (), *, decimals: bool = False) -> None:
-        parsed = [parse_stream(s) for s in streams]
+    def __init__(self, streams: Iterable[str | Stream] = (), *, decimals: bool = False,
+                 market: str = "spot") -> None:
+        if market not in MARKET_NAMES:
+            raise ValueError(f"unknown market {market!r}: use one of {list(MARKET_NAMES)}")
+        self.market: Final = market
+        parsed = [parse_stream(s, market) for s in streams]
         self.decimals: Final = decimals
-        self._wrap = _with_decimals if decimals else _as_is
+        self._wrap = _with_decimals if decimals else _strict
+        table = {**_BY_E, **_USDM_BY_E} if market == "usdm" else _BY_E
         # Keyed by object: the hot path looks up whatever ``e`` the wire held.
         self._by_e: dict[object, _Constructor] = {
-            e: self._wrap(build) for e, build in _BY_E.items()
+            e: self._wrap(build) for e, build in table.items()
         }
         self._keyed_book_ticker = self._wrap(_book_ticker)
         self._keyed_partial_depth = self._wrap(_partial_depth(None))
@@ -479,7 +693,9 @@ class Decoder:
         for item in items:
             if type(item) is not dict or item.get("e") != expected:
                 return UnknownEvent(items, stream)
-        build = self._by_e[expected]
+        build = self._by_e.get(expected)
+        if build is None:  # an array kind of another market
+            return UnknownEvent(items, stream)
         try:
             events = [build(item, stream) for item in items]
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
@@ -503,7 +719,7 @@ class Decoder:
         except KeyError:
             pass
         try:
-            parsed: Stream | None = parse_stream(name)
+            parsed: Stream | None = parse_stream(name, self.market)
         except InvalidStreamName:
             parsed = None
         self._remember(name, parsed)

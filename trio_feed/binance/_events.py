@@ -1,6 +1,8 @@
-"""Typed events for the Binance spot market-data streams.
+"""Typed events for the Binance spot and USD-M futures market-data streams.
 
-One class per stream kind of ``STREAMS.md`` section 4, plus the replies of the
+One class per stream kind of ``STREAMS.md`` section 4, the USD-M futures
+kinds (section 8: mark price, liquidations, continuous klines, indexes,
+contract info, the futures ticker), plus the replies of the
 subscription protocol (section 3) and :class:`UnknownEvent`.  Field names are
 readable snake_case; the Binance key each one comes from is written beside it,
 so the wire documentation stays usable.  Keys Binance documents as "Ignore"
@@ -58,15 +60,25 @@ from .._errors import SubscriptionError
 
 __all__ = [
     "AggTrade",
+    "AllBookTicker",
+    "AssetIndex",
+    "AssetIndexArray",
     "AvgPrice",
     "BlockTrade",
     "BookTicker",
+    "CompositeIndex",
+    "ContinuousKline",
+    "ContractInfo",
     "ControlError",
     "ControlResponse",
     "DepthUpdate",
     "Event",
+    "ForceOrder",
+    "FuturesTicker",
     "Kline",
     "Level",
+    "MarkPrice",
+    "MarkPriceArray",
     "MiniTicker",
     "MiniTickerArray",
     "Number",
@@ -140,7 +152,8 @@ class AggTrade:
     """``<symbol>@aggTrade``: the fills of one taker order at one price (``e`` = ``"aggTrade"``).
 
     USD-M futures send the same event without ``M`` and, in newer versions,
-    with ``nq``; both are dropped.
+    with ``nq``: the quantity without the trades that involved RPI orders,
+    kept in ``quantity_excluding_rpi`` (``None`` on spot and where absent).
     """
 
     event_time: int  # E
@@ -152,9 +165,10 @@ class AggTrade:
     last_trade_id: int  # l
     trade_time: int  # T
     buyer_is_maker: bool  # m
+    quantity_excluding_rpi: Number | None = None  # nq (USD-M futures only)
     stream: str | None = None
 
-    _decimal_fields: ClassVar[tuple[str, ...]] = ("price", "quantity")
+    _decimal_fields: ClassVar[tuple[str, ...]] = ("price", "quantity", "quantity_excluding_rpi")
     #: True only on an aggregate trade fetched over REST to fill a gap.
     backfilled: ClassVar[bool] = False
 
@@ -411,6 +425,18 @@ class BookTicker:
 
 
 @attrs.define(slots=True)
+class AllBookTicker(BookTicker):
+    """USD-M ``!bookTicker``: one symbol's :class:`BookTicker`, on the all-market stream.
+
+    The same fields, and an instance of :class:`BookTicker`; a class of its
+    own because ``update_id`` is per symbol and the stream mixes symbols, so
+    a lower ``u`` of another symbol is not a repeat.  The feed orders these
+    by event time instead (``trio_feed.binance._sequence`` has no id rule
+    for this class).
+    """
+
+
+@attrs.define(slots=True)
 class PartialDepth:
     """``<symbol>@depth<5|10|20>[@100ms]``: a snapshot of the top levels of the book.
 
@@ -534,9 +560,13 @@ class MiniTickerArray:
 
 @attrs.define(slots=True)
 class TickerArray:
-    """``!ticker@arr`` (deprecated by Binance on 2025-11-14): full 24 h tickers that changed."""
+    """``!ticker@arr``: the full 24 h tickers that changed.
 
-    events: list[Ticker]
+    Deprecated on spot by Binance on 2025-11-14; documented on USD-M futures,
+    whose elements are :class:`FuturesTicker`.
+    """
+
+    events: list[Ticker | FuturesTicker]
     stream: str | None = None
 
     _decimal_fields: ClassVar[tuple[str, ...]] = ()
@@ -640,6 +670,268 @@ class UnknownEvent:
         return f"{_prefix(self.stream)}unknown event ({what})  {text}"
 
 
+# -- USD-M futures ---------------------------------------------------------------
+
+
+@attrs.define(slots=True)
+class FuturesTicker:
+    """USD-M ``<symbol>@ticker``: rolling 24 h statistics (``e`` = ``"24hrTicker"``).
+
+    The futures form of :class:`Ticker`: it has no previous close (``x``)
+    and no best bid or ask (``b B a A``).
+    """
+
+    event_time: int  # E
+    symbol: str  # s
+    price_change: Number  # p
+    price_change_percent: Number  # P
+    weighted_average_price: Number  # w
+    last_price: Number  # c
+    last_quantity: Number  # Q
+    open_price: Number  # o
+    high_price: Number  # h
+    low_price: Number  # l
+    volume: Number  # v: base asset volume
+    quote_volume: Number  # q
+    open_time: int  # O
+    close_time: int  # C
+    first_trade_id: int  # F
+    last_trade_id: int  # L
+    trade_count: int  # n
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = (
+        "price_change", "price_change_percent", "weighted_average_price", "last_price",
+        "last_quantity", "open_price", "high_price", "low_price", "volume", "quote_volume",
+    )
+
+    def describe(self) -> str:
+        """One readable line: symbol, last price and 24 h change."""
+        return (
+            f"{_prefix(self.stream)}ticker {self.symbol}  last {_text(self.last_price)}  "
+            f"change {_text(self.price_change)} ({_text(self.price_change_percent)}%)  "
+            f"vol {_text(self.volume)}"
+        )
+
+
+@attrs.define(slots=True)
+class MarkPrice:
+    """USD-M ``<symbol>@markPrice[@1s]``: mark price and funding (``e`` = ``"markPriceUpdate"``).
+
+    Pushed every 3 s, or every second with ``@1s``.  ``funding_rate`` is
+    ``None`` when the wire sends ``""`` (a delivery contract has none).
+    """
+
+    event_time: int  # E
+    symbol: str  # s
+    mark_price: Number  # p
+    index_price: Number  # i
+    estimated_settle_price: Number  # P: only meaningful in the hour before settlement
+    funding_rate: Number | None  # r
+    next_funding_time: int  # T
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = (
+        "mark_price", "index_price", "estimated_settle_price", "funding_rate",
+    )
+
+    def describe(self) -> str:
+        """One readable line: symbol, mark and index price, funding rate."""
+        rate = "none" if self.funding_rate is None else _text(self.funding_rate)
+        return (
+            f"{_prefix(self.stream)}markPrice {self.symbol}  mark {_text(self.mark_price)}  "
+            f"index {_text(self.index_price)}  funding {rate}"
+        )
+
+
+@attrs.define(slots=True)
+class MarkPriceArray:
+    """USD-M ``!markPrice@arr[@1s]``: the mark prices of every symbol."""
+
+    events: list[MarkPrice]
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = ()
+
+    def describe(self) -> str:
+        """One readable line: how many mark prices, and the first few symbols."""
+        return _describe_array(self.stream, "markPrices", [e.symbol for e in self.events])
+
+
+@attrs.define(slots=True)
+class ForceOrder:
+    """USD-M ``<symbol>@forceOrder`` and ``!forceOrder@arr``: a liquidation order.
+
+    ``e`` = ``"forceOrder"``; the order's fields (the wire's nested ``o``)
+    sit on the event.  Binance pushes at most the latest liquidation per
+    symbol per second, and nothing when there is none.  ``!forceOrder@arr``
+    sends these one per message, not as an array.
+    """
+
+    event_time: int  # E
+    symbol: str  # o.s
+    side: str  # o.S: "BUY" or "SELL"
+    order_type: str  # o.o
+    time_in_force: str  # o.f
+    quantity: Number  # o.q: original quantity
+    price: Number  # o.p
+    average_price: Number  # o.ap
+    status: str  # o.X
+    last_filled_quantity: Number  # o.l
+    filled_quantity: Number  # o.z: accumulated
+    trade_time: int  # o.T
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = (
+        "quantity", "price", "average_price", "last_filled_quantity", "filled_quantity",
+    )
+
+    def describe(self) -> str:
+        """One readable line: symbol, side, quantity, price and status."""
+        return (
+            f"{_prefix(self.stream)}forceOrder {self.symbol}  {self.side} "
+            f"{_text(self.quantity)} @ {_text(self.price)}  {self.status}"
+        )
+
+
+@attrs.define(slots=True)
+class ContinuousKline:
+    """USD-M ``<pair>_<contract>@continuousKline_<interval>`` (``e`` = ``"continuous_kline"``).
+
+    A kline of a contract type (perpetual, current or next quarter) rather
+    than of one symbol, flat like :class:`Kline`.
+    """
+
+    event_time: int  # E
+    pair: str  # ps
+    contract_type: str  # ct: "PERPETUAL", "CURRENT_QUARTER", "NEXT_QUARTER"
+    interval: str  # k.i
+    open_time: int  # k.t
+    close_time: int  # k.T
+    first_trade_id: int  # k.f
+    last_trade_id: int  # k.L
+    open: Number  # k.o
+    high: Number  # k.h
+    low: Number  # k.l
+    close: Number  # k.c
+    volume: Number  # k.v
+    trade_count: int  # k.n
+    is_closed: bool  # k.x
+    quote_volume: Number  # k.q
+    taker_buy_volume: Number  # k.V
+    taker_buy_quote_volume: Number  # k.Q
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = (
+        "open", "high", "low", "close", "volume", "quote_volume",
+        "taker_buy_volume", "taker_buy_quote_volume",
+    )
+
+    def describe(self) -> str:
+        """One readable line: interval, pair, contract, OHLC and whether the bar closed."""
+        state = "closed" if self.is_closed else "open"
+        return (
+            f"{_prefix(self.stream)}continuousKline {self.interval} {self.pair} "
+            f"{self.contract_type}  O {_text(self.open)} H {_text(self.high)} "
+            f"L {_text(self.low)} C {_text(self.close)}  ({state})"
+        )
+
+
+@attrs.define(slots=True)
+class CompositeIndex:
+    """USD-M ``<symbol>@compositeIndex``: a composite index (``e`` = ``"compositeIndex"``).
+
+    ``components`` are the wire's ``c`` objects as they arrive (``b`` base
+    asset, ``q`` quote asset, ``w`` weight in quantity, ``W`` weight in
+    percent, ``i`` index price, all strings); they are not converted.
+    """
+
+    event_time: int  # E
+    symbol: str  # s
+    price: Number  # p
+    component_type: str  # C, e.g. "baseAsset"
+    components: list[dict[str, Any]]  # c
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = ("price",)
+
+    def describe(self) -> str:
+        """One readable line: symbol, price and how many components."""
+        return (
+            f"{_prefix(self.stream)}compositeIndex {self.symbol}  {_text(self.price)}  "
+            f"{len(self.components)} components"
+        )
+
+
+@attrs.define(slots=True)
+class ContractInfo:
+    """USD-M ``!contractInfo``: a contract was listed, changed or delisted.
+
+    ``e`` = ``"contractInfo"``.  ``brackets`` is the wire's ``bks`` list as
+    it arrives (its numbers are JSON numbers on the wire), or ``None`` when
+    the event carries none.
+    """
+
+    event_time: int  # E
+    symbol: str  # s
+    pair: str  # ps
+    contract_type: str  # ct
+    delivery_time: int  # dt
+    onboard_time: int  # ot
+    status: str  # cs
+    brackets: list[dict[str, Any]] | None = None  # bks
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = ()
+
+    def describe(self) -> str:
+        """One readable line: symbol, contract type and status."""
+        return (f"{_prefix(self.stream)}contractInfo {self.symbol}  "
+                f"{self.contract_type} {self.status}")
+
+
+@attrs.define(slots=True)
+class AssetIndex:
+    """USD-M ``<asset>@assetIndex``: a multi-assets mode asset index (``"assetIndexUpdate"``)."""
+
+    event_time: int  # E
+    symbol: str  # s, e.g. "ADAUSD"
+    index_price: Number  # i
+    bid_buffer: Number  # b
+    ask_buffer: Number  # a
+    bid_rate: Number  # B
+    ask_rate: Number  # A
+    auto_exchange_bid_buffer: Number  # q
+    auto_exchange_ask_buffer: Number  # g
+    auto_exchange_bid_rate: Number  # Q
+    auto_exchange_ask_rate: Number  # G
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = (
+        "index_price", "bid_buffer", "ask_buffer", "bid_rate", "ask_rate",
+        "auto_exchange_bid_buffer", "auto_exchange_ask_buffer", "auto_exchange_bid_rate",
+        "auto_exchange_ask_rate",
+    )
+
+    def describe(self) -> str:
+        """One readable line: symbol and index price."""
+        return f"{_prefix(self.stream)}assetIndex {self.symbol}  {_text(self.index_price)}"
+
+
+@attrs.define(slots=True)
+class AssetIndexArray:
+    """USD-M ``!assetIndex@arr``: every asset index."""
+
+    events: list[AssetIndex]
+    stream: str | None = None
+
+    _decimal_fields: ClassVar[tuple[str, ...]] = ()
+
+    def describe(self) -> str:
+        """One readable line: how many indexes, and the first few symbols."""
+        return _describe_array(self.stream, "assetIndexes", [e.symbol for e in self.events])
+
+
 Event: TypeAlias = (
     Trade
     | AggTrade
@@ -657,6 +949,16 @@ Event: TypeAlias = (
     | MiniTickerArray
     | TickerArray
     | RollingWindowTickerArray
+    | FuturesTicker
+    | AllBookTicker
+    | MarkPrice
+    | MarkPriceArray
+    | ForceOrder
+    | ContinuousKline
+    | CompositeIndex
+    | ContractInfo
+    | AssetIndex
+    | AssetIndexArray
     | ControlResponse
     | ControlError
     | UnknownEvent

@@ -70,7 +70,8 @@ def parse_kline_rows(rows: list[Any], symbol: str, interval: str, stream: str | 
                 int(close), symbol, interval, int(t), int(close), -1, -1,
                 _number(o, decimals), _number(h, decimals), _number(low, decimals),
                 _number(c, decimals), _number(v, decimals), int(n), True,
-                _number(q, decimals), _number(bv, decimals), _number(bq, decimals), stream,
+                _number(q, decimals), _number(bv, decimals), _number(bq, decimals),
+                stream=stream,
             ))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"malformed kline row: {exc!r}") from None
@@ -93,7 +94,7 @@ def _agg_row(row: dict[str, Any], symbol: str, stream: str | None,
     when = int(row["T"])
     return BackfilledAggTrade(
         when, symbol, int(row["a"]), _number(row["p"], decimals), _number(row["q"], decimals),
-        int(row["f"]), int(row["l"]), when, bool(row["m"]), stream,
+        int(row["f"]), int(row["l"]), when, bool(row["m"]), stream=stream,
     )
 
 
@@ -102,7 +103,7 @@ def _trade_row(row: dict[str, Any], symbol: str, stream: str | None,
     when = int(row["time"])
     return BackfilledTrade(
         when, symbol, int(row["id"]), _number(row["price"], decimals),
-        _number(row["qty"], decimals), when, bool(row["isBuyerMaker"]), stream,
+        _number(row["qty"], decimals), when, bool(row["isBuyerMaker"]), stream=stream,
     )
 
 

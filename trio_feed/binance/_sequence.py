@@ -57,7 +57,7 @@ from ._events import AggTrade, BookTicker, DepthUpdate, PartialDepth, Trade
 
 __all__ = [
     "BROKEN", "DUPLICATE", "RESET_THRESHOLD", "RULES", "ObjectIds", "Rules", "SequenceRule",
-    "is_reset", "label_of", "object_ids",
+    "is_reset", "label_of", "object_ids", "span",
 ]
 
 
@@ -95,6 +95,8 @@ class SequenceRule:
     expected: Callable[[int, Any], tuple[int, int]]
     #: Whether the ids are consecutive (gaps can be counted) or only grow.
     consecutive: bool = True
+    #: The first id an event covers, where that is not its position (diff depth: ``U``).
+    first: Callable[[Any], int] | None = None
 
 
 def _check_trade(last: int, e: Any) -> int:
@@ -148,7 +150,8 @@ RULES: dict[type, SequenceRule] = {
         lambda last, e: (last + 1, e.agg_trade_id),
     ),
     DepthUpdate: SequenceRule(
-        "update id", attrgetter("final_update_id"), _check_depth, _expected_depth
+        "update id", attrgetter("final_update_id"), _check_depth, _expected_depth,
+        first=attrgetter("first_update_id"),
     ),
     BookTicker: SequenceRule(
         "bookTicker update id", attrgetter("update_id"), _check_book_ticker,
@@ -161,6 +164,18 @@ RULES: dict[type, SequenceRule] = {
 }
 # (Positions are ``operator.attrgetter``s: a C call, cheaper on the feed's hot path
 # than a lambda.)
+
+
+def span(event: Any) -> tuple[int, int] | None:
+    """The ids ``event`` covers, ``(first, position)``, or ``None`` if its kind has no id.
+
+    A diff depth update covers ``U`` to ``u``; every other kind one id.
+    """
+    rule = RULES.get(event.__class__)
+    if rule is None:
+        return None
+    position = rule.position(event)
+    return (position if rule.first is None else rule.first(event)), position
 
 
 def is_reset(last: int, event: Any, previous: Any = None) -> bool:

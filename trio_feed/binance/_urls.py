@@ -13,7 +13,12 @@ Stream names are percent-encoded with :func:`quote_stream`: ``+`` (in
 a space.  Parsing percent-decodes path segments and the query; in the query
 a bare ``+`` is a space, as in any form-encoded query.
 
-Source: ``STREAMS.md`` §1.
+USD-M futures serves each stream kind on one *route*, a path prefix before
+``/ws`` or ``/stream`` (``/public`` for book data, ``/market`` for the rest;
+``Venue.route``).  :func:`routed_url` adds it; :func:`parse_stream_url`
+reads it back in :attr:`StreamUrl.route`.
+
+Source: ``STREAMS.md`` §1 and §8.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "quote_stream",
     "raw_streams_url",
     "raw_url",
+    "routed_url",
 ]
 
 #: Binance spot production.  Port 9443 is the documented default; 443 works too.
@@ -62,27 +68,34 @@ def _base(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def raw_url(stream: str | Stream, base_url: str = DEFAULT_BASE_URL) -> str:
-    """The ``/ws/<stream>`` URL: payloads arrive bare, without an envelope."""
-    parsed = parse_stream(stream)
+def raw_url(stream: str | Stream, base_url: str = DEFAULT_BASE_URL, *,
+            market: str = "spot") -> str:
+    """The ``/ws/<stream>`` URL: payloads arrive bare, without an envelope.
+
+    ``market`` says whose names ``stream`` follows; the URL has no route
+    (see :func:`routed_url`).
+    """
+    parsed = parse_stream(stream, market)
     return f"{_base(base_url)}/ws/{quote_stream(parsed.name)}"
 
 
-def raw_streams_url(streams: Iterable[str | Stream], base_url: str = DEFAULT_BASE_URL) -> str:
+def raw_streams_url(streams: Iterable[str | Stream], base_url: str = DEFAULT_BASE_URL, *,
+                    market: str = "spot") -> str:
     """``/ws/<s1>/<s2>``: several streams on one raw connection, payloads bare."""
-    names = [parse_stream(s).name for s in streams]
+    names = [parse_stream(s, market).name for s in streams]
     if not names:
         raise ValueError("a raw URL needs at least one stream")
     return f"{_base(base_url)}/ws/" + "/".join(quote_stream(n) for n in names)
 
 
-def combined_url(streams: Iterable[str | Stream], base_url: str = DEFAULT_BASE_URL) -> str:
+def combined_url(streams: Iterable[str | Stream], base_url: str = DEFAULT_BASE_URL, *,
+                 market: str = "spot") -> str:
     """The ``/stream?streams=a/b`` URL: every payload arrives in a ``{"stream","data"}`` envelope.
 
     ``+`` (in ``@+08:00`` klines) is percent-encoded, so that it cannot be read
     as a space in the query string.
     """
-    names = [parse_stream(s).name for s in streams]
+    names = [parse_stream(s, market).name for s in streams]
     if not names:
         raise ValueError("a combined URL needs at least one stream")
     return f"{_base(base_url)}/stream?streams=" + "/".join(quote_stream(n) for n in names)
@@ -93,14 +106,28 @@ class StreamUrl:
     """What a stream URL asks for.
 
     ``combined`` is true for ``/stream`` (enveloped payloads), false for
-    ``/ws`` (bare ones).  ``names`` are the stream names it carries, decoded
-    and in order, not yet checked (an empty name stays, so that it can be
-    refused).  ``time_unit`` is the ``timeUnit`` query parameter, if any.
+    ``/ws`` (bare ones).  ``route`` is the path prefix before them
+    (``"/public"``, ``"/market"``; ``""`` for none).  ``names`` are the
+    stream names it carries, decoded and in order, not yet checked (an
+    empty name stays, so that it can be refused).  ``time_unit`` is the
+    ``timeUnit`` query parameter, if any.
     """
 
     combined: bool
     names: tuple[str, ...]
     time_unit: str | None = None
+    route: str = ""
+
+
+#: The route prefixes a stream URL may carry (USD-M futures; ``/private`` is user data).
+ROUTES = ("/public", "/market", "/private")
+
+
+def routed_url(base_url: str, route: str) -> str:
+    """``base_url`` with a route prefix (``"/public"``, ``"/market"`` or ``""``) appended."""
+    if route and route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}: use one of {ROUTES}")
+    return _base(base_url) + route
 
 
 def parse_stream_url(url: str) -> StreamUrl | None:
@@ -112,11 +139,17 @@ def parse_stream_url(url: str) -> StreamUrl | None:
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    route = ""
+    for prefix in ROUTES:
+        if path.startswith(prefix + "/"):
+            route, path = prefix, path[len(prefix):]
+            break
     if path == "/ws" or path.startswith("/ws/"):
         text = path[len("/ws/"):]
         names = [unquote(segment) for segment in text.split("/")] if text else []
-        return StreamUrl(False, tuple(names), query.get("timeUnit"))
+        return StreamUrl(False, tuple(names), query.get("timeUnit"), route)
     if path == "/stream":
         text = query.get("streams", "")
-        return StreamUrl(True, tuple(text.split("/")) if text else (), query.get("timeUnit"))
+        return StreamUrl(True, tuple(text.split("/")) if text else (), query.get("timeUnit"),
+                         route)
     return None

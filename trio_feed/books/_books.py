@@ -58,9 +58,9 @@ import httpx
 import trio
 
 from .._errors import InvalidSymbol, RateLimited, RestError, SnapshotError, lone_exception
-from ..binance import DEFAULT_BASE_URL, DepthUpdate, NeedSnapshot, OrderBook, PartialDepth, Rules
+from ..binance import DepthUpdate, NeedSnapshot, OrderBook, PartialDepth, Rules
 from ..binance._book import parse_depth_snapshot
-from ..binance._limits import SPOT, USDM_FUTURES, venue_for
+from ..binance._limits import SPOT, USDM_FUTURES, venue_for, venue_named
 from ..feed import Feed, open_feed
 from ..rest import RestClient, WeightBudget
 
@@ -250,6 +250,7 @@ class OrderBooks(Mapping[str, OrderBook]):
         stream_suffix: str,
         feed_options: dict[str, Any],
         weight_budget: WeightBudget | None = None,
+        market: str = "spot",
     ) -> None:
         names = [s.lower() for s in dict.fromkeys(symbols)]
         if not names:
@@ -260,7 +261,8 @@ class OrderBooks(Mapping[str, OrderBook]):
                        for name in names}
         self._by_symbol = {book.symbol: book for book in self._books.values()}
         self._feed: Feed = open_feed([f"{name}{stream_suffix}" for name in names],
-                                     mode="inline", base_url=base_url, **feed_options)
+                                     mode="inline", base_url=base_url, market=market,
+                                     **feed_options)
         self.budget = weight_budget if weight_budget is not None else WeightBudget(weight_limit)
         self._client: RestClient | None = None
         self._fetch = fetch_snapshot
@@ -400,9 +402,10 @@ class OrderBooks(Mapping[str, OrderBook]):
 def open_order_books(
     symbols: Iterable[str],
     *,
-    base_url: str = DEFAULT_BASE_URL,
-    rest_url: str = DEFAULT_REST_URL,
-    rules: Rules | str = Rules.SPOT,
+    base_url: str | None = None,
+    rest_url: str | None = None,
+    rules: Rules | str | None = None,
+    market: str | None = None,
     limit: int | None = None,
     weight_limit: int | None = None,
     weight_budget: WeightBudget | None = None,
@@ -416,12 +419,16 @@ def open_order_books(
 ) -> OrderBooks:
     """Keep order books for ``symbols`` in sync: ``async with open_order_books(...) as books``.
 
-    One combined connection to ``base_url`` carries ``<symbol>@depth@100ms``
+    ``market`` is ``"spot"`` (the default) or ``"usdm"`` (USD-M futures):
+    it picks the sequence rules (``rules`` may name them instead:
+    ``rules="usdm_futures"`` means ``market="usdm"``), the default hosts, the
+    snapshot endpoint and the weights.  One combined connection to
+    ``base_url`` (the market's host by default; on USD-M its ``/public``
+    route, which carries depth) carries ``<symbol>@depth@100ms``
     (``stream_suffix``) for every symbol; snapshots come from ``rest_url``
-    (``/api/v3/depth``, or ``/fapi/v1/depth`` with ``rules="usdm_futures"``).
-    For the local exchange pass its ``base_url`` and ``rest_url`` (or a
-    pair from ``exchange.session_urls(name)``).  For USD-M futures pass the
-    futures hosts too, e.g. ``base_url="wss://fstream.binance.com/public"``.
+    (``/api/v3/depth``, or ``/fapi/v1/depth`` on USD-M).  For the local
+    exchange pass its ``base_url`` and ``rest_url`` (or a pair from
+    ``exchange.session_urls(name)``).
 
     ``limit`` is the snapshot depth (default 5000 for spot, 1000 for
     futures), which sets the request weight; ``weight_limit`` the weight per
@@ -440,8 +447,20 @@ def open_order_books(
     ``syncing``; :meth:`OrderBooks.wait_live` waits for them.  Raises
     :class:`~trio_feed.InvalidStreamName` at once for a bad symbol.
     """
-    chosen = Rules(rules)
-    venue = venue_for(chosen)
+    if market is None:
+        venue = venue_for(rules if rules is not None else Rules.SPOT)
+    else:
+        venue = venue_named(market)
+        if rules is not None and Rules(rules) is not venue.sequence:
+            raise ValueError(f"rules={rules!r} contradicts market={market!r}")
+    chosen = venue.sequence
+    if base_url is None:
+        base_url = venue.base_url
+    for route in venue.route_names:  # a route in base_url: the feed adds its own
+        if route and base_url.rstrip("/").endswith(route):
+            base_url = base_url.rstrip("/")[: -len(route)]
+    if rest_url is None:
+        rest_url = venue.rest_url
     if limit is None:
         limit = venue.max_snapshot_limit
     if weight_limit is None:
@@ -455,4 +474,5 @@ def open_order_books(
         fetch_snapshot=fetch_snapshot, stream_suffix=stream_suffix,
         feed_options={"ssl_context": ssl_context, "connect_timeout": connect_timeout},
         weight_budget=weight_budget,
+        market=venue.market,
     )

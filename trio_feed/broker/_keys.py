@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..binance import Stream, parse_stream
 
-__all__ = ["DEFAULT_PREFIX", "control_key", "snapshot_key", "stream_key"]
+__all__ = ["DEFAULT_PREFIX", "control_key", "hash_tag", "snapshot_key", "stream_key"]
 
 DEFAULT_PREFIX = "md"
 EXCHANGE = "binance"
@@ -46,3 +46,16 @@ def snapshot_key(stream: str | Stream, *, market: str = "spot",
 def control_key(*, market: str = "spot", prefix: str = DEFAULT_PREFIX) -> str:
     """The market's control stream: gap markers, resyncs, rotations, sink overflows."""
     return f"{prefix}:{{{EXCHANGE}:{market}}}:control"
+
+
+def hash_tag(key: str) -> str:
+    """The part of ``key`` Redis Cluster hashes: between the first ``{`` and the next ``}``.
+
+    The whole key when there is no such non-empty part (the cluster's own rule).
+    """
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key

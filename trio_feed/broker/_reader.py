@@ -21,13 +21,28 @@ reader stops reading, and the data waits in Redis (until retention trims it:
 a hole that then shows up as missing ids).  A failed read is retried after a
 jittered backoff from the last id read, so nothing is skipped or repeated.
 
-Continuity.  For streams with consecutive ids (trades, aggTrades, diff depth)
-a hole between events becomes a ``Gap(reason="missing")`` and is counted in
-``missing``; an event at or below the last id seen is skipped and counted in
-``duplicates``.  A sink's gap marker (``drop_oldest``) becomes a
-``Gap(reason="dropped")`` carrying the sink's own count, and continuity
-resumes after it, so one hole is reported once.  Control-stream entries are
+Continuity.  Events are judged by Binance's sequence rules, the same ones
+``open_feed`` uses (``trio_feed.binance._sequence``).  For streams with
+consecutive ids (trades, aggTrades, diff depth) a hole between events becomes
+a ``Gap(reason="missing")`` and is counted in ``missing``; an event at or
+below the last id seen is skipped and counted in ``duplicates``.  A sink's
+gap marker (``drop_oldest``) becomes a ``Gap(reason="dropped")`` carrying
+the sink's own count, and continuity resumes after it, so one hole is
+reported once.  Control-stream entries are
 counted by kind in ``notices``.
+
+Consumer groups.  With ``group=`` and ``consumer=``, the feed reads with
+``XREADGROUP``: the consumers of one group share the entries, each entry going
+to one of them.  An entry is acknowledged (``XACK``) once the consumer has
+been handed all its events and asks for the next item, so an entry a consumer
+was in the middle of when it died is not lost: it stays pending, and after
+``claim_idle`` seconds another consumer of the group takes it over
+(``XAUTOCLAIM``) and hands it out again (at least once).  A consumer that
+restarts under its name first hands out its own pending entries.  Within a
+group each consumer sees a share of the entries, so continuity is judged
+within each entry only (the sink's gap markers still become gaps); the
+control stream and book snapshots are for plain readers.  ``start`` places a
+group that does not exist yet; an existing group keeps its position.
 
 Where to start: ``start="latest"`` (entries written from now on), ``"earliest"``
 (everything retained), an entry id (entries after it), or a time (a
@@ -54,12 +69,15 @@ import attrs
 import orjson
 import trio
 
-from .._errors import SchemaError, lone_exception
-from ..binance import Decoder, DepthUpdate, Event, PartialDepth, Stream, parse_stream
+from .._errors import SchemaError
+from ..binance import Decoder, Event, PartialDepth, Stream, parse_stream
+from ..binance._sequence import BROKEN, DUPLICATE, RULES
 from ..feed import StreamStatistics
-from ._codec import CONSECUTIVE, SCHEMA_VERSION, decode_json_payload, sequence
+from ..feed._backoff import Backoff
+from ._client import by_slot, enter, leave, redis_client
+from ._client import transient as transient_errors
+from ._codec import SCHEMA_VERSION, decode_json_payload, load_payload
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
-from ._sink import _transient, redis_client
 from ._statistics import Latencies, RedisFeedStatistics
 
 __all__ = ["Gap", "RedisFeed", "open_redis_feed"]
@@ -100,6 +118,18 @@ class _StreamState:
     duplicates: int = 0
     gaps: int = 0
     missing: int = 0
+
+
+@attrs.frozen
+class _Ack:
+    """Queued after the events of a group's entry: reached, the entry is acknowledged."""
+
+    key: str
+    entry_id: str
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _start_id(start: str | float | datetime.datetime) -> str | None:
@@ -143,9 +173,13 @@ class RedisFeed:
         self._backoff_initial: float = options["backoff_initial"]
         self._backoff_cap: float = options["backoff_cap"]
         self._rng: random.Random = options["rng"] or random.Random()
+        self._group: str | None = options["group"]
+        self._cluster: bool = options["cluster"]
+        self._consumer: str | None = options["consumer"]
+        self._claim_idle_ms: int = int(options["claim_idle"] * 1000)
+        self._claim_interval: float = options["claim_interval"]
+        self._ack_timeout: float = options["ack_timeout"]
         self._decoder = Decoder(streams, decimals=self._decimals)
-        # Diff depth chains by U = previous u + 1 on spot only (futures chain by pu).
-        self._consecutive = CONSECUTIVE if self.market == "spot" else CONSECUTIVE - {DepthUpdate}
         self._states: dict[str, _StreamState] = {}
         for stream in streams:
             key = stream_key(stream, market=self.market, prefix=self.prefix)
@@ -161,6 +195,12 @@ class RedisFeed:
         self._queued = 0
         self._notices: Counter[str] = Counter()
         self._lag = Latencies()
+        # consumer groups: entries to acknowledge, per key; entries held (read, not acked)
+        self._acks: dict[str, list[str]] = {}
+        self._held: set[tuple[str, str]] = set()
+        self._cursors: dict[str, str] = {}
+        self._next_claim: dict[str, float] = {}
+        self._acked = self._claimed = self._deleted = 0
 
     @property
     def streams(self) -> list[str]:
@@ -170,31 +210,40 @@ class RedisFeed:
     # -- lifetime ---------------------------------------------------------------
 
     async def __aenter__(self) -> RedisFeed:
-        stack = AsyncExitStack()
-        try:
-            await stack.enter_async_context(self._client)
-            await self._position()
-            send, self._receive = trio.open_memory_channel[Any](self._max_queued)
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self._nursery.start_soon(self._read, send)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+        self._stack = await enter(self._open)
         return self
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        await stack.enter_async_context(self._client)
+        await self._position()
+        stack.push_async_callback(self._last_acks)  # after the nursery's exit, before the client's
+        send, self._receive = trio.open_memory_channel[Any](self._max_queued)
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        with send:  # one reading task per slot on a cluster (XREAD cannot span slots)
+            for keys in by_slot(self._ids, lambda key: key, self._cluster):
+                self._nursery.start_soon(self._read, send.clone(), keys)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: Any) -> None:
         assert self._stack is not None and self._nursery is not None
         self._nursery.cancel_scope.cancel()
-        try:
-            await self._stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            leaf = lone_exception(group)
-            raise leaf from leaf.__cause__
+        await leave(self._stack, exc_type, exc, tb)
+
+    async def _last_acks(self) -> None:
+        """On leaving, once the reading task is gone: acknowledge what was handed out since."""
+        if not self._acks:
+            return
+        with trio.move_on_after(self._ack_timeout, shield=True):
+            try:
+                await self._send_acks()
+            except transient_errors() as exc:  # they stay pending: claimed later
+                logger.warning("acknowledging on close failed (%s: %s)", type(exc).__name__, exc)
 
     async def _position(self) -> None:
         """Resolve the start into one id per key; load the book snapshots to hand out first."""
+        if self._group is not None:
+            await self._join_group()
+            return
         after = _start_id(self._start)
         keys = [*self._states, self._control]
         if after is None:
@@ -236,39 +285,130 @@ class RedisFeed:
             self._ids[state.key] = entry.identifier.decode()
             state.last = last_update_id
 
+    async def _join_group(self) -> None:
+        """Create the group on every key (from the start) unless it exists; read own pending first.
+
+        The group's position is shared: ``start`` only matters to the consumer
+        that creates it.  ``"0-0"`` makes the first reads return this consumer's
+        own pending entries (a restart under the same name), then ``">"``.
+        """
+        from coredis.exceptions import StreamDuplicateConsumerGroupError
+
+        after = _start_id(self._start)
+        for key in self._states:
+            try:
+                await self._client.xgroup_create(key, self._group, "$" if after is None else after,
+                                                 mkstream=True)
+            except StreamDuplicateConsumerGroupError:
+                pass  # the group exists: it keeps its position
+            self._ids[key] = "0-0"
+            self._cursors[key] = "0-0"
+
+    async def _send_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                requests = [pipe.xack(key, self._group, ids) for key, ids in acks.items()]
+            for request in requests:
+                await request
+        except BaseException:
+            for key, ids in acks.items():  # not acknowledged: try again
+                self._acks.setdefault(key, [])[:0] = ids
+            raise
+        for key, ids in acks.items():
+            self._acked += len(ids)
+            self._held.difference_update((key, i) for i in ids)
+
+    async def _fetch(self, keys: list[str]) -> list[tuple[str, Any]]:
+        """The next entries of ``keys`` as ``(key, entry)``: XREAD, or in a group XREADGROUP
+        and XAUTOCLAIM."""
+        ids = {key: self._ids[key] for key in keys}
+        if self._group is None:
+            result = await self._client.xread(ids, count=self._count, block=self._block)
+            return [(_text(k), e) for k, entries in (result or {}).items() for e in entries]
+        if self._acks:
+            await self._send_acks()
+        out: list[tuple[str, Any]] = []
+        now = trio.current_time()
+        if now >= self._next_claim.get(keys[0], float("-inf")):
+            self._next_claim[keys[0]] = now + self._claim_interval
+            out.extend(await self._claim(keys))
+            if out:
+                return out
+        recovering = any(i != ">" for i in ids.values())
+        result = await self._client.xreadgroup(
+            self._group, self._consumer, ids, count=self._count,
+            block=None if recovering else self._block)
+        got = {_text(k): entries for k, entries in (result or {}).items()}
+        for key, position in ids.items():
+            entries = got.get(key, ())
+            if position != ">":  # own pending entries, oldest first: until none are left
+                if entries:
+                    self._ids[key] = entries[-1].identifier.decode()
+                else:
+                    self._ids[key] = ">"
+            for entry in entries:
+                out.append((key, entry))
+        return out
+
+    async def _claim(self, keys: list[str]) -> list[tuple[str, Any]]:
+        """Take over entries other consumers of the group held unacknowledged too long."""
+        out: list[tuple[str, Any]] = []
+        for key in keys:
+            reply = await self._client.xautoclaim(key, self._group, self._consumer,
+                                                  self._claim_idle_ms, self._cursors[key],
+                                                  count=self._count)
+            cursor, entries = reply[0], reply[1]
+            self._cursors[key] = _text(cursor)
+            if len(reply) > 2 and reply[2]:  # pending entries trimmed before anyone read them
+                self._deleted += len(reply[2])
+                logger.warning("%d pending entries of %s were trimmed before being read",
+                               len(reply[2]), key)
+            for entry in entries:
+                if (key, entry.identifier.decode()) not in self._held:
+                    self._claimed += 1
+                    out.append((key, entry))
+        return out
+
     # -- reading ----------------------------------------------------------------
 
-    async def _read(self, send: trio.MemorySendChannel[Any]) -> None:
-        transient = _transient()
-        failures = 0
+    async def _read(self, send: trio.MemorySendChannel[Any], keys: list[str]) -> None:
+        transient = transient_errors()
+        backoff = Backoff(initial=self._backoff_initial, cap=self._backoff_cap, rng=self._rng)
         async with send:
             while True:
                 try:
-                    result = await self._client.xread(self._ids, count=self._count,
-                                                      block=self._block)
-                    failures = 0
+                    fetched = await self._fetch(keys)
+                    backoff.healthy()
                 except transient as exc:
-                    failures += 1
                     self._reconnects += 1
-                    delay = min(self._backoff_cap, self._backoff_initial * 2 ** (failures - 1))
+                    delay = backoff.next_delay()
                     logger.warning("redis read failed (%s: %s); retrying in %.2f s",
                                    type(exc).__name__, exc, delay)
-                    await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                    await trio.sleep(delay)
                     continue
-                if not result:
-                    continue
-                for raw_key, entries in result.items():
-                    key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-                    for entry in entries:
-                        self._ids[key] = entry.identifier.decode()
-                        try:
-                            items = self._entry(key, entry.field_values)
-                        except Exception as exc:
-                            await send.send(exc)
-                            return
-                        if items:
-                            self._queued += len(items)
-                            await send.send(items)
+                group = self._group is not None
+                for key, entry in fetched:
+                    entry_id = entry.identifier.decode()
+                    if not group:
+                        self._ids[key] = entry_id
+                    fields = entry.field_values
+                    if fields is None:  # a pending entry deleted by trimming
+                        self._deleted += 1
+                        self._acks.setdefault(key, []).append(entry_id)
+                        continue
+                    try:
+                        items = self._entry(key, fields)
+                    except Exception as exc:
+                        await send.send(exc)
+                        return
+                    ack = None
+                    if group:
+                        self._held.add((key, entry_id))
+                        ack = _Ack(key, entry_id)
+                    if items or ack:
+                        self._queued += len(items)
+                        await send.send((items, ack))
 
     def _entry(self, key: str, fields: dict[bytes, bytes]) -> list[Any]:
         if fields.get(b"v") != SCHEMA_VERSION:
@@ -278,6 +418,8 @@ class RedisFeed:
             self._notices[fields.get(b"kind", b"?").decode()] += 1
             return []
         state = self._states[key]
+        if self._group is not None:
+            state.last = None  # a consumer sees a share of the entries: judge each alone
         name = state.stream.name
         payload = fields[b"p"]
         self._entries += 1
@@ -302,31 +444,36 @@ class RedisFeed:
         if fmt == b"json":
             events: list[Event] = decode_json_payload(payload, decimals=self._decimals)
         elif fmt == b"raw":
-            try:
-                frames = orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                raise SchemaError(f"an entry's payload is not JSON: {exc}") from None
             decode = self._decoder.decode_object
-            events = [decode(frame, name) for frame in frames]
+            events = [decode(frame, name) for frame in load_payload(payload)]
         else:
             raise SchemaError(f"an entry of {key} has the unknown format {fmt!r}")
+        rules = RULES
+        last_seen = state.last
+        append = out.append
+        duplicates = 0
         for event in events:
-            seq = sequence(event)
-            if seq is not None:
-                last_seen = state.last
+            rule = rules.get(event.__class__)
+            if rule is not None:
                 if last_seen is not None:
-                    if seq[1] <= last_seen:
-                        state.duplicates += 1
+                    verdict = rule.check(last_seen, event)
+                    if verdict == DUPLICATE:
+                        duplicates += 1
                         continue
-                    if type(event) in self._consecutive and seq[0] > last_seen + 1:
-                        hole = seq[0] - last_seen - 1
-                        state.missing += hole
+                    if verdict:
                         state.gaps += 1
                         self._gaps += 1
-                        out.append(Gap(name, last_seen + 1, seq[0] - 1, hole, "missing"))
-                state.last = seq[1]
-            state.events += 1
-            out.append(event)
+                        if verdict == BROKEN:  # a futures chain broken, nothing countable
+                            append(Gap(name, None, None, 0, "missing"))
+                        else:
+                            state.missing += verdict
+                            append(Gap(name, last_seen + 1, last_seen + verdict, verdict,
+                                       "missing"))
+                last_seen = rule.position(event)
+            append(event)
+        state.last = last_seen
+        state.duplicates += duplicates
+        state.events += len(events) - duplicates
         return out
 
     # -- iteration --------------------------------------------------------------
@@ -344,11 +491,19 @@ class RedisFeed:
                 raise StopAsyncIteration from None
             if isinstance(item, BaseException):
                 raise item
-            self._queued -= len(item)
-            pending.extend(item)
+            items, ack = item
+            self._queued -= len(items)
+            pending.extend(items)
+            if ack is not None:
+                pending.append(ack)
+        out: Event | Gap | _Ack = pending.popleft()
+        while out.__class__ is _Ack:  # the entry before it is handed out whole: acknowledge it
+            self._acks.setdefault(out.key, []).append(out.entry_id)
+            if not pending:
+                return await self.__anext__()
+            out = pending.popleft()
         self._events += 1
-        out: Event | Gap = pending.popleft()
-        return out
+        return out  # type: ignore[return-value]
 
     async def receive(self) -> Event | Gap:
         """The next event or gap, waiting for one: what ``async for`` does."""
@@ -370,11 +525,14 @@ class RedisFeed:
             dropped=self._dropped,
             gaps=self._gaps,
             notices=dict(self._notices),
-            queued=self._queued + len(self._pending),
+            queued=self._queued + sum(1 for item in self._pending if item.__class__ is not _Ack),
             reconnects=self._reconnects,
             snapshots=self._snapshots,
             lag_p50=self._lag.percentile(50),
             lag_p99=self._lag.percentile(99),
+            acked=self._acked,
+            claimed=self._claimed,
+            deleted=self._deleted,
         )
 
 
@@ -395,6 +553,12 @@ def open_redis_feed(
     backoff_initial: float = 0.05,
     backoff_cap: float = 5.0,
     rng: random.Random | None = None,
+    group: str | None = None,
+    consumer: str | None = None,
+    claim_idle: float = 30.0,
+    claim_interval: float = 5.0,
+    ack_timeout: float = 1.0,
+    cluster: bool = False,
 ) -> RedisFeed:
     """Read what a sink published: ``async with open_redis_feed(url, streams) as feed``.
 
@@ -407,14 +571,29 @@ def open_redis_feed(
     failed reads are retried with a jittered backoff (``backoff_initial``
     doubling up to ``backoff_cap``).  Entering resolves the start (and raises
     if the server cannot be reached within ``connect_timeout``).
+
+    With ``group`` and ``consumer`` (names), the feed is one consumer of a
+    consumer group: the group's consumers share the entries (``XREADGROUP``),
+    each entry is acknowledged once all its events were handed out and the
+    next item was asked for, and every ``claim_interval`` seconds the
+    consumer takes over entries that another one has held unacknowledged for
+    ``claim_idle`` seconds (``XAUTOCLAIM``): at least once, for the group as
+    a whole.  ``ack_timeout`` bounds the last acknowledgements on leaving.
+    ``cluster=True``: ``url`` is any node of a Redis Cluster; the feed reads
+    each hash tag's keys (a symbol's streams) in a task of its own.
+    See the module docstring for what a group changes.
     """
     parsed = [parse_stream(s) for s in streams]
     if not parsed:
         raise ValueError("open_redis_feed needs at least one stream")
+    if (group is None) != (consumer is None):
+        raise ValueError("a consumer group needs both group and consumer")
     _start_id(start)  # a bad start fails here, not on entering
     client = redis_client(url, connect_timeout=connect_timeout,
-                          read_timeout=read_timeout + block_ms / 1000.0)
+                          read_timeout=read_timeout + block_ms / 1000.0, cluster=cluster)
     options = dict(market=market, prefix=prefix, start=start, books=books, decimals=decimals,
                    count=count, block_ms=block_ms, max_queued=max_queued,
-                   backoff_initial=backoff_initial, backoff_cap=backoff_cap, rng=rng)
+                   backoff_initial=backoff_initial, backoff_cap=backoff_cap, rng=rng,
+                   group=group, consumer=consumer, claim_idle=claim_idle,
+                   claim_interval=claim_interval, ack_timeout=ack_timeout, cluster=cluster)
     return RedisFeed(client, parsed, options)

@@ -25,10 +25,11 @@ BRK1: ids are explicit and monotonic per key.  Each entry gets its id
     ids, and the server rejects those that landed ("equal or smaller than the
     target stream top item"): they are counted in ``already_written``, not
     duplicated.  Entries of one key are written in order, on one connection,
-    and each round trip is one ``MULTI``/``EXEC`` transaction, so a round
-    lands whole or not at all: a write refused at queueing (``OOM`` under
-    ``noeviction``) cannot let a later entry of the same stream land before an
-    earlier one, and a rejected retry always means "already there".
+    and each round trip is one ``MULTI``/``EXEC`` transaction (on a cluster,
+    one per hash tag), so a round lands whole (per tag) or not at all: a write
+    refused at queueing (``OOM`` under ``noeviction``) cannot let a later
+    entry of the same stream land before an earlier one, and a rejected retry
+    always means "already there".
 
 BRK2: nothing is dropped without a count.  Every accepted event is
     pending until the server acknowledged its entry.  Past
@@ -39,6 +40,15 @@ BRK2: nothing is dropped without a count.  Every accepted event is
     into one range, and writes that range both as a gap marker in the next
     entry of the stream and as a ``gap`` entry on the control stream, before
     (in the same round trip as) the entries that follow it.
+
+BRK4: a spool keeps the order.  Under ``spool``, past the bounds the oldest
+    batches not in flight are appended to a recording file (``_spool``)
+    instead of being dropped, and ``send`` does not wait (until the spool
+    holds ``max_spool_bytes``).  While the spool holds anything, the writer
+    takes its entries from the spool, oldest first, and none from memory:
+    what is in flight is older than the spool, the spool older than what
+    is in memory, so every stream's entries land in the order the events
+    came.  Nothing is counted written until the server acknowledged it.
 
 BRK3: outages are waited out.  A failed round trip is retried after a
     jittered backoff (``backoff_initial`` doubling up to ``backoff_cap``),
@@ -61,59 +71,42 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-import anyio
 import attrs
 import orjson
 import trio
 
-from .._errors import BrokerError, SinkClosed, lone_exception
-from ..binance import DepthUpdate, Event, OrderBook, parse_stream
+from .._errors import BrokerError, SinkClosed
+from ..binance import Decoder, DepthUpdate, Event, OrderBook, parse_stream
 from ..binance._limits import SPOT
+from ..binance._sequence import span
 from ..feed import Feed
-from ._codec import SCHEMA_VERSION, encode_event, sequence
+from ..feed._backoff import Backoff
+from ._client import ServerBusy, by_slot, enter, leave, redis_client, server_busy
+from ._client import transient as transient_errors
+from ._codec import SCHEMA_VERSION, decode_json_payload, encode_event
 from ._keys import DEFAULT_PREFIX, control_key, snapshot_key, stream_key
+from ._spool import Spool
 from ._statistics import DroppedRange, Latencies, SinkStatistics
 
 __all__ = ["RedisSink", "SinkPolicy", "open_redis_sink", "publish"]
 
 logger = logging.getLogger("trio_feed.broker")
 
-#: What a failed round trip may raise; anything else is a bug or a refusal, and ends the sink.
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    TimeoutError, OSError, anyio.BrokenResourceError, anyio.EndOfStream,
-    anyio.ClosedResourceError, trio.BrokenResourceError,
-)
-
-
-class _ServerBusy(Exception):
-    """The server answered but cannot take writes now (out of memory, loading)."""
-
-
-def _busy(exc: BaseException) -> bool:
-    """Full (maxmemory with noeviction), loading or busy: wait it out, like an outage."""
-    text = str(exc)
-    return any(word in text for word in ("OOM command not allowed", "LOADING", "BUSY ",
-                                         "TRYAGAIN"))
-
-
-def _transient() -> tuple[type[BaseException], ...]:
-    from coredis.exceptions import ConnectionError as RedisConnectionError
-
-    return (RedisConnectionError, _ServerBusy, *_TRANSIENT)
-
-
 class SinkPolicy(enum.Enum):
-    """What a full sink does: hold the feed (``block``) or drop its oldest data, counted."""
+    """What a full sink does: hold the feed (``block``), drop its oldest data (counted), or
+    move it to a file replayed when the server catches up (``spool``)."""
 
     BLOCK = "block"
     DROP_OLDEST = "drop_oldest"
+    SPOOL = "spool"
 
 
 @attrs.define(slots=True, eq=False)
@@ -128,6 +121,18 @@ class _Batch:
     last: int | None = None
     entry_id: str | None = None
     attempts: int = 0
+    spooled: bool = False  # made from the spool: not counted in pending_events
+    segment: Any = None  # the spool segment this batch ends, deleted once it is written
+
+    def append(self, data: bytes, event: Event) -> None:
+        """Add one event's element, widening the batch's sequence range by the event's ids."""
+        seq = span(event)
+        if seq is not None:
+            if self.first is None:
+                self.first = seq[0]
+            self.last = seq[1]
+        self.items.append(data)
+        self.nbytes += len(data)
     gap: bytes = b""
     snapshot: dict[bytes, bytes] | None = None
 
@@ -181,6 +186,10 @@ class RedisSink:
         self.market: str = o["market"]
         self.prefix: str = o["prefix"]
         self.policy = SinkPolicy(o["policy"])
+        self.cluster: bool = o["cluster"]
+        self.max_spool_bytes: int = o["max_spool_bytes"]
+        self._spool: Spool | None = Spool(o["spool"]) if self.policy is SinkPolicy.SPOOL else None
+        self._decoder = Decoder()  # replaying raw frames from the spool
         self.max_batch_events: int = o["max_batch_events"]
         self.max_batch_bytes: int = o["max_batch_bytes"]
         self.flush_interval: float = o["flush_interval"]
@@ -198,6 +207,7 @@ class RedisSink:
         self.backoff_cap: float = o["backoff_cap"]
         self.close_timeout: float = o["close_timeout"]
         self._rng: random.Random = o["rng"] or random.Random()
+        self._backoff = Backoff(initial=self.backoff_initial, cap=self.backoff_cap, rng=self._rng)
         self._wall_us: Callable[[], int] = o["wall_clock_us"]
         self._http: Any = None  # an httpx.AsyncClient, with rest_url only
         self._control = _Key("", control_key(market=self.market, prefix=self.prefix))
@@ -226,25 +236,24 @@ class RedisSink:
         self._blocked_since: float | None = None
         self._snapshots = 0
         self._write_ms = Latencies()
+        self._spooled = self._spool_events = self._replayed = 0
+        self._replaying = 0  # events taken from the spool, not yet acknowledged
 
     # -- lifetime ---------------------------------------------------------------
 
     async def __aenter__(self) -> RedisSink:
-        stack = AsyncExitStack()
-        try:
-            await stack.enter_async_context(self._client)
-            await self._client.ping()
-            if self.rest_url is not None:
-                import httpx  # only for book snapshots
-
-                self._http = await stack.enter_async_context(httpx.AsyncClient())
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self._nursery.start_soon(self._writer)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+        self._stack = await enter(self._open)
         return self
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        await stack.enter_async_context(self._client)
+        await self._client.ping()
+        if self.rest_url is not None:
+            import httpx  # only for book snapshots
+
+            self._http = await stack.enter_async_context(httpx.AsyncClient())
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._nursery.start_soon(self._writer)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: Any) -> None:
@@ -258,18 +267,26 @@ class RedisSink:
                 logger.warning("sink closed with %d events not written (counted in "
                                "pending_events)", self._pending_events)
             self._nursery.cancel_scope.cancel()
-            await self._stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            leaf = lone_exception(group)
-            raise leaf from leaf.__cause__
+            await leave(self._stack, exc_type, exc, tb)
         finally:
             self._closed = True
+            if self._spool is not None:
+                self._spool.close()
 
     # -- input ------------------------------------------------------------------
 
     def _full(self) -> bool:
         return (self._pending_events >= self.max_pending_events
                 or self._pending_bytes >= self.max_pending_bytes)
+
+    def _must_wait(self) -> bool:
+        """Whether ``send`` waits: ``block`` when full; ``spool`` when full and so is the spool."""
+        if self.policy is SinkPolicy.BLOCK:
+            return self._full()
+        if self.policy is SinkPolicy.SPOOL:
+            assert self._spool is not None
+            return self._spool.bytes >= self.max_spool_bytes and self._full()
+        return False
 
     def _check_open(self) -> None:
         if self._failure is not None:
@@ -281,29 +298,73 @@ class RedisSink:
         """Queue one event for its stream; under ``block``, wait while the sink is full.
 
         ``raw``, if given, is the frame the event was decoded from (the combined
-        envelope), written instead of the normalised JSON (``fmt=raw``).
+        envelope), written instead of the normalised JSON (``fmt=raw``).  One
+        call is one checkpoint: a producer with many events at hand should
+        give them to :meth:`send_batch` instead.
+        """
+        await self.send_batch((event,), raws=None if raw is None else (raw,))
+
+    async def send_batch(self, events: Sequence[Event], *,
+                         raws: Sequence[bytes] | None = None) -> None:
+        """Queue many events (of any streams) with one checkpoint; the batch is taken whole.
+
+        Under ``block`` it waits while the sink is full, then takes every event
+        of the batch, so ``pending_events`` can pass ``max_pending_events`` by
+        less than one batch; cancelled while waiting, it has taken none.
+        ``raws``, if given, holds each event's frame (see :meth:`send`).
+        Raises ``ValueError`` before taking any, if an event has no stream or
+        ``raws`` does not match ``events``.
         """
         self._check_open()
-        if self.policy is SinkPolicy.BLOCK and self._full():
-            self._blocked_since = started = trio.current_time()
-            try:
-                while self._full():
-                    self._space = trio.Event() if self._space.is_set() else self._space
-                    await self._space.wait()
-                    self._check_open()
-            finally:
-                self._blocked_since = None
-                self._blocked += trio.current_time() - started
+        self._check_batch(events, raws)
+        if self._must_wait():
+            await self._wait_for_space()
         else:
             await trio.lowlevel.checkpoint()
-        self._add(event, raw)
+        self._add_all(events, raws)
 
     def send_nowait(self, event: Event, *, raw: bytes | None = None) -> None:
         """:meth:`send` without waiting: raise ``trio.WouldBlock`` if ``block`` would wait."""
+        self.send_batch_nowait((event,), raws=None if raw is None else (raw,))
+
+    def send_batch_nowait(self, events: Sequence[Event], *,
+                          raws: Sequence[bytes] | None = None) -> None:
+        """:meth:`send_batch` without waiting: ``trio.WouldBlock`` (none taken) if it would."""
         self._check_open()
-        if self.policy is SinkPolicy.BLOCK and self._full():
+        self._check_batch(events, raws)
+        if self._must_wait():
             raise trio.WouldBlock
-        self._add(event, raw)
+        self._add_all(events, raws)
+
+    @staticmethod
+    def _check_batch(events: Sequence[Event], raws: Sequence[bytes] | None) -> None:
+        if raws is not None and len(raws) != len(events):
+            raise ValueError(f"{len(raws)} raw frames for {len(events)} events")
+        for event in events:
+            if event.stream is None:
+                raise ValueError(
+                    f"{type(event).__name__} has no stream: the sink cannot place it")
+
+    async def _wait_for_space(self) -> None:
+        """Wait until the sink is not full (``block``), counted in ``blocked_seconds``."""
+        self._blocked_since = started = trio.current_time()
+        try:
+            while self._must_wait():
+                self._space = trio.Event() if self._space.is_set() else self._space
+                await self._space.wait()
+                self._check_open()
+        finally:
+            self._blocked_since = None
+            self._blocked += trio.current_time() - started
+
+    def _add_all(self, events: Sequence[Event], raws: Sequence[bytes] | None) -> None:
+        add = self._add
+        if raws is None:
+            for event in events:
+                add(event, None)
+        else:
+            for event, raw in zip(events, raws, strict=True):
+                add(event, raw)
 
     def note(self, kind: str, **fields: str | int | float | None) -> None:
         """Write a control entry (``kind`` plus ``fields``), e.g. a resync or a rotation.
@@ -329,9 +390,7 @@ class RedisSink:
         return state
 
     def _add(self, event: Event, raw: bytes | None) -> None:
-        stream = event.stream
-        if stream is None:
-            raise ValueError(f"{type(event).__name__} has no stream: the sink cannot place it")
+        stream: str = event.stream  # type: ignore[assignment]  # checked by _check_batch
         state = self._keys.get(stream) or self._state(stream)
         if raw is None:
             data, fmt = encode_event(event), b"json"
@@ -343,13 +402,7 @@ class RedisSink:
                 self._seal(state)
             batch = state.open = _Batch(state, fmt, trio.current_time(), self._wall_us())
             self._wake.set()
-        seq = sequence(event)
-        if seq is not None:
-            if batch.first is None:
-                batch.first = seq[0]
-            batch.last = seq[1]
-        batch.items.append(data)
-        batch.nbytes += len(data)
+        batch.append(data, event)
         self._pending_events += 1
         self._pending_bytes += len(data)
         if self._pending_events > self._peak_pending:
@@ -360,8 +413,8 @@ class RedisSink:
                 self._request_snapshot(state)
         if len(batch.items) >= self.max_batch_events or batch.nbytes >= self.max_batch_bytes:
             self._seal(state)
-        if self.policy is SinkPolicy.DROP_OLDEST and self._full():
-            self._drop_oldest()
+        if self._full() and self.policy is not SinkPolicy.BLOCK:
+            self._shed()
 
     def _seal(self, state: _Key) -> None:
         batch = state.open
@@ -394,7 +447,8 @@ class RedisSink:
                 next_deadline = deadline
         return next_deadline
 
-    def _drop_oldest(self) -> None:
+    def _shed(self) -> None:
+        """Make room: drop (``drop_oldest``) or spill (``spool``) the oldest batches not sent."""
         while self._full():
             batch: _Batch | None
             if self._sealed:
@@ -406,7 +460,22 @@ class RedisSink:
                 state = min(opened, key=lambda s: s.open.opened)  # type: ignore[union-attr]
                 batch, state.open = state.open, None
             assert batch is not None
-            self._drop(batch)
+            if self.policy is SinkPolicy.SPOOL:
+                self._spill(batch)
+            else:
+                self._drop(batch)
+
+    def _spill(self, batch: _Batch) -> None:
+        assert self._spool is not None
+        if not self._spool_events:
+            logger.warning("sink full: spooling the oldest events to %s", self._spool.base)
+        self._spool.spill(batch.state.stream, batch.t0 * 1000, batch.items)
+        count = len(batch.items)
+        self._pending_events -= count
+        self._pending_bytes -= batch.nbytes
+        self._spooled += count
+        self._spool_events += count
+        self._wake.set()
 
     def _drop(self, batch: _Batch) -> None:
         state, count = batch.state, len(batch.items)
@@ -440,7 +509,8 @@ class RedisSink:
         for state in self._keys.values():
             if state.open is not None:
                 self._seal(state)
-        while self._pending_events > 0 or self._notes or self._gap_notes:
+        while (self._pending_events > 0 or self._notes or self._gap_notes or self._replaying
+               or (self._spool is not None and self._spool.has_data())):
             self._check_open()
             self._progress = trio.Event() if self._progress.is_set() else self._progress
             await self._progress.wait()
@@ -457,7 +527,7 @@ class RedisSink:
 
         assert self._http is not None and state.book is not None
         book = state.book
-        delay = self.backoff_initial
+        backoff = Backoff(initial=self.backoff_initial, cap=self.backoff_cap, rng=self._rng)
         try:
             while True:
                 try:
@@ -468,11 +538,10 @@ class RedisSink:
                     response.raise_for_status()
                     if book.receive_snapshot(response.content) is None:
                         return
-                    delay = self.backoff_initial  # too old: fetch again soon
+                    backoff.healthy()  # too old: fetch again soon
                 except (httpx.HTTPError, ValueError) as exc:
                     logger.info("book snapshot of %s failed: %s", book.symbol, exc)
-                    delay = min(self.backoff_cap, delay * 2)
-                await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                await trio.sleep(backoff.next_delay())
         finally:
             state.fetching = False
 
@@ -493,7 +562,8 @@ class RedisSink:
             while True:
                 while True:
                     deadline = self._seal_due(trio.current_time())
-                    if self._sealed or self._notes or self._gap_notes:
+                    if (self._sealed or self._notes or self._gap_notes
+                            or (self._spool is not None and self._spool.has_data())):
                         break
                     self._wake = trio.Event()
                     with trio.move_on_at(deadline if deadline is not None else float("inf")):
@@ -507,6 +577,8 @@ class RedisSink:
             raise
 
     def _take(self) -> list[_Batch]:
+        if self._spool is not None and self._spool.has_data():
+            return self._take_spooled(self._spool)  # BRK4: the spool before what is newer
         taken: list[_Batch] = []
         while self._sealed and len(taken) < self.max_entries_per_write:
             batch = self._sealed.popleft()
@@ -516,6 +588,33 @@ class RedisSink:
                 batch.gap = b"%s:%s:%d" % (_text(first), _text(last), count)
                 state.dropped = None
             taken.append(batch)
+        return taken
+
+    def _take_spooled(self, spool: Spool) -> list[_Batch]:
+        """Batches remade from the oldest spooled events, one stream's run at a time."""
+        records, done = spool.take(self.max_batch_events * self.max_entries_per_write)
+        self._replaying += len(records)
+        taken: list[_Batch] = []
+        batch: _Batch | None = None
+        for record in records:
+            stream = record.stream or ""
+            item = record.raw.encode() if isinstance(record.raw, str) else record.raw
+            raw = item.startswith(b'{"stream":')
+            if (batch is None or batch.state.stream != stream or (b"raw" if raw else b"json")
+                    != batch.fmt or len(batch.items) >= self.max_batch_events
+                    or batch.nbytes >= self.max_batch_bytes):
+                state = self._keys.get(stream) or self._state(stream)
+                batch = _Batch(state, b"raw" if raw else b"json", trio.current_time(),
+                               record.t // 1000, spooled=True)
+                taken.append(batch)
+            event = (self._decoder.decode(item) if raw
+                     else decode_json_payload(b"[" + item + b"]")[0])
+            batch.append(item, event)
+        if done is not None:
+            if taken:
+                taken[-1].segment = done
+            else:
+                spool.delete(done)
         return taken
 
     def _take_notes(self) -> list[dict[bytes, bytes]]:
@@ -548,7 +647,7 @@ class RedisSink:
     async def _write_round(self) -> None:
         from coredis.exceptions import ResponseError
 
-        transient = _transient()
+        transient = transient_errors()
         batches = self._take()
         notes = self._take_notes()
         failures = 0
@@ -565,46 +664,49 @@ class RedisSink:
                         note[b"id"] = self._control.next_id(now_ms).encode()
                 started = time.perf_counter()
                 sent_at = _text(self._wall_us())
+                commands: list[tuple[_Batch | None, str, dict[bytes, bytes], dict[str, Any]]]
+                commands = []
+                for note in notes:
+                    fields = {k: v for k, v in note.items() if k != b"id"}
+                    commands.append((None, self._control.key, fields, dict(
+                        identifier=note[b"id"], trim_strategy=_maxlen(),
+                        trim_operator=_approx(), threshold=self.control_maxlen)))
+                for batch in batches:
+                    batch.attempts += 1
+                    fields = {
+                        b"v": SCHEMA_VERSION, b"fmt": batch.fmt,
+                        b"n": b"%d" % len(batch.items), b"first": _text(batch.first),
+                        b"last": _text(batch.last), b"t0": b"%d" % batch.t0,
+                        b"t": sent_at, b"gap": batch.gap,
+                        b"p": b"[" + b",".join(batch.items) + b"]",
+                    }
+                    commands.append((batch, batch.state.key, fields, dict(
+                        identifier=batch.entry_id, **self._retention(batch.state.key))))
+                    if batch.snapshot is not None:
+                        commands.append((None, snapshot_key(
+                            batch.state.stream, market=self.market, prefix=self.prefix),
+                            batch.snapshot, dict(
+                                identifier=batch.entry_id, trim_strategy=_maxlen(),
+                                trim_operator=_approx(), threshold=self.snapshot_maxlen)))
+                requests: list[tuple[_Batch | None, Any]] = []
                 try:
-                    async with self._client.pipeline(transaction=True,
-                                                     raise_on_error=False) as pipe:
-                        requests: list[tuple[_Batch | None, Any]] = []
-                        for note in notes:
-                            fields = {k: v for k, v in note.items() if k != b"id"}
-                            requests.append((None, pipe.xadd(
-                                self._control.key, fields, identifier=note[b"id"],
-                                trim_strategy=_maxlen(), trim_operator=_approx(),
-                                threshold=self.control_maxlen)))
-                        for batch in batches:
-                            batch.attempts += 1
-                            fields = {
-                                b"v": SCHEMA_VERSION, b"fmt": batch.fmt,
-                                b"n": b"%d" % len(batch.items), b"first": _text(batch.first),
-                                b"last": _text(batch.last), b"t0": b"%d" % batch.t0,
-                                b"t": sent_at, b"gap": batch.gap,
-                                b"p": b"[" + b",".join(batch.items) + b"]",
-                            }
-                            requests.append((batch, pipe.xadd(
-                                batch.state.key, fields, identifier=batch.entry_id,
-                                **self._retention(batch.state.key))))
-                            if batch.snapshot is not None:
-                                requests.append((None, pipe.xadd(
-                                    snapshot_key(batch.state.stream, market=self.market,
-                                                 prefix=self.prefix),
-                                    batch.snapshot, identifier=batch.entry_id,
-                                    trim_strategy=_maxlen(), trim_operator=_approx(),
-                                    threshold=self.snapshot_maxlen)))
+                    # One transaction a round; on a cluster one per hash tag (one slot each).
+                    for group in by_slot(commands, lambda c: c[1], self.cluster):
+                        async with self._client.pipeline(transaction=True,
+                                                         raise_on_error=False) as pipe:
+                            for owner, key, fields, options in group:
+                                requests.append((owner, pipe.xadd(key, fields, **options)))
                 except ResponseError as exc:
-                    if _busy(exc):
-                        raise _ServerBusy(str(exc)) from exc
+                    if server_busy(exc):
+                        raise ServerBusy(str(exc)) from exc
                     raise BrokerError(f"the server refused a write: {exc}") from exc
                 retried = failures > 0
                 for owner, request in requests:
                     try:
                         await request
                     except ResponseError as exc:
-                        if _busy(exc):
-                            raise _ServerBusy(str(exc)) from exc
+                        if server_busy(exc):
+                            raise ServerBusy(str(exc)) from exc
                         if "equal or smaller" not in str(exc):
                             raise BrokerError(f"the server refused an XADD: {exc}") from exc
                         if not retried:
@@ -615,22 +717,31 @@ class RedisSink:
                         if owner is not None:
                             self._already += 1
                 self._write_ms.add((time.perf_counter() - started) * 1000.0)
+                self._backoff.healthy()
                 break
             except transient as exc:
                 failures += 1
                 self._retries += len(batches)
                 self._reconnects += 1
-                delay = min(self.backoff_cap, self.backoff_initial * 2 ** (failures - 1))
-                logger.warning("redis write failed (%s: %s); retrying %d entries in %.2f s",
+                delay = self._backoff.next_delay()
+                logger.warning("redis write failed (%s: %.200s); retrying %d entries in %.2f s",
                                type(exc).__name__, exc, len(batches), delay)
-                await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                await trio.sleep(delay)
         for batch in batches:
             count = len(batch.items)
             self._entries += 1
             self._events += count
             self._bytes += batch.nbytes
-            self._pending_events -= count
-            self._pending_bytes -= batch.nbytes
+            if batch.spooled:
+                self._spool_events = max(0, self._spool_events - count)
+                self._replaying -= count
+                self._replayed += count
+                if batch.segment is not None:
+                    assert self._spool is not None
+                    self._spool.delete(batch.segment)
+            else:
+                self._pending_events -= count
+                self._pending_bytes -= batch.nbytes
             if batch.snapshot is not None:
                 self._snapshots += 1
         self._space.set()
@@ -660,6 +771,10 @@ class RedisSink:
             write_p50=self._write_ms.percentile(50),
             write_p99=self._write_ms.percentile(99),
             snapshots=self._snapshots,
+            spooled_events=self._spooled,
+            spool_events=self._spool_events,
+            spool_bytes=self._spool.bytes if self._spool is not None else 0,
+            replayed_events=self._replayed,
         )
 
 
@@ -675,21 +790,15 @@ def _approx() -> Any:
     return PureToken.APPROXIMATELY
 
 
-def redis_client(url: str, *, connect_timeout: float, read_timeout: float | None) -> Any:
-    """A coredis client for ``url`` without coredis's own retries (the callers retry)."""
-    import coredis
-    from coredis.retry import NoRetryPolicy
-
-    return coredis.Redis.from_url(url, retry_policy=NoRetryPolicy(),
-                                  connect_timeout=connect_timeout, stream_timeout=read_timeout)
-
-
 def open_redis_sink(
     url: str,
     *,
     market: str = "spot",
     prefix: str = DEFAULT_PREFIX,
     policy: SinkPolicy | str = SinkPolicy.BLOCK,
+    spool: str | os.PathLike[str] | None = None,
+    max_spool_bytes: int = 1 << 30,
+    cluster: bool = False,
     max_batch_events: int = 100,
     max_batch_bytes: int = 256 * 1024,
     flush_interval: float = 0.005,
@@ -721,26 +830,34 @@ def open_redis_sink(
     ``max_batch_bytes`` bytes, and waits at most ``flush_interval`` seconds;
     up to ``max_entries_per_write`` entries go in one pipelined round trip.
     Bounds: ``max_pending_events`` / ``max_pending_bytes``, past which
-    ``policy`` applies (``"block"`` or ``"drop_oldest"``; module docstring).
+    ``policy`` applies (``"block"``, ``"drop_oldest"``, or ``"spool"`` with
+    ``spool``, the path of the spool's files, holding at most
+    ``max_spool_bytes`` before ``send`` waits; module docstring).
     Retention: ``MAXLEN ~ maxlen`` per stream, or with ``max_age`` (seconds)
     ``MINID ~`` that old; one of them is required.  ``control_maxlen`` and
     ``snapshot_maxlen`` bound the control and snapshot streams.  Book
     snapshots: ``rest_url`` (e.g. ``https://api.binance.com``; ``None``: no
     snapshots), every ``snapshot_interval`` seconds, ``snapshot_limit`` levels
     per REST request.  ``market`` and ``prefix`` name the keys (``_keys``).
+    ``cluster=True``: ``url`` is any node of a Redis Cluster; each round trip
+    is then one transaction per hash tag (a symbol's streams share one).
     Timeouts and backoff are in seconds; ``rng`` and ``wall_clock_us`` are for
     tests.
     """
     if maxlen is None and max_age is None:
         raise ValueError("a stream must be bounded: give maxlen or max_age")
+    if (SinkPolicy(policy) is SinkPolicy.SPOOL) != (spool is not None):
+        raise ValueError('policy="spool" and spool (a file path) go together')
     if max_batch_events < 1 or max_entries_per_write < 1:
         raise ValueError("max_batch_events and max_entries_per_write must be at least 1")
     if max_pending_events < max_batch_events * max_entries_per_write:
         raise ValueError("max_pending_events must hold at least one full write "
                          "(max_batch_events * max_entries_per_write)")
-    client = redis_client(url, connect_timeout=connect_timeout, read_timeout=write_timeout)
+    client = redis_client(url, connect_timeout=connect_timeout, read_timeout=write_timeout,
+                          cluster=cluster)
     options = dict(
-        market=market, prefix=prefix, policy=SinkPolicy(policy),
+        market=market, prefix=prefix, policy=SinkPolicy(policy), spool=spool, cluster=cluster,
+        max_spool_bytes=max_spool_bytes,
         max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes,
         flush_interval=flush_interval, max_pending_events=max_pending_events,
         max_pending_bytes=max_pending_bytes, max_entries_per_write=max_entries_per_write,
@@ -754,20 +871,43 @@ def open_redis_sink(
 
 
 async def publish(feed: Feed | AsyncIterator[Event], sink: RedisSink, *,
-                  limit: int | None = None, note_interval: float = 1.0) -> int:
+                  limit: int | None = None, note_interval: float = 1.0,
+                  max_batch: int = 1024) -> int:
     """Send every event of ``feed`` to ``sink`` (at most ``limit``); return how many were sent.
+
+    Events go to the sink in batches, one :meth:`RedisSink.send_batch` (one
+    checkpoint) per batch: after waiting for an event, everything the feed
+    already holds (up to ``max_batch`` events, through ``receive_nowait``)
+    goes with it.  A source without ``receive_nowait`` is sent event by event.
 
     For a :class:`~trio_feed.Feed`, every ``note_interval`` seconds the feed's
     reconnects, rotations and missing ids are compared with the last look, and
     what changed is written to the control stream (``resync``, ``rotation``,
     ``missing``).
     """
+    if max_batch < 1:
+        raise ValueError("max_batch must be at least 1")
     sent = 0
     last = None
     next_look = trio.current_time() + note_interval
+    more: Callable[[], Event] | None = getattr(feed, "receive_nowait", None)
     async for event in feed:
-        await sink.send(event)
-        sent += 1
+        room = max_batch if limit is None else min(max_batch, limit - sent)
+        batch = [event]
+        failure: BaseException | None = None
+        if more is not None:
+            while len(batch) < room:
+                try:
+                    batch.append(more())
+                except (trio.WouldBlock, trio.EndOfChannel, StopAsyncIteration):
+                    break
+                except Exception as exc:  # the feed's failure, after what it had queued
+                    failure = exc
+                    break
+        await sink.send_batch(batch)
+        sent += len(batch)
+        if failure is not None:
+            raise failure
         if isinstance(feed, Feed) and trio.current_time() >= next_look:
             next_look = trio.current_time() + note_interval
             last = _note_changes(feed, sink, last)

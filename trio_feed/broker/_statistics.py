@@ -55,6 +55,9 @@ class SinkStatistics:
     markers) under ``drop_oldest``; ``blocked_seconds``: time ``send`` waited
     under ``block``, a wait in progress included.  ``write_p50``/``write_p99``:
     milliseconds per pipelined round trip.  ``snapshots``: book snapshots written.
+    Under ``spool``: ``spooled_events`` went to the spool (in all),
+    ``spool_events`` of them (and ``spool_bytes`` on disk) are not written yet,
+    ``replayed_events`` were written from it.
     """
 
     policy: str
@@ -74,6 +77,10 @@ class SinkStatistics:
     write_p50: float | None
     write_p99: float | None
     snapshots: int
+    spooled_events: int = 0
+    spool_events: int = 0
+    spool_bytes: int = 0
+    replayed_events: int = 0
 
 
 @attrs.frozen
@@ -105,3 +112,6 @@ class RedisFeedStatistics:
     snapshots: int
     lag_p50: float | None
     lag_p99: float | None
+    acked: int = 0
+    claimed: int = 0
+    deleted: int = 0

@@ -13,12 +13,12 @@ import attrs
 import orjson
 
 from ..binance import format_event
-from ..feed import open_feed
 from ._commands import (
     _add_source_options,
     _connect_to,
     _json_default,
     event_to_dict,
+    open_feeds,
     positive_float,
     positive_int,
 )
@@ -100,11 +100,12 @@ async def run_publish(args: argparse.Namespace) -> int:
     screen: Screen = args.screen
     if not args.redis.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--redis must be a redis:// URL, got {args.redis!r}", 2)
-    async with _connect_to(args) as (url, names):
-        async with open_feed(names, url=url, reconnect=True,
-                             connect_timeout=args.connect_timeout) as feed, \
+    if (args.policy == "spool") != (args.spool is not None):
+        raise CliError("--policy spool and --spool PATH go together", 2)
+    async with _connect_to(args) as (urls, names):
+        async with open_feeds(urls, names, args, reconnect=True) as feed, \
                 open_redis_sink(args.redis, prefix=args.prefix, policy=args.policy,
-                                maxlen=args.maxlen, max_age=args.max_age,
+                                spool=args.spool, maxlen=args.maxlen, max_age=args.max_age,
                                 rest_url=args.rest_url,
                                 connect_timeout=args.connect_timeout) as sink:
             sent = await publish(feed, sink, limit=args.limit)
@@ -121,8 +122,11 @@ def add_publish(commands: Any, common: argparse.ArgumentParser) -> None:
     pub.add_argument("streams", nargs="*", metavar="STREAM", help="e.g. btcusdt@trade")
     pub.add_argument("--redis", required=True, metavar="URL", help="redis://host:port")
     pub.add_argument("--limit", type=positive_int, help="stop after N events")
-    pub.add_argument("--policy", choices=("block", "drop_oldest"), default="block",
-                     help="when the server falls behind: hold the feed, or drop (counted)")
+    pub.add_argument("--policy", choices=("block", "drop_oldest", "spool"), default="block",
+                     help="when the server falls behind: hold the feed, drop (counted), "
+                          "or spool to a file and replay it")
+    pub.add_argument("--spool", metavar="PATH",
+                     help="the spool's files (PATH.1, PATH.2...) for --policy spool")
     pub.add_argument("--maxlen", type=positive_int, default=100_000,
                      help="entries kept per stream (MAXLEN ~; default 100000)")
     pub.add_argument("--max-age", type=positive_float, metavar="S",

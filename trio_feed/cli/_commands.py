@@ -24,9 +24,10 @@ import attrs
 import orjson
 import trio
 
-from .._errors import ConnectionClosed
-from ..binance import DEFAULT_BASE_URL, Event, combined_url, format_event
-from ..binance._urls import parse_stream_url, raw_streams_url
+from .._errors import ConnectionClosed, lone_exception
+from ..binance import DEFAULT_BASE_URL, Event, combined_url, format_event, parse_stream
+from ..binance._limits import MARKETS, USDM_FUTURES, venue_named
+from ..binance._urls import parse_stream_url, raw_streams_url, routed_url
 from ..feed import Feed, FeedStatistics, open_feed
 from ..recording import RecordCounters, RecordingWriter, compute_stats, record
 from ._errors import CliError, check_streams
@@ -42,6 +43,7 @@ __all__ = [
     "add_stats",
     "add_stream",
     "event_to_dict",
+    "open_feeds",
 ]
 
 LIVE_BASE_URL = DEFAULT_BASE_URL
@@ -104,7 +106,11 @@ def _add_status_option(parser: argparse.ArgumentParser) -> None:
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--live", action="store_true",
-                       help=f"read real Binance spot streams ({LIVE_BASE_URL})")
+                       help=f"read real Binance streams ({LIVE_BASE_URL} for spot, "
+                            f"{USDM_FUTURES.base_url} for --market usdm)")
+    parser.add_argument("--market", choices=sorted(MARKETS), default="spot",
+                        help="spot (the default) or usdm (USD-M futures: its stream names, "
+                             "and each stream on its route, /public or /market)")
     where.add_argument("--url", help="a base URL (ws[s]://host:port) or a full stream URL "
                                      "(.../ws/<stream> or .../stream?streams=...); default: "
                                      "an embedded local exchange")
@@ -131,35 +137,49 @@ def _streams_in_url(url: str) -> list[str]:
     return [] if parsed is None else [name for name in parsed.names if name]
 
 
-def _stream_url(base: str, names: list[str], raw: bool) -> str:
-    return raw_streams_url(names, base) if raw else combined_url(names, base)
+def _stream_urls(base: str, names: list[str], raw: bool, market: str) -> list[str]:
+    """One URL per route the streams need (spot: one; USD-M: ``/public``, ``/market``)."""
+    venue = venue_named(market)
+    by_route: dict[str, list[str]] = {}
+    for name in names:
+        by_route.setdefault(venue.route(parse_stream(name, market).kind), []).append(name)
+    build = raw_streams_url if raw else combined_url
+    return [build(group, routed_url(base, route), market=market)
+            for route, group in by_route.items()]
 
 
 @contextlib.asynccontextmanager
-async def _connect_to(args: argparse.Namespace) -> AsyncIterator[tuple[str, list[str]]]:
-    """``(full URL, stream names)`` for the command's source, starting the exchange if needed."""
-    names = check_streams(args.streams)
+async def _connect_to(args: argparse.Namespace) -> AsyncIterator[tuple[list[str], list[str]]]:
+    """``(full URLs, stream names)`` for the command's source, starting the exchange if needed.
+
+    There is one URL per route the streams need: one on spot, and on USD-M one
+    for ``/public`` and one for ``/market`` when the streams need both.
+    """
+    market = args.market
+    names = check_streams(args.streams, market)
     if args.url and not args.url.startswith(("ws://", "wss://")):
         raise CliError(f"--url must start with ws:// or wss://, got {args.url!r}", 2)
     if args.url and _is_full_url(args.url):
         if not names:
-            names = check_streams(_streams_in_url(args.url))
+            names = check_streams(_streams_in_url(args.url), market)
         args.target = args.url
-        yield args.url, names
+        yield [args.url], names
         return
     if not names:
         raise CliError("name at least one stream, e.g. 'btcusdt@trade'", 2)
     if args.live or args.url:
-        base = LIVE_BASE_URL if args.live else args.url
-        args.target = _stream_url(base, names, args.raw)
-        yield args.target, names
+        base = venue_named(market).base_url if args.live else args.url
+        urls = _stream_urls(base, names, args.raw, market)
+        args.target = " and ".join(urls)
+        yield urls, names
         return
     from ..exchange import open_exchange  # not imported for the commands that need no server
 
-    async with open_exchange(seed=args.seed, rate=args.rate) as exchange:
-        args.target = _stream_url(exchange.base_url, names, args.raw)
+    async with open_exchange(seed=args.seed, rate=args.rate, market=market) as exchange:
+        urls = _stream_urls(exchange.base_url, names, args.raw, market)
+        args.target = " and ".join(urls)
         args.exchange_rest_url = exchange.rest_url
-        yield args.target, names
+        yield urls, names
 
 
 # -- what the status region says -----------------------------------------------------------
@@ -259,11 +279,11 @@ async def run_stream(args: argparse.Namespace) -> int:
         return stream_status(feed_ref[0].statistics(), expected=expected[0], events=count,
                              limit=limit, rates=rates, seconds=seconds, width=screen.width())
 
-    async with _connect_to(args) as (url, names):
+    async with _connect_to(args) as (urls, names):
         async with status_region(screen, render):
-            async with open_feed(names, mode=args.mode, url=url, reconnect=args.reconnect,
-                                 retry_first_connect=args.reconnect,
-                                 connect_timeout=args.connect_timeout) as feed:
+            async with open_feeds(urls, names, args, mode=args.mode,
+                                  reconnect=args.reconnect,
+                                  retry_first_connect=args.reconnect) as feed:
                 expected[0] = max(1, feed.statistics().connections)
                 feed_ref.append(feed)
                 try:
@@ -281,6 +301,30 @@ async def run_stream(args: argparse.Namespace) -> int:
                         raise
                     screen.note(f"{exc} (after {count} events)")
     return 0
+
+
+@contextlib.asynccontextmanager
+async def open_feeds(urls: list[str], names: list[str], args: argparse.Namespace,
+                     **options: Any) -> AsyncIterator[Feed]:
+    """The command's feed: on exactly ``urls[0]``, or on each route when there are several.
+
+    ``options`` go to :func:`~trio_feed.open_feed`, with the market and the
+    connect timeout of ``args``.
+    """
+    options.update(market=args.market, connect_timeout=args.connect_timeout)
+    if len(urls) == 1:
+        async with open_feed(names, url=urls[0], **options) as feed:
+            yield feed
+        return
+    if args.raw:
+        raise CliError("--raw reads one route: these streams need both /public and /market "
+                       "(drop --raw, or name streams of one route)", 2)
+    # Several routes: the feed routes each stream itself, from the host.
+    parsed = parse_stream_url(urls[0])
+    assert parsed is not None
+    base = urls[0].split(parsed.route + "/stream", 1)[0]
+    async with open_feed(names, base_url=base, **options) as feed:
+        yield feed
 
 
 # -- record ----------------------------------------------------------------------------------
@@ -378,7 +422,7 @@ def _summary(screen: Screen, args: argparse.Namespace, counters: RecordCounters,
 async def run_record(args: argparse.Namespace) -> int:
     screen: Screen = args.screen
     path: str = args.output
-    check_streams(args.streams)  # before anything touches the file
+    check_streams(args.streams, args.market)  # before anything touches the file
     existed, size = _existing(path)
     if size and not args.append and not args.force:
         raise CliError(f"{path} already holds {size_text(size)}: pass --force to replace it "
@@ -400,14 +444,11 @@ async def run_record(args: argparse.Namespace) -> int:
 
     backfill = None
     try:
-        async with _connect_to(args) as (url, _names):
+        async with _connect_to(args) as (urls, _names):
             if args.backfill:
                 backfill = _recording_backfill(args)
             async with status_region(screen, render):
-                result = await record(url, writer, limit=args.limit, duration=args.duration,
-                                      counters=counters, connect_timeout=args.connect_timeout,
-                                      backfill=backfill)
-            closed = result.closed
+                closed = await _record_all(urls, writer, args, counters, backfill)
     except Exception:
         writer.close()
         if counters.messages:
@@ -435,15 +476,44 @@ async def run_record(args: argparse.Namespace) -> int:
 
 
 def _recording_backfill(args: argparse.Namespace) -> Any:
-    from ..binance._limits import SPOT
+    from ..binance._limits import MARKETS, SPOT
     from ..recording._backfill import RecordingBackfill
 
+    venue = MARKETS.get(getattr(args, "market", None) or "spot", SPOT)
     rest_url = args.rest_url or getattr(args, "exchange_rest_url", None)
     if rest_url is None and args.live:
-        rest_url = SPOT.rest_url
+        rest_url = venue.rest_url
     if rest_url is None:
         raise CliError("--backfill with --url needs --rest-url (where the trade history is)", 2)
-    return RecordingBackfill(rest_url)
+    return RecordingBackfill(rest_url, venue=venue)
+
+
+async def _record_all(urls: list[str], writer: _Destination, args: argparse.Namespace,
+                      counters: RecordCounters, backfill: Any = None) -> ConnectionClosed | None:
+    """Record every URL (one per route) into ``writer``; the first to stop stops them all.
+
+    The connections share ``counters``, so ``--limit`` counts their messages together.
+    ``backfill`` goes with the first URL that carries trades (one route has them all).
+    """
+    trades = [u for u in urls if "@trade" in u or "@aggTrade" in u]
+    filled = trades[0] if trades and backfill is not None else None
+    ends: list[ConnectionClosed | None] = []
+
+    async def one(url: str, nursery: trio.Nursery) -> None:
+        result = await record(url, writer, limit=args.limit, duration=args.duration,
+                              counters=counters, connect_timeout=args.connect_timeout,
+                              backfill=backfill if url == filled else None)
+        ends.append(result.closed)
+        nursery.cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for url in urls:
+                nursery.start_soon(one, url, nursery)
+    except BaseExceptionGroup as group:
+        leaf = lone_exception(group)
+        raise leaf from leaf.__cause__
+    return ends[0] if ends else None
 
 
 def _finished(screen: Screen, args: argparse.Namespace, counters: RecordCounters,

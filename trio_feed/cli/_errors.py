@@ -42,11 +42,11 @@ class CliError(Exception):
         self.code = code
 
 
-def check_streams(names: Sequence[str]) -> list[str]:
-    """``names`` if each is a valid stream name, else a :class:`CliError` (status 2) saying why."""
+def check_streams(names: Sequence[str], market: str = "spot") -> list[str]:
+    """``names`` if each is a valid stream name of ``market``, else a :class:`CliError` (2)."""
     for name in names:
         try:
-            parse_stream(name)
+            parse_stream(name, market)
         except InvalidStreamName as exc:
             raise CliError(f"invalid stream name: {explain(name, exc)}", 2) from None
     return list(names)

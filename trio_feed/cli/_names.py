@@ -50,7 +50,24 @@ FORMS: dict[str, str] = {
     "depth": f"<symbol>@depth[{SPEEDS}]",
     "referencePrice": "<symbol>@referencePrice",
     "serverShutdown": "!serverShutdown",
+    # USD-M futures (--market usdm); its depth speeds are @500ms and @100ms.
+    "markPrice": "<symbol>@markPrice[@1s]",
+    "markPrice_arr": "!markPrice@arr[@1s]",
+    "forceOrder": "<symbol>@forceOrder",
+    "forceOrder_all": "!forceOrder@arr",
+    "bookTicker_all": "!bookTicker",
+    "continuousKline": "<pair>_<perpetual|current_quarter|next_quarter>@continuousKline_<interval>",
+    "compositeIndex": "<symbol>@compositeIndex",
+    "contractInfo": "!contractInfo",
+    "assetIndex": "<asset>@assetIndex",
+    "assetIndex_arr": "!assetIndex@arr",
+    "rpiDepth": "<symbol>@rpiDepth@500ms",
 }
+
+#: The kinds only USD-M futures serves, marked so in ``--help``.
+USDM_ONLY = frozenset({"markPrice", "markPrice_arr", "forceOrder", "forceOrder_all",
+                       "bookTicker_all", "continuousKline", "compositeIndex", "contractInfo",
+                       "assetIndex", "assetIndex_arr", "rpiDepth"})
 
 # What may follow "<symbol>@", spelled right, for suggestions: each kind's word,
 # and the full forms of those that carry a parameter.
@@ -66,7 +83,10 @@ for _window in TICKER_WINDOWS:
 _ALL_MARKET = {
     name.lower(): name
     for name in ("!miniTicker@arr", "!ticker@arr", "!serverShutdown",
-                 *(f"!ticker_{w}@arr" for w in TICKER_WINDOWS))
+                 *(f"!ticker_{w}@arr" for w in TICKER_WINDOWS),
+                 # USD-M futures
+                 "!markPrice@arr", "!markPrice@arr@1s", "!forceOrder@arr", "!bookTicker",
+                 "!contractInfo", "!assetIndex@arr")
 }
 # Words that take no "@..." suffix.
 _BARE = {"trade", "aggTrade", "blockTrade", "miniTicker", "ticker", "avgPrice", "bookTicker",
@@ -76,7 +96,9 @@ _BARE = {"trade", "aggTrade", "blockTrade", "miniTicker", "ticker", "avgPrice", 
 def kinds_help() -> str:
     """The stream kinds, one per line, for ``--help``."""
     lines = ["stream names (the symbol in lowercase, e.g. btcusdt):"]
-    lines += [f"  {FORMS[kind]}" for kind in KINDS]
+    lines += [f"  {FORMS[kind]}" for kind in KINDS if kind not in USDM_ONLY]
+    lines.append("USD-M futures only (--market usdm):")
+    lines += [f"  {FORMS[kind]}" for kind in KINDS if kind in USDM_ONLY]
     lines.append(f"kline intervals: {INTERVALS}")
     return "\n".join(lines)
 

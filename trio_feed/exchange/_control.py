@@ -41,6 +41,8 @@ class ControlTarget(Protocol):
     subs: dict[str, Stream]
     #: Whether data arrives in ``{"stream","data"}`` envelopes.
     combined: bool
+    #: The market whose stream names the connection accepts (``"spot"``, ``"usdm"``).
+    market_name: str
     @property
     def max_streams(self) -> int:
         """The most streams the connection may carry."""
@@ -127,7 +129,7 @@ def _subscription(target: ControlTarget, method: str, params: list[Any],
                             "a stream name must be a string",
                          request_id=request_id, with_id=True)
         try:
-            stream = streams[name] = parse_stream(name)
+            stream = streams[name] = parse_stream(name, target.market_name)
         except InvalidStreamName as exc:
             return error(2, f"Invalid request: invalid stream {name!r}: {exc}",
                          request_id=request_id, with_id=True)

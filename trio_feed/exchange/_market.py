@@ -75,6 +75,23 @@ a whole minute (``O = floor_minute(C - window)``), as Binance documents for
 
 Prices and quantities are integers internally: price in ticks, quantity in
 lots, formatted at the edge as Binance does, with eight decimals.
+
+USD-M futures.  ``Market(..., market="usdm")`` runs the same market and
+speaks the futures payload forms (``STREAMS.md`` section 8): depth events
+carry ``T`` and ``pu`` (the ``u`` of the stream's previous event, so
+``pu == U - 1`` here) and come every 250 ms, or 500 ms or 100 ms as asked;
+partial depth is sent in that same diff form (the top ``N`` levels, with
+``U``/``u``/``pu``); ``bookTicker`` has ``e``, ``E`` and ``T``;
+``aggTrade`` has ``nq`` (equal to ``q``: the simulation has no RPI orders)
+and no ``M``; the 24 h ticker has no ``x``/``b``/``B``/``a``/``A``.  It adds
+mark price (every 3 s, or 1 s; the fair price, a fixed funding rate),
+liquidations (a ``forceOrder`` on the ticks that print an off-book block,
+which futures does not stream), continuous-contract klines (the symbol's
+klines), a one-component composite index, ``!bookTicker`` and
+``@rpiDepth@500ms`` (the 500 ms diff: no RPI orders).  ``!contractInfo`` and
+the asset indexes send nothing: the simulation lists no contract changes
+and no multi-assets indexes.  The snapshot (``depth_snapshot``) adds ``E``
+and ``T``.
 """
 
 from __future__ import annotations
@@ -92,7 +109,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ..binance._limits import SPOT
+from ..binance._limits import SPOT, USDM_FUTURES
 from ..binance._streams import KLINE_INTERVALS, TICKER_WINDOWS, Stream, interval_ms, parse_stream
 
 __all__ = [
@@ -128,6 +145,11 @@ _FIRST_UPDATE_ID = 1_000_000
 _FIRST_TRADE_ID = 5_000_000
 _FIRST_AGG_ID = 2_000_000
 _FIRST_BLOCK_ID = 500
+#: The USD-M depth cadences beside spot's 100 and 1000 ms (``@depth`` is 250 ms).
+_USDM_DEPTH_PERIODS = (250, 500)
+#: Every cadence a payload may be due on, in ms (3000: the USD-M mark price).
+_PERIODS = (100, 250, 500, 1000, 2000, 3000)
+_FUNDING_INTERVAL = 8 * 3_600_000
 
 #: Trades (and aggregate trades) each symbol keeps for the REST history endpoints; the
 #: oldest half is forgotten when a symbol holds twice as many.
@@ -326,7 +348,8 @@ _Closed = tuple[int, int, "_Bar | None", int]  # (open time, end, bar, close pri
 class _Symbol:
     """One symbol's book, trades and statistics.  See the module docstring."""
 
-    def __init__(self, name: str, spec: SymbolSpec, now: int, id_base: int = 0) -> None:
+    def __init__(self, name: str, spec: SymbolSpec, now: int, id_base: int = 0,
+                 periods: tuple[int, ...] = ()) -> None:
         self.name = name
         self.upper = name.upper()
         self.spec = spec
@@ -346,6 +369,9 @@ class _Symbol:
         self.last_trade_time = now
         self.fast_diff = _Diff(self.update_id + 1)  # since the last 100 ms boundary
         self.slow_diff = _Diff(self.update_id + 1)  # since the last 1000 ms boundary
+        #: More depth cadences (USD-M: 250 and 500 ms): period -> changes since its boundary.
+        self.diffs: dict[int, _Diff] = {p: _Diff(self.update_id + 1) for p in periods}
+        self._more = tuple(self.diffs.values())
         self.top: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.top_changed = False
         # What happened during the current tick.
@@ -409,6 +435,8 @@ class _Symbol:
                 self.best_bid = max(bids)
         self.fast_diff.bids[price] = qty
         self.slow_diff.bids[price] = qty
+        for diff in self._more:
+            diff.bids[price] = qty
 
     def _set_ask(self, price: int, qty: int) -> None:
         self.update_id += 1
@@ -423,11 +451,17 @@ class _Symbol:
                 self.best_ask = min(asks)
         self.fast_diff.asks[price] = qty
         self.slow_diff.asks[price] = qty
+        for diff in self._more:
+            diff.asks[price] = qty
 
     # -- one tick -----------------------------------------------------------
 
     def step(self, rng: random.Random, prev: int, now: int, reset_100: bool,
-             reset_1000: bool) -> None:
+             reset_1000: bool, resets: tuple[int, ...] = ()) -> None:
+        if resets:
+            for period in resets:
+                self.diffs[period] = _Diff(self.update_id + 1)
+            self._more = tuple(self.diffs.values())
         if reset_100:
             self.fast_diff = _Diff(self.update_id + 1)
         if reset_1000:
@@ -665,7 +699,10 @@ class Market:
         *,
         clock: Callable[[], int] | None = None,
         id_base: int = 0,
+        market: str = "spot",
     ) -> None:
+        if market not in ("spot", "usdm"):
+            raise ValueError(f"unknown market {market!r}: 'spot' or 'usdm'")
         names = tuple(dict.fromkeys(symbols))
         if not names:
             raise ValueError("a market needs at least one symbol")
@@ -676,16 +713,21 @@ class Market:
             if stream.symbol != name:
                 raise ValueError(f"invalid symbol {name!r}")
         self.seed = seed
+        #: ``"spot"`` or ``"usdm"``: which payload forms :meth:`payloads` speaks.
+        self.market = market
+        self._futures = market == "usdm"
+        periods = _USDM_DEPTH_PERIODS if self._futures else ()
         self._rng = random.Random(seed)
         self._clock = clock
         self._now = EPOCH_MS if clock is None else int(clock())
         self._prev = self._now
         self._tick = 0
-        self._symbols = {name: _Symbol(name, SymbolSpec.for_symbol(name), self._now, id_base)
+        self._symbols = {name: _Symbol(name, SymbolSpec.for_symbol(name), self._now, id_base,
+                                       periods)
                          for name in names}
         for symbol in self._symbols.values():
             symbol.seed_book(self._rng)
-        self._due = {100: False, 1000: False, 2000: False}
+        self._due = dict.fromkeys(_PERIODS, False)
         self._cache: dict[str, list[bytes]] = {}
         self._price_text: dict[int, str] = {}
 
@@ -717,8 +759,9 @@ class Market:
         self._due = {period: now // period != prev // period for period in emitted}
         rng = self._rng
         reset_100, reset_1000 = emitted[100], emitted[1000]
+        resets = tuple(p for p in _USDM_DEPTH_PERIODS if emitted[p]) if self._futures else ()
         for symbol in self._symbols.values():
-            symbol.step(rng, prev, now, reset_100, reset_1000)
+            symbol.step(rng, prev, now, reset_100, reset_1000, resets)
         self._cache.clear()
         if len(self._price_text) > 100_000:
             self._price_text.clear()
@@ -728,7 +771,7 @@ class Market:
     def events(self, streams: Iterable[str | Stream]) -> Iterator[tuple[str, Any]]:
         """``(stream name, payload)`` for this tick, stream by stream in the given order."""
         for stream in streams:
-            parsed = parse_stream(stream)
+            parsed = parse_stream(stream, self.market)
             for payload in self.payloads(parsed):
                 yield parsed.name, payload
 
@@ -745,7 +788,9 @@ class Market:
 
         Raises :class:`~trio_feed.InvalidStreamName` for a malformed name.
         """
-        parsed = parse_stream(stream)
+        parsed = parse_stream(stream, self.market)
+        if self._futures:
+            return self._futures_payloads(parsed)
         kind = parsed.kind
         if parsed.symbol is None:
             return self._all_market(parsed)
@@ -819,6 +864,10 @@ class Market:
         state = self._symbols[symbol.lower()]
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        if self._futures:
+            body = self._levels(state, min(limit, USDM_FUTURES.max_snapshot_limit))
+            return {"lastUpdateId": body["lastUpdateId"], "E": self._now, "T": self._now,
+                    "bids": body["bids"], "asks": body["asks"]}
         return self._levels(state, min(limit, MAX_DEPTH_LIMIT))
 
     def agg_trades(self, symbol: str, from_id: int | None, limit: int) -> list[dict[str, Any]]:
@@ -1027,6 +1076,117 @@ class Market:
         st = self._stats(symbol, _AVG_PRICE_WINDOW)
         return {"e": "avgPrice", "E": self._now, "s": symbol.upper, "i": "5m",
                 "w": st["w"], "T": symbol.last_trade_time}
+
+    # -- USD-M futures --------------------------------------------------------
+
+    def _futures_payloads(self, parsed: Stream) -> list[Any]:
+        """What ``parsed`` (a USD-M stream) emits this tick, in the futures forms."""
+        kind, due = parsed.kind, self._due
+        if parsed.symbol is None:
+            return self._futures_all_market(parsed)
+        symbol = self._symbols.get(parsed.symbol)
+        if symbol is None:
+            return []
+        if kind in ("depth", "depth_partial", "rpiDepth"):
+            period = {None: 250, "500ms": 500, "100ms": 100}[parsed.interval]
+            if not due[period]:
+                return []
+            return [self._futures_depth(symbol, period, parsed.levels)]
+        if kind == "bookTicker":
+            return [self._futures_book_ticker(symbol)] if symbol.top_changed else []
+        if kind == "aggTrade":
+            trades = self._agg_trade(symbol)
+            for trade in trades:
+                del trade["M"]
+                trade["nq"] = trade["q"]
+            return trades
+        if kind in ("kline", "continuousKline"):
+            assert parsed.interval is not None
+            klines = self._kline(symbol, parsed.interval, 0)
+            if kind == "kline":
+                return klines
+            contract = (parsed.contract_type or "perpetual").upper()
+            return [{"e": "continuous_kline", "E": k["E"], "ps": k["s"], "ct": contract,
+                     "k": {key: v for key, v in k["k"].items() if key != "s"}}
+                    for k in klines]
+        if kind == "forceOrder":
+            return self._force_order(symbol)
+        if kind == "markPrice":
+            return [self._mark_price(symbol)] if due[1000 if parsed.interval else 3000] else []
+        if not due[1000]:
+            return []
+        if kind == "miniTicker":
+            return [self._mini_ticker(symbol)]
+        if kind == "ticker":
+            return [self._futures_ticker(symbol)]
+        if kind == "compositeIndex":
+            price = self._price(symbol, symbol.fair)
+            return [{"e": "compositeIndex", "E": self._now, "s": symbol.upper, "p": price,
+                     "C": "baseAsset",
+                     "c": [{"b": symbol.upper, "q": "USDT", "w": "1.00000000",
+                            "W": "1.00000000", "i": price}]}]
+        return []  # assetIndex: no multi-assets indexes here
+
+    def _futures_all_market(self, stream: Stream) -> list[Any]:
+        kind, due = stream.kind, self._due
+        symbols = list(self._symbols.values())
+        if kind == "bookTicker_all":
+            return [self._futures_book_ticker(s) for s in symbols if s.top_changed]
+        if kind == "forceOrder_all":
+            return [order for s in symbols for order in self._force_order(s)]
+        if kind == "markPrice_arr":
+            if not due[1000 if stream.interval else 3000]:
+                return []
+            return [[self._mark_price(s) for s in symbols]]
+        if kind in ("miniTicker_arr", "ticker_arr") and due[1000]:
+            changed = [s for s in symbols if s.traded]
+            if not changed:
+                return []
+            build = self._mini_ticker if kind == "miniTicker_arr" else self._futures_ticker
+            return [[build(s) for s in changed]]
+        return []  # serverShutdown is pushed by the exchange; no contract or index changes
+
+    def _futures_depth(self, symbol: _Symbol, period: int, levels: int | None) -> dict[str, Any]:
+        diff = symbol.fast_diff if period == 100 else symbol.diffs[period]
+        now, lot = self._now, symbol.lot
+        if levels is None:
+            bids = [[self._price(symbol, p), format_decimal(diff.bids[p] * lot)]
+                    for p in sorted(diff.bids, reverse=True)]
+            asks = [[self._price(symbol, p), format_decimal(diff.asks[p] * lot)]
+                    for p in sorted(diff.asks)]
+        else:
+            top = self._levels(symbol, levels)
+            bids, asks = top["bids"], top["asks"]
+        return {"e": "depthUpdate", "E": now, "T": now, "s": symbol.upper,
+                "U": diff.first_id, "u": symbol.update_id, "pu": diff.first_id - 1,
+                "b": bids, "a": asks}
+
+    def _futures_book_ticker(self, symbol: _Symbol) -> dict[str, Any]:
+        ticker = self._book_ticker(symbol)
+        return {"e": "bookTicker", "u": ticker["u"], "s": ticker["s"], "b": ticker["b"],
+                "B": ticker["B"], "a": ticker["a"], "A": ticker["A"], "T": self._now,
+                "E": self._now}
+
+    def _futures_ticker(self, symbol: _Symbol) -> dict[str, Any]:
+        ticker = self._ticker(symbol)
+        for key in ("x", "b", "B", "a", "A"):
+            del ticker[key]
+        return ticker
+
+    def _mark_price(self, symbol: _Symbol) -> dict[str, Any]:
+        price = self._price(symbol, symbol.fair)
+        funding = (self._now // _FUNDING_INTERVAL + 1) * _FUNDING_INTERVAL
+        return {"e": "markPriceUpdate", "E": self._now, "s": symbol.upper, "p": price,
+                "i": price, "P": price, "r": "0.00010000", "T": funding}
+
+    def _force_order(self, symbol: _Symbol) -> list[Any]:
+        if symbol.block is None:
+            return []
+        _, p, q, when, buyer_maker = symbol.block
+        price, qty = self._price(symbol, p), format_decimal(q * symbol.lot)
+        return [{"e": "forceOrder", "E": self._now, "o": {
+            "s": symbol.upper, "S": "SELL" if buyer_maker else "BUY", "o": "LIMIT", "f": "IOC",
+            "q": qty, "p": price, "ap": price, "X": "FILLED", "l": qty, "z": qty, "T": when}}]
 
 
 def _page(history: list[Any], from_id: int | None, limit: int) -> list[Any]:

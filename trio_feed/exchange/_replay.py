@@ -61,7 +61,9 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from ..binance._streams import Stream
+from .._errors import InvalidStreamName
+from ..binance._limits import USDM_FUTURES
+from ..binance._streams import Stream, parse_stream
 from ..binance._urls import combined_url, raw_url
 from ..recording import Record, read_recording, unwrap
 from ._server import _parse_target, _Rejection, exit_nursery
@@ -192,14 +194,14 @@ class ReplayServer:
 
     def raw_url(self, stream: str | Stream) -> str:
         """``/ws/<stream>`` here: payloads without envelopes."""
-        return raw_url(stream, self.base_url)
+        return raw_url(stream, self.base_url, market=_market_of([stream]))
 
     def combined_url(self, streams: Iterable[str | Stream] | None = None) -> str:
         """``/stream?streams=a/b`` here; by default every stream of the recording."""
         names = list(self.streams if streams is None else streams)
         if not names:
             return f"{self.base_url}/stream"
-        return combined_url(names, self.base_url)
+        return combined_url(names, self.base_url, market=_market_of(names))
 
     def statistics(self) -> ReplayStatistics:
         return self._counters.snapshot()
@@ -227,7 +229,7 @@ class ReplayServer:
                     nursery.cancel_scope.cancel()
                     return
                 try:
-                    combined, streams = _parse_target(request.path)
+                    combined, streams = _replay_target(request.path)
                 except _Rejection as rejection:
                     self._counters.handshakes_rejected += 1
                     with trio.move_on_after(CLOSE_GRACE):
@@ -373,6 +375,25 @@ def _scan(records: Iterable[Record]) -> tuple[list[str], int, int]:
         if record.stream is not None:
             streams.setdefault(record.stream)
     return list(streams), count, first
+
+
+def _market_of(streams: Iterable[str | Stream]) -> str:
+    """``"spot"`` if every name is a spot one, else ``"usdm"`` (a futures recording)."""
+    try:
+        for stream in streams:
+            parse_stream(stream)
+    except InvalidStreamName:
+        return "usdm"
+    return "spot"
+
+
+def _replay_target(path: str) -> tuple[bool, list[Stream]]:
+    """A replay serves what was recorded: spot names and paths, else USD-M ones (any route)."""
+    try:
+        combined, streams, _ = _parse_target(path)
+    except _Rejection:
+        combined, streams, _ = _parse_target(path, venue=USDM_FUTURES)
+    return combined, streams
 
 
 def open_replay_server(

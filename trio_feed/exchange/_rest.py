@@ -82,7 +82,7 @@ import h11
 import orjson
 import trio
 
-from ..binance._limits import INVALID_SYMBOL_CODE, SPOT
+from ..binance._limits import INVALID_SYMBOL_CODE, SPOT, Venue
 from ..binance._streams import KLINE_INTERVALS, Stream
 from ._market import MAX_DEPTH_LIMIT, Market
 
@@ -289,12 +289,17 @@ class RestEndpoint:
 
     ``register``/``unregister`` track the open WebSocket connections' markets
     by session; :meth:`serve` runs the server (``nursery.start`` it).
-    ``weight_limit`` may be changed at any time.
+    ``weight_limit`` may be changed at any time.  ``venue`` is the market
+    whose snapshot endpoint, depth limit and weights are served
+    (``/fapi/v1/depth`` for USD-M); its weight budget is the default limit.
     """
 
-    def __init__(self, host: str, *, weight_limit: int = DEFAULT_WEIGHT_LIMIT,
-                 symbols: Iterable[str] | None = None) -> None:
+    def __init__(self, host: str, *, weight_limit: int | None = None,
+                 symbols: Iterable[str] | None = None, venue: Venue = SPOT) -> None:
         self.host = host
+        self.venue = venue
+        if weight_limit is None:
+            weight_limit = venue.weight_limit
         #: The symbols the exchange lists (``None``: whatever the market trades).
         self.symbols = None if symbols is None else frozenset(s.lower() for s in symbols)
         self.port = 0
@@ -419,15 +424,16 @@ class RestEndpoint:
         parts = urlsplit(target)
         if request.method != b"GET":
             return _json(405, {"code": -1, "msg": "method not allowed"})
+        venue = self.venue
         if parts.path == "/api/v3/ping":
             return self._weighed(1, {})
         if parts.path in _HISTORY:
             return self._history(session, parts.path, parts.query)
         if parts.path == SPOT.klines_path:
             return self._klines(session, parts.query)
-        if parts.path != SPOT.snapshot_path:
+        if parts.path != venue.snapshot_path:
             return _json(404, {"code": -1, "msg": f"unknown path {parts.path!r}: the local "
-                                                  f"exchange serves {SPOT.snapshot_path}, "
+                                                  f"exchange serves {venue.snapshot_path}, "
                                                   f"{', '.join(_HISTORY)} and /api/v3/ping"})
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         symbol = query.get("symbol", "")
@@ -438,7 +444,7 @@ class RestEndpoint:
         if not text.isascii() or not text.isdigit() or int(text) < 1:
             return _json(400, {"code": -1100, "msg": "Illegal characters found in parameter "
                                                      "'limit'; legal range is '^[0-9]{1,20}$'."})
-        limit = min(int(text), MAX_DEPTH_LIMIT)
+        limit = min(int(text), venue.max_snapshot_limit)
         if self.symbols is not None and symbol.lower() not in self.symbols:
             return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
         market = self.market_for(session)
@@ -448,7 +454,7 @@ class RestEndpoint:
                                                   "book of that connection's market"})
         if symbol.lower() not in market.symbols:
             return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
-        weight = depth_weight(limit)
+        weight = venue.depth_weight(limit)
         if not self._charge(weight):
             return self._too_many()
         self._counters.snapshots += 1

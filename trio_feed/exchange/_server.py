@@ -152,14 +152,14 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from .._errors import InvalidStreamName
-from ..binance._limits import SPOT
+from ..binance._limits import SPOT, Venue, venue_named
 from ..binance._streams import Stream, parse_stream
-from ..binance._urls import combined_url, parse_stream_url, raw_url
+from ..binance._urls import combined_url, parse_stream_url, raw_url, routed_url
 from ._faults import ClientTraffic, Refusals, half_close, max_rate
 from ._hooks import HookedWebSocket, check_hooks, receive_request
 from ._market import DEFAULT_SYMBOLS, Market, ids_from_clock, wall_clock_ms
 from ._rest import RestEndpoint, split_session
-from ._session import CLOSE_GRACE, MAX_LAG, MAX_STREAMS, Gate, Session
+from ._session import CLOSE_GRACE, MAX_LAG, Gate, Session
 from ._shared import SharedMarket
 from ._statistics import ConnectionInfo, Counters, ExchangeStatistics
 
@@ -189,31 +189,40 @@ def unknown_symbol(stream: Stream, symbols: Container[str] | None) -> str | None
     return f"Invalid symbol {stream.symbol!r}: the exchange does not list it"
 
 
-def _parse_target(target: str, symbols: Container[str] | None = None
-                  ) -> tuple[bool, list[Stream]]:
-    """``(combined, streams)`` for a request target, or :class:`_Rejection`.
+def _parse_target(target: str, symbols: Container[str] | None = None, venue: Venue = SPOT
+                  ) -> tuple[bool, list[Stream], str]:
+    """``(combined, streams, route)`` for a request target, or :class:`_Rejection`.
 
-    With ``symbols``, a stream on any other symbol is refused too.
+    With ``symbols``, a stream on any other symbol is refused too.  Names are
+    read by ``venue``'s rules; a route the market does not serve is a 404
+    (spot has none; USD-M serves ``/public`` and ``/market``, and unrouted
+    paths as ``/public``).  A stream on a route that does not serve it is
+    *accepted*, as on Binance: the session then sends it nothing.
     """
     parsed = parse_stream_url(target)
+    if parsed is not None and parsed.route and parsed.route not in venue.route_names:
+        parsed = None
     if parsed is None:
         path = urlsplit(target).path
-        raise _Rejection(404, f"unknown path {path!r}: use /ws/<stream> or /stream?streams=")
+        routes = "".join(f", {r}/ws/<stream>" for r in venue.route_names if r)
+        raise _Rejection(404, f"unknown path {path!r}: use /ws/<stream> or /stream?streams="
+                              f"{routes}")
     unit = parsed.time_unit
     if unit is not None and unit.lower() != "millisecond":
         raise _Rejection(400, f"timeUnit {unit!r} is not supported by the local exchange")
     streams: dict[str, Stream] = {}
     for name in parsed.names:
         try:
-            stream = streams.setdefault(name, parse_stream(name))
+            stream = streams.setdefault(name, parse_stream(name, venue.market))
         except InvalidStreamName as exc:
             raise _Rejection(400, f"invalid stream {name!r}: {exc}") from None
         unknown = unknown_symbol(stream, symbols)
         if unknown is not None:
             raise _Rejection(400, f"invalid stream {name!r}: {unknown}")
-    if len(streams) > MAX_STREAMS:
-        raise _Rejection(400, f"too many streams: {len(streams)} > {MAX_STREAMS}")
-    return parsed.combined, list(streams.values())
+    most = venue.streams_per_connection
+    if len(streams) > most:
+        raise _Rejection(400, f"too many streams: {len(streams)} > {most}")
+    return parsed.combined, list(streams.values()), parsed.route
 
 
 
@@ -255,8 +264,10 @@ class LocalExchange:
                  shared_market: bool = False, max_queued_messages: int = 100_000,
                  max_lifetime: float | None = None,
                  max_client_messages_per_second: float | None = None,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, venue: Venue = SPOT) -> None:
         self.host = host
+        #: The market served: its stream names, routes, limits and payload forms.
+        self.venue = venue
         self.seed = seed
         self.symbols = tuple(symbols)
         self.rate = rate
@@ -272,7 +283,7 @@ class LocalExchange:
         self.port = 0
         self._counters = Counters()
         #: The HTTP/1.1 REST endpoint (snapshots, weights) and its fault hooks.
-        self.rest = RestEndpoint(host, symbols=self.symbols)
+        self.rest = RestEndpoint(host, symbols=self.symbols, venue=venue)
         self.faults = self.rest.faults
         self._shared: SharedMarket | None = None
         if shared_market:
@@ -314,13 +325,29 @@ class LocalExchange:
             raise ValueError(f"invalid session name {session!r}")
         return f"{self.base_url}/s/{session}", f"{self.rest_url}/s/{session}"
 
-    def raw_url(self, stream: str | Stream) -> str:
-        """``/ws/<stream>`` on this exchange: bare payloads."""
-        return raw_url(stream, self.base_url)
+    def raw_url(self, stream: str | Stream, route: str | None = None) -> str:
+        """``/ws/<stream>`` on this exchange: bare payloads.
 
-    def combined_url(self, streams: Iterable[str | Stream]) -> str:
-        """``/stream?streams=a/b`` on this exchange: enveloped payloads."""
-        return combined_url(streams, self.base_url)
+        On a routed market the URL carries the stream's route (``/public``,
+        ``/market``) unless ``route`` names another (``""``: unrouted).
+        """
+        market = self.venue.market
+        parsed = parse_stream(stream, market)
+        if route is None:
+            route = self.venue.route(parsed.kind)
+        return raw_url(parsed, routed_url(self.base_url, route), market=market)
+
+    def combined_url(self, streams: Iterable[str | Stream], route: str | None = None) -> str:
+        """``/stream?streams=a/b`` on this exchange: enveloped payloads.
+
+        On a routed market the route is the first stream's unless ``route``
+        names one; streams of another route on it receive nothing.
+        """
+        market = self.venue.market
+        parsed = [parse_stream(s, market) for s in streams]
+        if route is None:
+            route = self.venue.route(parsed[0].kind) if parsed else ""
+        return combined_url(parsed, routed_url(self.base_url, route), market=market)
 
     def market(self) -> Market:
         """A fresh market with this exchange's seed, symbols and clock, as each connection gets.
@@ -330,10 +357,11 @@ class LocalExchange:
         market's tick ``k``.  On another clock its ids start from the clock
         now (``ids_from_clock``), and its cadences follow that clock.
         """
-        clock = self.clock
+        clock, market = self.clock, self.venue.market
         if clock is None:
-            return Market(self.seed, self.symbols)
-        return Market(self.seed, self.symbols, clock=clock, id_base=ids_from_clock(clock))
+            return Market(self.seed, self.symbols, market=market)
+        return Market(self.seed, self.symbols, clock=clock, id_base=ids_from_clock(clock),
+                      market=market)
 
     @property
     def shared_market(self) -> Market | None:
@@ -510,7 +538,7 @@ class LocalExchange:
             return
         try:
             session, target = split_session(request.path)
-            combined, streams = _parse_target(target, self.symbols)
+            combined, streams, route = _parse_target(target, self.symbols, self.venue)
         except _Rejection as rejection:
             counters.handshakes_rejected += 1
             await self._reject(request, rejection.status, rejection.body)
@@ -535,7 +563,7 @@ class LocalExchange:
         market = shared.market if shared is not None else self.market()
         connection = Session(self, ws, stream, traffic, next(self._numbers), combined, streams,
                              market=market, shared=shared, counters=self._counters,
-                             gate=self._gate, session=session)
+                             gate=self._gate, session=session, venue=self.venue, route=route)
         self._histories.append(traffic.times)
         self.rest.register(session, connection.market)
         counters.connections_open += 1
@@ -626,8 +654,8 @@ def open_exchange(
     seed: int = 0,
     symbols: Iterable[str] = DEFAULT_SYMBOLS,
     rate: float | None = 1000.0,
-    ping_interval: float | None = SPOT.ping_interval,
-    pong_timeout: float = SPOT.pong_timeout,
+    ping_interval: float | Literal["market"] | None = "market",
+    pong_timeout: float | Literal["market"] = "market",
     ssl_context: ssl.SSLContext | None = None,
     max_messages: int | None = None,
     shared_market: bool = False,
@@ -635,6 +663,7 @@ def open_exchange(
     max_lifetime: float | None = None,
     max_client_messages_per_second: float | None = None,
     clock: Callable[[], int] | Literal["wall"] | None = "wall",
+    market: str = "spot",
 ) -> AbstractAsyncContextManager[LocalExchange]:
     """Serve Binance's public streams from a simulated market on ``host:port``.
 
@@ -644,7 +673,8 @@ def open_exchange(
     ``exchange.port``).  ``seed`` and ``symbols`` define the market;
     ``rate`` is market ticks per second (``None`` or ``0``: as fast as
     possible); ``ping_interval`` (``None``: never) and ``pong_timeout`` are
-    Binance's keepalive, 20 s and 60 s; ``ssl_context`` (a server context)
+    Binance's keepalive, by default the market's (``"market"``: 20 s and
+    60 s on spot, 3 and 10 minutes on USD-M); ``ssl_context`` (a server context)
     serves ``wss://``; ``max_messages`` caps the data messages per connection.
 
     ``clock`` (a callable returning epoch milliseconds) stamps every event.
@@ -673,10 +703,22 @@ def open_exchange(
     exceed it within a sliding second.  More faults are methods of
     :class:`LocalExchange`; the module docstring lists what a client sees.
 
+    ``market`` (``"spot"`` or ``"usdm"``) is the market served: its stream
+    names, its routes (USD-M: ``/public`` for book data, ``/market`` for the
+    rest, an unrouted path serving ``/public`` only; a stream subscribed on a
+    route that does not serve it is accepted and then sent nothing, exactly
+    as on Binance, and counted in ``misrouted_streams``), its payload forms,
+    its REST snapshot path and limits, and its keepalive defaults.
+
     Raises ``ValueError`` for a negative rate, a non-positive timeout, limit
     or lifetime, or a shared market without a rate, and
     :class:`~trio_feed.InvalidStreamName` for a malformed symbol.
     """
+    venue = venue_named(market)
+    if ping_interval == "market":
+        ping_interval = venue.ping_interval
+    if pong_timeout == "market":
+        pong_timeout = venue.pong_timeout
     if rate is not None and (rate < 0 or math.isnan(rate)):
         raise ValueError(f"rate must be >= 0 or None, got {rate!r}")
     if shared_market and not rate:
@@ -693,7 +735,7 @@ def open_exchange(
         raise ValueError("max_client_messages_per_second must be > 0 or None, "
                          f"got {max_client_messages_per_second!r}")
     names = tuple(symbols)
-    Market(seed, names)
+    Market(seed, names, market=venue.market)
     exchange = LocalExchange(host=host, seed=seed, symbols=names, rate=rate,
                              ping_interval=ping_interval, pong_timeout=pong_timeout,
                              ssl_context=ssl_context, max_messages=max_messages,
@@ -701,6 +743,7 @@ def open_exchange(
                              max_queued_messages=max_queued_messages,
                              max_lifetime=max_lifetime,
                              max_client_messages_per_second=max_client_messages_per_second,
-                             clock=TrioWallClock() if clock == "wall" else clock)
+                             clock=TrioWallClock() if clock == "wall" else clock,
+                             venue=venue)
     exchange.port = port
     return _OpenExchange(exchange)

@@ -64,7 +64,7 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed
 
-from ..binance._limits import SPOT
+from ..binance._limits import SPOT, Venue
 from ..binance._streams import SERVER_SHUTDOWN, Stream
 from ..binance._urls import envelope
 from . import _control
@@ -134,7 +134,8 @@ class Session:
     def __init__(self, exchange: Host, ws: HookedWebSocket, stream: trio.abc.Stream,
                  traffic: ClientTraffic, number: int, combined: bool,
                  streams: Sequence[Stream], *, market: Market, shared: SharedMarket | None,
-                 counters: Counters, gate: Gate, session: str = "") -> None:
+                 counters: Counters, gate: Gate, session: str = "",
+                 venue: Venue = SPOT, route: str = "") -> None:
         self.exchange = exchange
         self.ws = ws
         self.stream = stream
@@ -142,10 +143,17 @@ class Session:
         self.number = number
         self.combined = combined
         self.subs: dict[str, Stream] = {s.name: s for s in streams}
+        #: The market's rules and the route this connection was opened on: a stream
+        #: whose kind the route does not serve is subscribed but sent nothing.
+        self.venue = venue
+        self.route = route
+        self.market_name = venue.market
+        self.silent: set[str] = set()
         self.shared = shared
         self.market = market
         self.session = session
         self.counters = counters
+        self._note_routes(streams)
         self.gate = gate
         self.opened_at = trio.current_time()
         self.sent = 0  # data messages written
@@ -175,7 +183,8 @@ class Session:
                 else:
                     if self.shared is not None and self.closing is None:
                         for stream in self.subs.values():
-                            self.shared.subscribe(self, stream)
+                            if stream.name not in self.silent:
+                                self.shared.subscribe(self, stream)
                     nursery.start_soon(self._run_output)
                     if self._pending_close is not None:
                         nursery.start_soon(self._close, *self._pending_close)
@@ -339,7 +348,10 @@ class Session:
                     deadline = now
             market.step()
             sent_before = self.sent
+            silent = self.silent
             for stream in list(subs.values()):
+                if silent and stream.name in silent:
+                    continue  # on the wrong route: Binance accepts it and sends nothing
                 batch = market.encoded(stream)
                 if faults.armed:
                     batch = faults.filter(self.session, stream, batch)
@@ -508,7 +520,14 @@ class Session:
 
     @property
     def max_streams(self) -> int:
-        return MAX_STREAMS
+        return self.venue.streams_per_connection
+
+    def _note_routes(self, streams: Sequence[Stream]) -> None:
+        """Mark the streams this connection's route does not serve (counted once each)."""
+        for stream in streams:
+            if not self.venue.serves(self.route, stream.kind):
+                self.silent.add(stream.name)
+                self.counters.misrouted_streams += 1
 
     def known_symbol(self, symbol: str) -> bool:
         return symbol in self.exchange.symbols
@@ -518,9 +537,10 @@ class Session:
             (self.number, trio.current_time(), method, params))
 
     def add(self, streams: list[Stream]) -> None:
+        self._note_routes(streams)
         for stream in streams:
             self.subs[stream.name] = stream
-            if self.shared is not None:
+            if self.shared is not None and stream.name not in self.silent:
                 self.shared.subscribe(self, stream)
         if self.subs:
             self.wakeup.set()
@@ -528,7 +548,9 @@ class Session:
     def remove(self, names: list[str]) -> None:
         for name in names:
             del self.subs[name]
-            if self.shared is not None:
+            if name in self.silent:
+                self.silent.discard(name)
+            elif self.shared is not None:
                 self.shared.unsubscribe(self, name)
 
     def info(self) -> ConnectionInfo:

@@ -29,6 +29,9 @@ class ExchangeStatistics:
     pongs), ``client_pings`` and ``client_pongs`` its control frames, and
     ``client_pings_unanswered`` the pings that got no pong
     (``ignore_client_pings``, ``pause_sending``, over the budget, closing).
+    ``misrouted_streams`` counts subscriptions made on a connection whose
+    route does not serve the stream's kind (a USD-M ``/market`` stream on
+    ``/public``, say): accepted, like Binance, and never sent anything.
     """
 
     connections_accepted: int
@@ -50,6 +53,7 @@ class ExchangeStatistics:
     client_pings: int
     client_pongs: int
     client_pings_unanswered: int
+    misrouted_streams: int = 0
 
 
 @attrs.define
@@ -73,6 +77,7 @@ class Counters:
     client_pings: int = 0
     client_pongs: int = 0
     client_pings_unanswered: int = 0
+    misrouted_streams: int = 0
 
     def snapshot(self) -> ExchangeStatistics:
         return ExchangeStatistics(**attrs.asdict(self))

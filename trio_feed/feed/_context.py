@@ -58,6 +58,10 @@ class FeedOptions:
     rng: random.Random | None
     #: ``"raise"`` or ``"skip"``: what a payload that does not decode does.
     on_decode_error: str = "raise"
+    #: The market's ``market=`` name (``"spot"``, ``"usdm"``): its names, routes and timings.
+    market: str = "spot"
+    #: The watchdog's period for event-driven streams (the market's ``quiet_after``).
+    quiet_after: float = 60.0
 
 
 @attrs.define(eq=False)

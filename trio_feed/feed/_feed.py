@@ -24,8 +24,10 @@ view crosses an ``await`` or a task boundary, and the consumer only ever
 sees owned events.
 
 **Supervision.**  Connections are opened on the combined endpoint
-(``/stream``) and subscribed with batched SUBSCRIBEs through a token bucket
-(every client frame, pongs included, stays under Binance's 5 per second).
+(``/stream``, behind the stream kind's route on USD-M futures: ``/public`` or
+``/market``, one shard per route) and subscribed with batched SUBSCRIBEs
+through a token bucket (every client frame, pongs included, stays under the
+market's limit: 5 per second on spot, 10 on USD-M).
 A connection that fails is replaced after a jittered, growing backoff, under
 an attempt budget (250 per 5 minutes); fatal errors (bad stream names, TLS
 verification, an error reply) end the feed instead.  Connections are
@@ -47,7 +49,10 @@ The feed is a class with ``__aenter__``/``__aexit__`` and ``__anext__``, not
 an async generator: an async generator cannot safely suspend inside the
 nursery that holds the connection tasks.  Errors arrive in order: the events
 read before a failure are handed out first.  With ``reconnect=False`` the
-first connection to end ends the feed, with its ``ConnectionClosed``.
+first connection to end ends the feed, with its ``ConnectionClosed``; a
+normal closure by the server (1000), which says a connection's streams are
+over, ends the feed only when every connection has ended, so that a replay
+served on two routes is delivered whole.
 """
 
 from __future__ import annotations
@@ -66,9 +71,16 @@ import attrs
 import orjson
 import trio
 
-from .._errors import DecodeError, RequestTimeout, SubscriptionError, lone_exception
-from ..binance import DEFAULT_BASE_URL, Decoder, Event, Stream, parse_stream
-from ..binance._limits import SPOT, USDM_FUTURES
+from .._errors import (
+    ConnectionClosed,
+    DecodeError,
+    RequestTimeout,
+    SubscriptionError,
+    lone_exception,
+)
+from ..binance import Decoder, Event, Stream
+from ..binance._limits import SPOT, venue_named
+from ..binance._urls import routed_url
 from ..rest._budget import WeightBudget
 from ._backfill import (
     DEFAULT_BACKFILL_RETRIES,
@@ -93,7 +105,7 @@ from ._outbox import (
 )
 from ._shard import Shard
 from ._statistics import SKIPPED_PREFIX, FeedCounters, FeedStatistics
-from ._subscriptions import MAX_STREAMS_PER_CONNECTION, Subscriptions
+from ._subscriptions import Subscriptions
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
 
@@ -115,9 +127,10 @@ class Feed:
     ) -> None:
         self.options = options
         self.mode = options.mode
-        self.subscriptions = Subscriptions(options.streams_per_connection)
+        self.subscriptions = Subscriptions(options.streams_per_connection,
+                                           venue_named(options.market))
         self.subscriptions.add(streams)
-        self.decoder = Decoder(streams, decimals=options.decimals)
+        self.decoder = Decoder(streams, decimals=options.decimals, market=options.market)
         self.attempt_limiter = attempt_limiter
         self.counters = FeedCounters()
         self.continuity = Continuity(self.counters.per_stream)
@@ -130,6 +143,8 @@ class Feed:
                                    outbox=self.outbox, attempt_limiter=attempt_limiter,
                                    note_lag=self.note_lag)
         self.shards: list[Shard] = []
+        #: Shards whose task is running (a normal end waits for the last one).
+        self._running = 0
         self._pending: deque[Event] = deque()
         #: Events put in ``_pending`` so far: handed out = this minus what is still pending
         #: (counted per batch, not per event).
@@ -234,22 +249,32 @@ class Feed:
             # The connections were stopped (a fatal error, the 'disconnect' policy).
             raise self.outbox.error or trio.ClosedResourceError("the feed's connections stopped")
         streams = self.subscriptions.shards[index] if self.subscriptions.shards else {}
-        shard = Shard(self.context, index, streams, url=url or f"{self.options.base_url}/stream",
-                      subscribe_on_connect=subscribe_on_connect)
+        route = self.subscriptions.routes[index] if self.subscriptions.routes else ""
+        base = routed_url(self.options.base_url, route)
+        shard = Shard(self.context, index, streams, url=url or f"{base}/stream",
+                      subscribe_on_connect=subscribe_on_connect, base_url=base)
         self.shards.append(shard)
         await self._shards.start(self._run_shard, shard)
 
     async def _run_shard(
         self, shard: Shard, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        self._running += 1
         try:
             await shard.run(task_status=task_status)
         except Exception as exc:
             if not shard.started:
                 raise
+            if self._running > 1 and _is_normal_end(exc):
+                # This connection's streams are over (a replay of a USD-M recording
+                # ends one route before the other): the others go on delivering,
+                # and the last one to end this way ends the feed.
+                return
             # A fatal error after start: the consumer gets what was read, then this.
             self.outbox.fail(exc)
             self._stop_connections()
+        finally:
+            self._running -= 1
 
     def _on_overflow(self) -> None:
         # The 'disconnect' policy fired: stop every connection now.
@@ -270,7 +295,7 @@ class Feed:
         replacement subscribes the streams, which stay part of the feed).
         The streams stay subscribed across reconnects.
         """
-        parsed = [parse_stream(s) for s in streams]
+        parsed = [self.subscriptions.parse(s) for s in streams]
         _check_policy(self.options.policy, parsed)
         placed = self.subscriptions.add(parsed)
         for index, added in placed.items():
@@ -539,6 +564,11 @@ def _backfill_statistics(bf: BackfillQueue) -> dict[str, Any]:
     )
 
 
+def _is_normal_end(exc: BaseException) -> bool:
+    """The server closed with 1000: this connection's streams are over."""
+    return isinstance(exc, ConnectionClosed) and exc.code == 1000 and exc.initiated_by_peer
+
+
 def _stream_of_event(event: Any) -> object:
     stream = event.stream
     if stream is None:  # a raw payload: its kind and symbol tell its stream
@@ -580,7 +610,8 @@ def open_feed(
     *,
     mode: Literal["channel", "inline"] = "channel",
     url: str | None = None,
-    base_url: str = DEFAULT_BASE_URL,
+    base_url: str | None = None,
+    market: str = "spot",
     decimals: bool = False,
     policy: SlowConsumerPolicy | str = SlowConsumerPolicy.BLOCK,
     max_queued: int = DEFAULT_MAX_QUEUED,
@@ -600,9 +631,9 @@ def open_feed(
     request_timeout: float = 5.0,
     no_data_after: float | None = 60.0,
     lag_threshold: float = 5.0,
-    send_rate: float = SPOT.client_messages_per_second - 1.0,
+    send_rate: float | None = None,
     send_burst: float = 1.0,
-    streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+    streams_per_connection: int | None = None,
     max_url_length: int = 4096,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 10.0,
@@ -628,8 +659,16 @@ def open_feed(
     ``retry_first_connect=True`` it retries retryable failures instead (wrap
     it in ``trio.fail_after`` to bound that).  Fatal errors are always raised.
 
-    Where: ``base_url`` (Binance spot production by default; pass the local
-    exchange's) is connected at ``/stream`` and subscribed with SUBSCRIBE.
+    Where: ``market`` is ``"spot"`` (the default) or ``"usdm"`` (USD-M
+    futures); its rules (``trio_feed.binance._limits``) validate the stream
+    names, route each stream to the path that serves it, and give the
+    defaults of ``base_url``, ``send_rate``, ``streams_per_connection`` and
+    the watchdog.  One feed serves one market: a name of the other market
+    raises :class:`~trio_feed.InvalidStreamName` saying so.  ``base_url``
+    (the market's production host by default; pass the local exchange's) is
+    connected at ``<route>/stream`` (USD-M: ``/public/stream`` for book
+    data, ``/market/stream`` for the rest, on separate connections; spot:
+    ``/stream``) and subscribed with SUBSCRIBE.
     ``url`` instead connects to exactly that URL (one connection, streams in
     the URL, no SUBSCRIBE), ``streams`` then only telling the decoder what
     the payloads are.  ``mode`` picks the copy or borrow strategy (module
@@ -650,7 +689,7 @@ def open_feed(
     ``attempt_limiter`` (share one between feeds to share the per-IP budget);
     ``rotate_after`` (``None``: never) and ``rotation_timeout``;
     ``stale_after`` (seconds without a complete message before reconnecting;
-    default by stream kind, see ``docs/resilience.md``); ``no_data_after``
+    default by stream kind and market, see ``docs/resilience.md``); ``no_data_after``
     (seconds after which a stream that never delivered is reported, in the
     log and in ``statistics().streams[name].no_data``; ``None``: never);
     ``ping_interval`` (``None``: no pings of our own) and
@@ -658,7 +697,9 @@ def open_feed(
     waits for its reply: past it :class:`~trio_feed.RequestTimeout` and the
     connection is replaced); ``lag_threshold`` (seconds of exchange lag counted in
     ``lagging``); ``send_rate``/``send_burst`` (the token bucket per
-    connection); ``streams_per_connection`` (shard size, at most 1024);
+    connection; default: one below the market's limit, 4/s on spot and 9/s
+    on USD-M); ``streams_per_connection`` (shard size, at most the market's
+    1024);
     ``max_url_length``: streams that fit in a URL this long are subscribed in
     the URL, at no message cost, the rest by SUBSCRIBE (``0``: all by SUBSCRIBE).
 
@@ -674,7 +715,7 @@ def open_feed(
     ``backfill=True`` fetches the ids a gap skipped on ``trade`` and
     ``aggTrade`` streams (and the closed candles a kline stream missed)
     from the REST history at ``rest_url`` (by
-    default Binance's, spot or USD-M futures after ``base_url``) and hands
+    default the ``market``'s on Binance) and hands
     them out, as ``BackfilledTrade``/``BackfilledAggTrade``, before that
     stream's later events, which wait meanwhile.  Requests are charged to
     ``weight_budget`` (pass the order books' to share the IP's weight; by
@@ -690,7 +731,14 @@ def open_feed(
     ``wall_clock`` (for lag) and ``rng`` (for jitter) are there for tests.
     Raises :class:`~trio_feed.InvalidStreamName` at once for a bad name.
     """
-    parsed = [parse_stream(s) for s in streams]
+    venue = venue_named(market)
+    if base_url is None:
+        base_url = venue.base_url
+    if send_rate is None:
+        send_rate = venue.client_messages_per_second - 1.0
+    if streams_per_connection is None:
+        streams_per_connection = venue.streams_per_connection
+    parsed = [Subscriptions(venue=venue).parse(s) for s in streams]
     if mode not in ("channel", "inline"):
         raise ValueError(f"mode must be 'channel' or 'inline', not {mode!r}")
     if on_decode_error not in ("raise", "skip"):
@@ -719,6 +767,7 @@ def open_feed(
         streams_per_connection=streams_per_connection, max_url_length=max_url_length,
         connect_options=connect_options,
         wall_clock=wall_clock, rng=rng, on_decode_error=on_decode_error,
+        market=venue.market, quiet_after=venue.quiet_after,
     )
     config = None
     if backfill:
@@ -726,7 +775,6 @@ def open_feed(
             raise ValueError(f"backfill=True fills gaps for completeness; the policy "
                              f"{policy.value!r} gives completeness up: use 'block' or "
                              "'disconnect'")
-        venue = USDM_FUTURES if base_url.startswith(USDM_FUTURES.stream_hosts) else SPOT
         config = BackfillConfig(
             venue=venue, rest_url=rest_url or venue.rest_url, budget=weight_budget,
             timeout=backfill_timeout, retries=backfill_retries, max_hold=max_backfill_hold,

@@ -76,6 +76,7 @@ from .._errors import (
 )
 from ..binance import (
     AggTrade,
+    AllBookTicker,
     BookTicker,
     ControlError,
     ControlResponse,
@@ -85,6 +86,8 @@ from ..binance import (
     Stream,
     Trade,
 )
+from ..binance._limits import SPOT
+from ..binance._streams import EVENT_DRIVEN_KINDS
 from ._backoff import Backoff
 from ._context import FeedContext
 from ._outbox import EVENTS_AT_ONCE, Batch
@@ -98,19 +101,15 @@ __all__ = [
 
 logger = logging.getLogger("trio_feed")
 
-#: Seconds of silence after which a connection counts as stale, by stream kind.
-#: Event-driven streams (trades, bookTicker) may be quiet for long on an
+#: Seconds of silence after which a spot connection counts as stale, by stream
+#: kind.  Event-driven streams (trades, bookTicker) may be quiet for long on an
 #: illiquid symbol; Binance's pings every 20 s still arrive, so 60 s of
 #: nothing at all means the connection is dead.  Streams pushed on a clock
-#: (depth, klines, tickers) must never be quiet for 10 s.
-STALE_AFTER_BY_KIND: dict[str, float] = {
-    "trade": 60.0,
-    "aggTrade": 60.0,
-    "blockTrade": 60.0,
-    "bookTicker": 60.0,
-    "referencePrice": 60.0,
-    "serverShutdown": 60.0,
-}
+#: (depth, klines, tickers) must never be quiet for 10 s.  Another market's
+#: event-driven period is its ``Venue.quiet_after`` (USD-M pings every 3
+#: minutes, so 4 minutes there), passed to the watchdog as ``quiet``.
+STALE_AFTER_BY_KIND: dict[str, float] = dict.fromkeys(sorted(EVENT_DRIVEN_KINDS),
+                                                      SPOT.quiet_after)
 #: Any other kind: pushed on a schedule.
 STALE_AFTER_SCHEDULED = 10.0
 
@@ -120,10 +119,14 @@ _RETRYABLE = (ConnectionClosed, ProtocolError, HandshakeError, RequestTimeout, O
 
 
 
-def stale_after_for(streams: list[Stream]) -> float:
-    """The watchdog period for a connection carrying ``streams``: the strictest kind's."""
-    periods = [STALE_AFTER_BY_KIND.get(s.kind, STALE_AFTER_SCHEDULED) for s in streams]
-    return min(periods, default=max(STALE_AFTER_BY_KIND.values()))
+def stale_after_for(streams: list[Stream], quiet: float = SPOT.quiet_after) -> float:
+    """The watchdog period for a connection carrying ``streams``: the strictest kind's.
+
+    ``quiet`` is the market's period for event-driven kinds (``Venue.quiet_after``).
+    """
+    periods = [quiet if s.kind in EVENT_DRIVEN_KINDS else STALE_AFTER_SCHEDULED
+               for s in streams]
+    return min(periods, default=quiet)
 
 
 class _Watchdog:
@@ -154,8 +157,10 @@ class _Watchdog:
     """
 
     def __init__(self, streams: dict[str, Stream], armed: set[str], fixed: float | None,
-                 now: float) -> None:
+                 now: float, quiet: float = SPOT.quiet_after) -> None:
         self.fixed = fixed
+        #: The market's period for event-driven kinds (``Venue.quiet_after``).
+        self.quiet = quiet
         #: Scheduled kinds that delivered on the shard (shared by its links).
         self.armed = armed
         #: Last time any complete message kept the event-driven kinds alive.
@@ -180,17 +185,17 @@ class _Watchdog:
         scheduled: dict[str, float] = {}
         event: float | None = None
         for kind in set(self.kinds.values()):
-            if kind in STALE_AFTER_BY_KIND:
-                period = fixed or STALE_AFTER_BY_KIND[kind]
+            if kind in EVENT_DRIVEN_KINDS:
+                period = fixed or self.quiet
             elif kind in self.armed:
                 scheduled[kind] = fixed or STALE_AFTER_SCHEDULED
                 self.alive.setdefault(kind, now)
                 continue
             else:
-                period = fixed or max(STALE_AFTER_BY_KIND.values())
+                period = fixed or self.quiet
             event = period if event is None else min(event, period)
         if not scheduled and event is None:
-            event = fixed or max(STALE_AFTER_BY_KIND.values())
+            event = fixed or self.quiet
         self.scheduled = scheduled
         self.event_period = event
         kinds = set(self.kinds.values())
@@ -203,7 +208,7 @@ class _Watchdog:
         want = {kind for kind, period in self.scheduled.items() if now - alive[kind] > period / 10}
         if now >= self._arm_scan:
             unarmed = {k for k in self.kinds.values()
-                       if k not in self.armed and k not in STALE_AFTER_BY_KIND}
+                       if k not in self.armed and k not in EVENT_DRIVEN_KINDS}
             if unarmed:
                 want |= unarmed
                 self._arm_scan = now + 1.0
@@ -228,7 +233,7 @@ class _Watchdog:
                     return
 
     def _credit(self, kind: str, now: float) -> None:
-        if kind in STALE_AFTER_BY_KIND:
+        if kind in EVENT_DRIVEN_KINDS:
             return
         self.alive[kind] = now
         if kind not in self.armed:
@@ -597,17 +602,13 @@ class Link:
         perf = time.perf_counter
         wall = feed.options.wall_clock
         watch = _Watchdog(self.shard.streams, self.shard.armed, feed.options.stale_after,
-                          trio.current_time())
+                          trio.current_time(), feed.options.quiet_after)
         pings_seen = parser.pings_received
         try:
             while True:
                 # Messages first, then read: what arrived with the handshake reply,
                 # before the connection broke, or before a protocol violation, is
                 # delivered before the end is.
-                control = bool(parser.pongs) or parser.pings_received != pings_seen
-                pings_seen = parser.pings_received
-                if parser.pongs:
-                    self._on_pongs(parser.pongs)
                 batch = Batch(self)
                 append = batch.append
                 #: Inline mode: the chunk holds more messages than were decoded this turn.
@@ -696,6 +697,13 @@ class Link:
                             feed.note_lag(batch, received)
                         else:
                             counters.copies += n
+                # Control frames are queued by the walk above: a pong in this chunk
+                # counts now, not when some later chunk arrives (on a quiet USD-M
+                # connection the next one may be the server's ping, 3 minutes on).
+                control = bool(parser.pongs) or parser.pings_received != pings_seen
+                pings_seen = parser.pings_received
+                if parser.pongs:
+                    self._on_pongs(parser.pongs)
                 now = trio.current_time()
                 if batch:
                     watch.data(batch, now)
@@ -845,8 +853,8 @@ def _mark(item: Any) -> tuple[str | None, int, int] | None:
         return stream, item.agg_trade_id, item.agg_trade_id - 1
     if isinstance(item, DepthUpdate):
         return stream, item.final_update_id, item.first_update_id - 1
-    if isinstance(item, BookTicker):
-        return stream, item.update_id, item.update_id
+    if isinstance(item, BookTicker) and item.__class__ is not AllBookTicker:
+        return stream, item.update_id, item.update_id  # (!bookTicker mixes symbols' ids)
     if isinstance(item, PartialDepth):
         return stream, item.last_update_id, item.last_update_id
     when = getattr(item, "event_time", None)

@@ -65,10 +65,13 @@ class Shard:
 
     def __init__(
         self, context: FeedContext, index: int, streams: dict[str, Stream], *, url: str,
-        subscribe_on_connect: bool = True,
+        subscribe_on_connect: bool = True, base_url: str | None = None,
     ) -> None:
         self.context = context
         self.index = index
+        #: The routed base URL the shard's connections use (``options.base_url`` plus
+        #: the route of its streams' kind, e.g. ``/market``), before ``/stream``.
+        self.base_url = base_url if base_url is not None else context.options.base_url
         #: The shard's streams (shared with the feed's Subscriptions: kept current).
         self.streams = streams
         self.url = url
@@ -113,7 +116,8 @@ class Shard:
             fit += 1
         if not fit:
             return self.url, names
-        return combined_url(names[:fit], self.context.options.base_url), names[fit:]
+        return (combined_url(names[:fit], self.base_url, market=self.context.options.market),
+                names[fit:])
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

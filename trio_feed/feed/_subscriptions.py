@@ -4,8 +4,11 @@ Pure and synchronous.  The feed's connection tasks do the sending and waiting.
 
 Shards.  Binance carries at most 1024 streams per connection, so the desired
 set is split into *shards*, one per connection.  :meth:`Subscriptions.add`
-places each new stream on the first shard with room, opening a new shard
-when all are full, and :meth:`Subscriptions.remove` takes streams out.  A
+places each new stream on the first shard with room *on its route*, opening a
+new shard when all are full, and :meth:`Subscriptions.remove` takes streams
+out.  A route is the URL path prefix that serves the stream's kind (USD-M
+futures: ``/public`` for book data, ``/market`` for the rest; spot has
+none), so a shard only ever carries streams its connection's path serves.  A
 stream belongs to exactly one shard, so the shards' events merge into one
 feed without duplicates.  Shards are never rebalanced: moving a stream
 would mean a gap or a duplicate on it.
@@ -26,9 +29,9 @@ from typing import Any
 
 import orjson
 
-from .._errors import SubscriptionError
+from .._errors import InvalidStreamName, SubscriptionError
 from ..binance import ControlError, ControlResponse, Stream, parse_stream
-from ..binance._limits import SPOT
+from ..binance._limits import SPOT, Venue
 
 __all__ = ["MAX_PARAMS_PER_REQUEST", "MAX_STREAMS_PER_CONNECTION", "Requests", "Subscriptions"]
 
@@ -40,19 +43,46 @@ MAX_PARAMS_PER_REQUEST = 200
 
 
 class Subscriptions:
-    """The desired streams, split into shards of at most ``per_connection``."""
+    """The desired streams, split into shards of at most ``per_connection``, one route each.
 
-    def __init__(self, per_connection: int = MAX_STREAMS_PER_CONNECTION) -> None:
-        if not 1 <= per_connection <= MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(f"per_connection must be 1..{MAX_STREAMS_PER_CONNECTION}")
+    ``venue`` is the market: its names are the valid ones, its
+    ``streams_per_connection`` the largest ``per_connection``, and its
+    ``route`` decides which shards a stream may join.
+    """
+
+    def __init__(self, per_connection: int | None = None, venue: Venue = SPOT) -> None:
+        limit = venue.streams_per_connection
+        if per_connection is None:
+            per_connection = limit
+        if not 1 <= per_connection <= limit:
+            raise ValueError(f"per_connection must be 1..{limit}")
         self.per_connection = per_connection
+        self.venue = venue
         #: One dict (name -> Stream, in subscription order) per shard.
         self.shards: list[dict[str, Stream]] = []
+        #: The route of each shard (``""`` for none), parallel to ``shards``.
+        self.routes: list[str] = []
 
     @property
     def streams(self) -> dict[str, Stream]:
         """Every desired stream, by name."""
         return {name: s for shard in self.shards for name, s in shard.items()}
+
+    def parse(self, stream: str | Stream) -> Stream:
+        """``stream`` read by this market's rules; a :class:`Stream` of another market is refused.
+
+        One feed serves one market: a spot name in a USD-M feed (or the
+        reverse) raises :class:`~trio_feed.InvalidStreamName`, saying which
+        market has it.
+        """
+        market = self.venue.market
+        parsed = parse_stream(stream, market)
+        if parsed.market != market:
+            raise InvalidStreamName(
+                f"{parsed.name!r} was read as a {parsed.market} stream; this feed serves "
+                f"market={market!r} (one feed serves one market)"
+            )
+        return parsed
 
     def shard_of(self, name: str) -> int | None:
         for index, shard in enumerate(self.shards):
@@ -65,17 +95,20 @@ class Subscriptions:
 
         Raises :class:`~trio_feed.InvalidStreamName` before changing anything.
         """
-        parsed = [parse_stream(s) for s in streams]
+        parsed = [self.parse(s) for s in streams]
         placed: dict[int, list[Stream]] = {}
         for stream in parsed:
             if self.shard_of(stream.name) is not None:
                 continue
+            route = self.venue.route(stream.kind)
             index = next(
-                (i for i, shard in enumerate(self.shards) if len(shard) < self.per_connection),
+                (i for i, shard in enumerate(self.shards)
+                 if len(shard) < self.per_connection and self.routes[i] == route),
                 None,
             )
             if index is None:
                 self.shards.append({})
+                self.routes.append(route)
                 index = len(self.shards) - 1
             self.shards[index][stream.name] = stream
             placed.setdefault(index, []).append(stream)
@@ -84,7 +117,7 @@ class Subscriptions:
     def remove(self, streams: Iterable[str | Stream]) -> dict[int, list[Stream]]:
         """Remove streams; return the removed ones by shard (unknown names are ignored)."""
         removed: dict[int, list[Stream]] = {}
-        names = [item.name if isinstance(item, Stream) else parse_stream(item).name
+        names = [item.name if isinstance(item, Stream) else self.parse(item).name
                  for item in streams]  # every name is checked before anything changes
         for name in names:
             index = self.shard_of(name)

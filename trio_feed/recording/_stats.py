@@ -13,6 +13,7 @@ import attrs
 import orjson
 
 from ..binance._sequence import DUPLICATE, is_reset, label_of, object_ids
+from ..binance._streams import ALL_BOOK_TICKER
 from ._format import ReadReport, read_recording
 
 __all__ = ["compute_stats"]
@@ -129,7 +130,8 @@ def compute_stats(path: str) -> dict[str, Any]:
         if stats.last_t is not None:
             stats.largest_gap_ns = max(stats.largest_gap_ns, rec.t - stats.last_t)
         stats.last_t = rec.t
-        _check_ids(stats, obj, index)
+        if rec.stream != ALL_BOOK_TICKER:  # symbols mixed, each with its own ids
+            _check_ids(stats, obj, index)
     messages = index + 1
     span = [buckets.get(i, 0) for i in range(max(buckets) + 1)] if buckets else []
     duration = (last_t - first_t) / 1e9 if first_t is not None and last_t is not None else 0.0

@@ -654,13 +654,15 @@ class FrameParser:
         self._recheck_utf8 = True
 
     @staticmethod
-    def _recheck(view: memoryview) -> ProtocolError | None:
-        """The 1007 error for a lent text message that is not UTF-8, else ``None``."""
+    def utf8_error(payload: bytes | bytearray | memoryview) -> ProtocolError | None:
+        """The close-1007 :class:`~trio_feed.ProtocolError` if ``payload`` is not UTF-8."""
         try:
-            _utf8_decode(view, "strict", True)
+            _utf8_decode(payload, "strict", True)
         except UnicodeDecodeError as exc:
             return _not_utf8(exc)
         return None
+
+    _recheck = utf8_error
 
     def _release_after(
         self, exc: BaseException, view: memoryview, pos: int, whole: memoryview, lent: int
