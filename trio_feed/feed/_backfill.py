@@ -265,7 +265,9 @@ class BackfillQueue(deque[Any]):
         # For a kline stream ``position`` is the open time of the next candle to close.
         expected = state.position
         opened = event.open_time
-        if expected is not None and opened > expected:
+        # (``@+08:00`` candles are aligned to UTC+8; REST klines here are UTC: not filled.)
+        utc = event.stream is None or not event.stream.endswith("@+08:00")
+        if expected is not None and opened > expected and utc:
             self._gap(state, event, "kline", expected, opened - 1)
         if event.is_closed:
             state.position = event.close_time + 1
