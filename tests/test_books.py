@@ -34,6 +34,7 @@ from trio_feed.books._books import (
     open_order_books,
 )
 from trio_feed.exchange import LocalExchange, open_exchange
+from trio_feed.rest import RestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ["btcusdt", "ethusdt"]
@@ -241,18 +242,20 @@ async def test_http_fetcher_reads_weight_headers_and_429() -> None:
     with trio.fail_after(10):
         async with open_exchange(seed=13, rate=500.0, clock=None) as exchange, open_order_books(
             ["btcusdt"], base_url=exchange.base_url, rest_url=exchange.rest_url
-        ) as books, httpx.AsyncClient() as client:
+        ) as books:
             await books.wait_live()
             # Room for exactly one more limit=100 request (weight 5) this minute.
             limit = exchange.rest.weight_limit = exchange.rest.statistics().weight_used + 5
             budget = WeightBudget(6000)
-            fetch = _HttpFetcher(client, exchange.rest_url, Rules.SPOT, budget)
+            client = RestClient(exchange.rest_url, budget)
+            fetch = _HttpFetcher(client, Rules.SPOT)
             depth = await fetch("BTCUSDT", 100)
             assert depth.symbol == "BTCUSDT" and depth.bids and depth.asks
             assert budget.used() == limit  # the server's count, books' own sync included
             with pytest.raises(RateLimited) as caught:
                 await fetch("BTCUSDT", 100)
             assert caught.value.status == 429 and 1 <= caught.value.retry_after <= 60
+            await client.aclose()
 
 
 async def test_open_order_books_validates_early() -> None:

@@ -85,7 +85,8 @@ async def test_resilient_example_recovers_from_every_fault_exactly(
     (the embedded exchange too), so its 11 seconds take a fraction of one here; the test
     below runs it as a process, in real time.
     """
-    args = argparse.Namespace(mode=mode, duration=11.0, live=False, verbose=False)
+    args = argparse.Namespace(mode=mode, duration=11.0, live=False, verbose=False,
+                              backfill=False)
     with trio.fail_after(60):
         status = await load_example("resilient.py").main(args)
     out = capsys.readouterr().out
@@ -100,6 +101,25 @@ async def test_resilient_example_recovers_from_every_fault_exactly(
     legend = out.splitlines()[-1]
     assert legend.startswith("   (missing: ids the exchange sent that never arrived")
     assert "duplicates: messages that arrived twice" in legend
+
+
+async def test_resilient_example_with_backfill_heals_every_gap(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same fault schedule with ``--backfill``: every trade id delivered, none missing."""
+    args = argparse.Namespace(mode="channel", duration=11.0, live=False, verbose=False,
+                              backfill=True)
+    with trio.fail_after(60):
+        status = await load_example("resilient.py").main(args)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "MISMATCH" not in out
+    for stream in ("btcusdt@trade", "ethusdt@trade"):
+        line = next(line for line in out.splitlines() if f"] {stream}: " in line)
+        assert "+ 0 reported missing" in line and line.endswith("(exact)"), line
+    fill = next(line for line in out.splitlines() if "back-fill: " in line)
+    assert "; 0 ranges left" in fill and " 0 trades fetched" not in fill, fill
+    assert out.splitlines()[-1].startswith("   (back-filled: ")
 
 
 def test_resilient_example_runs_as_a_program() -> None:

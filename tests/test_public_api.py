@@ -30,7 +30,7 @@ EXPECTED: dict[str, set[str]] = {
         "DEFAULT_REST_URL", "OrderBook", "OrderBooks", "OrderBooksStatistics", "SnapshotError",
         "WeightBudget", "open_order_books", "RateLimited", "RecordingError",
         "RequestTimeout", "InvalidSymbol", "AttemptLimiter", "SlowConsumerError",
-        "SlowConsumerPolicy", "StreamStatistics",
+        "SlowConsumerPolicy", "StreamStatistics", "RestError",
     },
     "trio_feed.feed": {
         "AttemptLimiter", "Feed", "FeedStatistics", "SlowConsumerPolicy", "StreamStatistics",
@@ -44,7 +44,7 @@ EXPECTED: dict[str, set[str]] = {
     "trio_feed.recording": {
         "ReadReport", "Record", "RecordCounters", "RecordStatistics", "RecordingError",
         "RecordingWriter", "compute_stats", "encode_record", "read_recording", "record",
-        "stream_of", "unwrap",
+        "stream_of", "unwrap", "RecordingBackfill",
     },
     "trio_feed.cli": {"build_parser", "describe", "main"},
     "trio_feed.bridge": {"BridgeStatistics", "FeedThread", "feed_thread"},
@@ -63,7 +63,7 @@ SNAPSHOT_NAMESPACES = ["trio_feed.wire", "trio_feed.binance", "trio_feed.exchang
                        "trio_feed.testing"]
 SNAPSHOTS: dict[str, int] = {
     "trio_feed.wire": 19,
-    "trio_feed.binance": 47,
+    "trio_feed.binance": 50,
     "trio_feed.exchange": 19,
     "trio_feed.testing": 13,
 }

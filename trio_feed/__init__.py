@@ -35,6 +35,7 @@ from ._errors import (
     RateLimited,
     RecordingError,
     RequestTimeout,
+    RestError,
     SlowConsumerError,
     SnapshotError,
     SubscriptionError,
@@ -58,16 +59,16 @@ if _TYPE_CHECKING:
         DEFAULT_REST_URL,
         OrderBooks,
         OrderBooksStatistics,
-        WeightBudget,
         open_order_books,
     )
+    from .rest import WeightBudget
 
 #: Names imported on first use (see the module docstring), and the part that serves each.
 _LAZY = {
     "DEFAULT_REST_URL": "books",
     "OrderBooks": "books",
     "OrderBooksStatistics": "books",
-    "WeightBudget": "books",
+    "WeightBudget": "rest",  # light: the budget alone, no httpx
     "open_order_books": "books",
     "OrderBook": "binance",
 }
@@ -114,6 +115,7 @@ __all__ = [
     "RateLimited",
     "RecordingError",
     "RequestTimeout",
+    "RestError",
     "SlowConsumerError",
     "SlowConsumerPolicy",
     "SnapshotError",

@@ -18,6 +18,7 @@ what went wrong precisely enough to act on::
     ├── SnapshotError            depth snapshots for a symbol kept failing (order books)
     │   └── InvalidSymbol        the depth endpoint does not list the symbol (-1121)
     ├── RateLimited              a REST endpoint answered 429/418: wait ``retry_after`` s
+    ├── RestError                a REST request got no answer, or an error status
     ├── RecordingError           a recording that cannot be read or written
     └── BrokerError              the Redis Streams broker refused something (trio_feed.broker)
         ├── SchemaError          an entry of an unknown schema version or format (also ValueError)
@@ -54,6 +55,7 @@ __all__ = [
     "RateLimited",
     "RecordingError",
     "RequestTimeout",
+    "RestError",
     "SchemaError",
     "SinkClosed",
     "SlowConsumerError",
@@ -260,6 +262,18 @@ class RateLimited(TrioFeedError):
         super().__init__(f"HTTP {status}: rate limited, retry after {retry_after} s")
         self.retry_after = retry_after
         self.status = status
+
+class RestError(TrioFeedError):
+    """A REST request failed: no answer (``status`` ``None``) or an HTTP error status.
+
+    Raised by the REST client the order books and a feed's back-fill share;
+    both retry it with backoff, up to their named limits.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class RecordingError(TrioFeedError):
     """A recording that cannot be read or written: the message names the file (and line)."""

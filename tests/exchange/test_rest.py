@@ -100,7 +100,7 @@ async def test_errors_are_json_with_binance_codes() -> None:
                 responses = await http(
                     exchange.rest.port, "/api/v3/depth", "/api/v3/depth?symbol=NOPE",
                     "/api/v3/depth?symbol=BTCUSDT&limit=-1",
-                    "/api/v3/depth?symbol=BTCUSDT&limit=x", "/api/v3/klines",
+                    "/api/v3/depth?symbol=BTCUSDT&limit=x", "/api/v3/ticker/24hr",
                     "/s/other/api/v3/depth?symbol=BTCUSDT")
                 responses += await http(exchange.rest.port, "/api/v3/depth", method="POST")
     codes = [(status, orjson.loads(body).get("code")) for status, _, body in responses]

@@ -10,10 +10,16 @@ both from what the server says it sent and what the consumer received:
    for that stream.
 2. **Every message read is accounted for.**  Once the feed is closed::
 
-       messages == events + duplicates + dropped + conflated + discarded
+       messages + backfilled == events + duplicates + dropped + conflated + discarded
 
-   and ``events`` equals the number of data events the consumer received (when
-   the caller passes ``received``).
+   (``backfilled``, the events a back-fill fetched over REST, is 0 without
+   one) and ``events`` equals the number of data events the consumer received
+   (when the caller passes ``received``).
+3. **With back-fill, what is missing is exactly what is reported**
+   (:func:`assert_filled`): per stream, the ids not delivered between the
+   first and the last delivered are exactly the union of the feed's
+   ``missing_ranges``, and the events marked ``backfilled`` are exactly the
+   ids of its ``filled_ranges``.
 
 Both halves fail loudly with the stream and the numbers that disagree.
 """
@@ -66,8 +72,10 @@ def assert_accounted(
         )
     total = (stats.events + stats.duplicates + stats.dropped + stats.conflated
              + stats.discarded)
-    assert stats.messages == total, (
-        f"messages {stats.messages} != events {stats.events} + duplicates {stats.duplicates}"
+    backfilled = getattr(stats, "backfilled", 0)
+    assert stats.messages + backfilled == total, (
+        f"messages {stats.messages} + backfilled {backfilled} != events {stats.events}"
+        f" + duplicates {stats.duplicates}"
         f" + dropped {stats.dropped} + conflated {stats.conflated}"
         f" + discarded {stats.discarded} = {total}"
     )
@@ -75,3 +83,44 @@ def assert_accounted(
         assert stats.events == received, (
             f"the feed counted {stats.events} events handed out, the consumer got {received}"
         )
+
+
+def _ranges_of(ranges: Iterable[tuple[str, int, int]], stream: str) -> set[int]:
+    ids: set[int] = set()
+    for name, first, last in ranges:
+        if name == stream:
+            ids.update(range(first, last + 1))
+    return ids
+
+
+def assert_filled(stats: Any, delivered: Mapping[str, Sequence[int]],
+                  backfilled: Mapping[str, Sequence[int]]) -> None:
+    """Promise 3 (see the module docstring), for a feed opened with ``backfill=True``.
+
+    ``backfilled`` maps each stream to the ids of the events delivered with
+    ``backfilled`` true.  The server's sequence is taken to be consecutive ids.
+    """
+    for stream, ids in delivered.items():
+        if not ids:
+            continue
+        assert_ordered_unique(stream, ids)
+        holes = set(range(ids[0], ids[-1] + 1)) - set(ids)
+        reported = _ranges_of(stats.missing_ranges, stream)
+        assert holes == reported, (
+            f"{stream}: ids not delivered {_spans(holes)} != reported missing {_spans(reported)}"
+        )
+        filled = _ranges_of(stats.filled_ranges, stream)
+        marked = set(backfilled.get(stream, ()))
+        assert marked == filled, (
+            f"{stream}: back-filled events {_spans(marked)} != filled ranges {_spans(filled)}"
+        )
+
+
+def _spans(ids: set[int]) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for i in sorted(ids):
+        if spans and spans[-1][1] == i - 1:
+            spans[-1] = (spans[-1][0], i)
+        else:
+            spans.append((i, i))
+    return spans[:10]

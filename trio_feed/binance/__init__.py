@@ -47,6 +47,7 @@ from ._events import (
     UnknownEvent,
     format_event,
 )
+from ._history import BackfilledAggTrade, BackfilledKline, BackfilledTrade
 from ._sequence import Rules
 from ._streams import KINDS, Stream, parse_stream
 from ._urls import DEFAULT_BASE_URL, combined_url, raw_url
@@ -89,6 +90,9 @@ __all__ = [
     "AssetIndex",
     "AssetIndexArray",
     "AvgPrice",
+    "BackfilledAggTrade",
+    "BackfilledKline",
+    "BackfilledTrade",
     "BlockTrade",
     "BookState",
     "BookStatistics",

@@ -136,6 +136,8 @@ class Trade(Value):
     stream: str | None = None
 
     _decimal_fields: ClassVar[tuple[str, ...]] = ("price", "quantity")
+    #: True only on a trade fetched over REST to fill a gap (``BackfilledTrade``).
+    backfilled: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One readable line, e.g. ``btcusdt@trade  trade #12345  BUY 0.001 @ 25000.10``."""
@@ -168,6 +170,8 @@ class AggTrade(Value):
     stream: str | None = None
 
     _decimal_fields: ClassVar[tuple[str, ...]] = ("price", "quantity", "quantity_excluding_rpi")
+    #: True only on an aggregate trade fetched over REST to fill a gap.
+    backfilled: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One readable line: id, covered trade ids, taker side, quantity and price."""
@@ -233,6 +237,8 @@ class Kline(Value):
     taker_buy_volume: Number  # k.V: taker-buy base asset volume
     taker_buy_quote_volume: Number  # k.Q
     stream: str | None = None
+    #: True only on a closed kline fetched over REST for one missed (``BackfilledKline``).
+    backfilled: ClassVar[bool] = False
 
     _decimal_fields: ClassVar[tuple[str, ...]] = (
         "open", "high", "low", "close", "volume", "quote_volume",

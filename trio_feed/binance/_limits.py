@@ -11,7 +11,10 @@ read these records, so they cannot drift apart.
 
 Sources: ``STREAMS.md`` §0, §2, §5 and §8, checked against Binance's current
 pages ("WebSocket Streams for Binance" for spot, "Websocket Market Streams"
-and "Order Book" for USD-M futures).
+and "Order Book" for USD-M futures); the trade-history endpoints against
+spot's "Market data endpoints" (``aggTrades`` weight 4, ``historicalTrades``
+weight 25 and no longer a MARKET_DATA endpoint, ``klines`` weight 2, pages of
+at most 1000) and USD-M's "Compressed/Aggregate Trades List" (weight 20).
 """
 
 from __future__ import annotations
@@ -55,6 +58,15 @@ class Venue(Value):
     REQUEST_WEIGHT an IP may spend per minute.  ``sequence`` says which
     update-id rules its diff-depth stream follows.
 
+    Trade history (what a feed's back-fill reads): ``agg_trades_path`` serves
+    aggregate trades by ``fromId`` at ``agg_trades_weight`` per request,
+    ``trades_path`` plain trades by ``fromId`` at ``trades_weight``; both
+    return at most
+    ``max_trades_limit`` rows a page, and ``trades_need_key`` says whether
+    the trade endpoint wants an ``X-MBX-APIKEY`` header.  ``klines_path``
+    serves closed candles by time at ``klines_weight`` (at the largest
+    ``limit``).
+
     ``market`` is the short name callers pass as ``market=`` (``"spot"``,
     ``"usdm"``).  ``routes`` maps a stream kind to the URL path prefix that
     serves it (``/public``, ``/market``); a kind not listed goes to
@@ -81,6 +93,14 @@ class Venue(Value):
     snapshot_weights: tuple[tuple[int, int], ...]
     weight_limit: int
     sequence: Rules
+    agg_trades_path: str
+    agg_trades_weight: int
+    trades_path: str
+    trades_weight: int
+    trades_need_key: bool
+    max_trades_limit: int
+    klines_path: str
+    klines_weight: int
     market: str = "spot"
     routes: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     default_route: str = ""
@@ -147,6 +167,14 @@ SPOT = Venue(
     snapshot_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
     weight_limit=6000,
     sequence=Rules.SPOT,
+    agg_trades_path="/api/v3/aggTrades",
+    agg_trades_weight=4,
+    trades_path="/api/v3/historicalTrades",
+    trades_weight=25,
+    trades_need_key=False,
+    max_trades_limit=1000,
+    klines_path="/api/v3/klines",
+    klines_weight=2,
     market="spot",
     quiet_after=60.0,
 )
@@ -180,6 +208,15 @@ USDM_FUTURES = Venue(
     snapshot_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
     weight_limit=2400,
     sequence=Rules.USDM_FUTURES,
+    agg_trades_path="/fapi/v1/aggTrades",
+    agg_trades_weight=20,
+    # /fapi/v1/historicalTrades exists but is MARKET_DATA: it wants an API key.
+    trades_path="/fapi/v1/historicalTrades",
+    trades_weight=20,
+    trades_need_key=True,
+    max_trades_limit=1000,
+    klines_path="/fapi/v1/klines",
+    klines_weight=5,
     market="usdm",
     routes=dict.fromkeys(USDM_PUBLIC_KINDS, "/public"),
     default_route="/market",

@@ -38,26 +38,16 @@ BKS2: a book that lost sync is never hidden.  While a snapshot is queued or
     in flight the book keeps answering from its last good state with
     ``stale`` true; callers decide whether stale is good enough.
 
-The weight budget.  A 5000-level spot snapshot costs 250 of the 6000 weight
-an IP may use per minute, so a mass resync of more than 24 books must be
-spread over minutes, not fired at once.  :class:`WeightBudget` is a
-*sliding-window* limiter: it admits a request only if the weight admitted in
-the last 60 s plus this one stays within the limit.  A token bucket of the
-same capacity would admit up to twice the limit in some 60 s windows (a full
-bucket, then a minute of refill), which a fixed-minute counter such as
-Binance's could still reject; the sliding window never exceeds the limit in
-*any* window, so it is safe whatever the server's window alignment.  Requests
-wait in FIFO order (a ``trio.Lock`` is fair).  The server's
-``X-MBX-USED-WEIGHT-1M`` header, when it reports more than we counted (other
-clients on the IP), is added to the window, and a 429 or 418 pauses every
-request for its ``Retry-After``.
+The weight budget.  Snapshots are charged to a
+:class:`~trio_feed.rest.WeightBudget` (a sliding window: see
+``trio_feed.rest`` for why), the books' own or, with ``weight_budget=``, one
+shared with other REST callers of the process such as a feed's back-fill.
 """
 
 from __future__ import annotations
 
 import math
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -67,11 +57,12 @@ import attrs
 import httpx
 import trio
 
-from .._errors import InvalidSymbol, RateLimited, SnapshotError, lone_exception
+from .._errors import InvalidSymbol, RateLimited, RestError, SnapshotError, lone_exception
 from ..binance import DepthUpdate, NeedSnapshot, OrderBook, PartialDepth, Rules
 from ..binance._book import parse_depth_snapshot
-from ..binance._limits import INVALID_SYMBOL_CODE, SPOT, USDM_FUTURES, venue_for, venue_named
+from ..binance._limits import SPOT, USDM_FUTURES, venue_for, venue_named
 from ..feed import Feed, open_feed
+from ..rest import RestClient, WeightBudget
 
 __all__ = [
     "DEFAULT_REST_URL",
@@ -113,82 +104,6 @@ def depth_weight(limit: int, rules: Rules | str = Rules.SPOT) -> int:
     return venue_for(rules).depth_weight(limit)
 
 
-class WeightBudget:
-    """At most ``limit`` request weight in any ``window`` seconds, admitted in FIFO order.
-
-    See the module docstring for why a sliding window.  Uses trio's clock,
-    so ``trio.testing.MockClock`` drives it.
-    """
-
-    def __init__(self, limit: int = SPOT_WEIGHT_LIMIT, window: float = 60.0) -> None:
-        if limit < 1 or window <= 0:
-            raise ValueError("limit and window must be positive")
-        self.limit = limit
-        self.window = window
-        self._log: deque[tuple[float, int]] = deque()
-        self._used = 0
-        self._paused_until = -math.inf
-        self._lock = trio.Lock()
-        self.peak = 0
-        self.waits = 0
-
-    def used(self) -> int:
-        """Weight admitted within the last ``window`` seconds."""
-        self._expire(trio.current_time())
-        return self._used
-
-    def _expire(self, now: float) -> None:
-        log = self._log
-        while log and log[0][0] <= now - self.window:
-            self._used -= log.popleft()[1]
-
-    def _record(self, now: float, weight: int) -> None:
-        self._log.append((now, weight))
-        self._used += weight
-        self.peak = max(self.peak, self._used)
-
-    async def acquire(self, weight: int) -> None:
-        """Wait until ``weight`` fits in the window, then count it.
-
-        Raises ``ValueError`` if ``weight`` exceeds ``limit``: it would never fit.
-        """
-        if weight > self.limit:
-            raise ValueError(f"weight {weight} exceeds the budget of {self.limit}")
-        waited = self._lock.locked()  # queued behind an earlier request
-        async with self._lock:
-            while True:
-                now = trio.current_time()
-                if now < self._paused_until:
-                    waited = True
-                    await trio.sleep_until(self._paused_until)
-                    continue
-                self._expire(now)
-                excess = self._used + weight - self.limit
-                if excess <= 0:
-                    break
-                # Sleep until enough of the oldest entries have left the window.
-                freed = 0
-                for stamp, spent in self._log:  # noqa: B007 (stamp is used after the loop)
-                    freed += spent
-                    if freed >= excess:
-                        break
-                waited = True
-                await trio.sleep_until(stamp + self.window)
-            self.waits += waited
-            self._record(now, weight)
-
-    def note_server_usage(self, used: int) -> None:
-        """The server says ``used`` weight is spent this minute: never count less than that."""
-        now = trio.current_time()
-        self._expire(now)
-        if used > self._used:
-            self._record(now, used - self._used)
-
-    def pause(self, seconds: float) -> None:
-        """Admit nothing for ``seconds`` (a 429's or 418's ``Retry-After``)."""
-        self._paused_until = max(self._paused_until, trio.current_time() + seconds)
-
-
 @attrs.frozen
 class OrderBooksStatistics:
     """Counters of an :class:`OrderBooks` (each book has its own ``statistics()`` too).
@@ -212,40 +127,20 @@ class OrderBooksStatistics:
 
 
 class _HttpFetcher:
-    """``GET {rest_url}/api/v3/depth`` (or ``/fapi/v1/depth``) with httpx."""
+    """``GET {rest_url}/api/v3/depth`` (or ``/fapi/v1/depth``) through the shared REST client.
 
-    def __init__(self, client: httpx.AsyncClient, rest_url: str, rules: Rules,
-                 budget: WeightBudget) -> None:
-        self.url = rest_url.rstrip("/") + venue_for(rules).snapshot_path
+    The scheduler has already charged the weight to the budget; the client
+    is given weight 0 so it is not charged twice.
+    """
+
+    def __init__(self, client: RestClient, rules: Rules) -> None:
+        self.path = venue_for(rules).snapshot_path
         self.client = client
-        self.budget = budget
 
     async def __call__(self, symbol: str, limit: int) -> PartialDepth:
-        response = await self.client.get(self.url, params={"symbol": symbol, "limit": limit})
-        used = response.headers.get("x-mbx-used-weight-1m")
-        if used is not None and used.isdigit():
-            self.budget.note_server_usage(int(used))
-        if response.status_code == 400:
-            _raise_invalid_symbol(response, symbol)
-        if response.status_code in (418, 429):
-            try:
-                retry = float(response.headers.get("retry-after", "60"))
-            except ValueError:
-                retry = 60.0
-            raise RateLimited(retry if math.isfinite(retry) and retry >= 0 else 60.0,
-                              response.status_code)
-        response.raise_for_status()
-        return parse_depth_snapshot(response.content, symbol)
-
-
-def _raise_invalid_symbol(response: httpx.Response, symbol: str) -> None:
-    """Raise :class:`InvalidSymbol` for Binance's ``{"code":-1121,...}`` answer."""
-    try:
-        body = response.json()
-    except ValueError:
-        return
-    if isinstance(body, dict) and body.get("code") == INVALID_SYMBOL_CODE:
-        raise InvalidSymbol(symbol, str(body.get("msg", "Invalid symbol.")))
+        body = await self.client.get(self.path, {"symbol": symbol, "limit": limit}, 0,
+                                     symbol=symbol)
+        return parse_depth_snapshot(body, symbol)
 
 
 async def _not_open(symbol: str, limit: int) -> PartialDepth:
@@ -314,7 +209,7 @@ class SnapshotScheduler:
                 self.rate_limited += 1
                 self.budget.pause(exc.retry_after)
                 continue
-            except (httpx.HTTPError, OSError, ValueError) as exc:
+            except (RestError, httpx.HTTPError, OSError, ValueError) as exc:
                 failures += 1
                 self.failures += 1
                 if failures >= self.max_failures:
@@ -354,6 +249,7 @@ class OrderBooks(Mapping[str, OrderBook]):
         fetch_snapshot: SnapshotFetcher | None,
         stream_suffix: str,
         feed_options: dict[str, Any],
+        weight_budget: WeightBudget | None = None,
         market: str = "spot",
     ) -> None:
         names = [s.lower() for s in dict.fromkeys(symbols)]
@@ -367,8 +263,8 @@ class OrderBooks(Mapping[str, OrderBook]):
         self._feed: Feed = open_feed([f"{name}{stream_suffix}" for name in names],
                                      mode="inline", base_url=base_url, market=market,
                                      **feed_options)
-        self.budget = WeightBudget(weight_limit)
-        self._client: httpx.AsyncClient | None = None
+        self.budget = weight_budget if weight_budget is not None else WeightBudget(weight_limit)
+        self._client: RestClient | None = None
         self._fetch = fetch_snapshot
         self._scheduler = SnapshotScheduler(
             self._by_symbol, _not_open, self.budget, limit=limit,
@@ -451,9 +347,8 @@ class OrderBooks(Mapping[str, OrderBook]):
         await self._feed.__aenter__()
         try:
             if self._fetch is None:
-                self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-                self._scheduler.fetch = _HttpFetcher(self._client, self.rest_url, self.rules,
-                                                     self.budget)
+                self._client = RestClient(self.rest_url, self.budget)
+                self._scheduler.fetch = _HttpFetcher(self._client, self.rules)
             else:
                 self._scheduler.fetch = self._fetch
             self._nursery_manager = trio.open_nursery()
@@ -513,6 +408,7 @@ def open_order_books(
     market: str | None = None,
     limit: int | None = None,
     weight_limit: int | None = None,
+    weight_budget: WeightBudget | None = None,
     max_concurrent_snapshots: int = 2,
     max_snapshot_failures: int = 5,
     max_buffer: int = 10_000,
@@ -537,7 +433,11 @@ def open_order_books(
     ``limit`` is the snapshot depth (default 5000 for spot, 1000 for
     futures), which sets the request weight; ``weight_limit`` the weight per
     minute the books may spend (default 6000 spot, 2400 futures; lower it
-    if other code shares the IP).  ``max_concurrent_snapshots`` requests are
+    if other code shares the IP); ``weight_budget`` a
+    :class:`WeightBudget` to charge instead of the books' own (pass the same
+    one to ``open_feed(..., backfill=True, weight_budget=...)`` so that
+    snapshots and back-fill share the IP's weight; ``weight_limit`` is then
+    ignored).  ``max_concurrent_snapshots`` requests are
     in flight at most; a symbol whose requests fail ``max_snapshot_failures``
     times in a row raises :class:`SnapshotError`.  ``fetch_snapshot``
     replaces the HTTP request (an ``async (symbol, limit)`` returning the
@@ -573,5 +473,6 @@ def open_order_books(
         max_snapshot_failures=max_snapshot_failures, max_buffer=max_buffer,
         fetch_snapshot=fetch_snapshot, stream_suffix=stream_suffix,
         feed_options={"ssl_context": ssl_context, "connect_timeout": connect_timeout},
+        weight_budget=weight_budget,
         market=venue.market,
     )

@@ -178,6 +178,7 @@ async def _connect_to(args: argparse.Namespace) -> AsyncIterator[tuple[list[str]
     async with open_exchange(seed=args.seed, rate=args.rate, market=market) as exchange:
         urls = _stream_urls(exchange.base_url, names, args.raw, market)
         args.target = " and ".join(urls)
+        args.exchange_rest_url = exchange.rest_url
         yield urls, names
 
 
@@ -391,6 +392,13 @@ def add_record(commands: Any, common: argparse.ArgumentParser) -> None:
                       help="add to FILE if it exists")
     keep.add_argument("--force", action="store_true",
                       help="replace FILE if it holds a recording (default: refuse)")
+    rec.add_argument("--backfill", action="store_true",
+                     help="fetch what a trade or aggTrade stream's gaps skipped from the REST "
+                          "trade history and write it, marked \"backfilled\" (trio-feed stats "
+                          "counts gaps filled and left; replay skips those lines)")
+    rec.add_argument("--rest-url", metavar="URL",
+                     help="the REST base URL for --backfill (default: Binance spot with "
+                          "--live, the embedded exchange's otherwise; needed with --url)")
     _add_source_options(rec)
     _add_status_option(rec)
     rec.set_defaults(run=run_record)
@@ -434,10 +442,13 @@ async def run_record(args: argparse.Namespace) -> int:
             f"{rates('*', counters.messages, seconds):,.0f} msg/s",
         ])]
 
+    backfill = None
     try:
         async with _connect_to(args) as (urls, _names):
+            if args.backfill:
+                backfill = _recording_backfill(args)
             async with status_region(screen, render):
-                closed = await _record_all(urls, writer, args, counters)
+                closed = await _record_all(urls, writer, args, counters, backfill)
     except Exception:
         writer.close()
         if counters.messages:
@@ -452,6 +463,11 @@ async def run_record(args: argparse.Namespace) -> int:
         raise
     writer.close()
     _finished(screen, args, counters, writer, started)
+    if backfill is not None:
+        screen.note(f"back-fill: {_plural(backfill.gaps, 'gap')} in trade streams, "
+                    f"{backfill.filled:,} ids filled, {backfill.left:,} left "
+                    f"({backfill.counters.requests} REST requests, "
+                    f"weight {backfill.counters.weight})")
     if closed is not None:
         if closed.code != 1000:
             raise closed
@@ -459,17 +475,34 @@ async def run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recording_backfill(args: argparse.Namespace) -> Any:
+    from ..binance._limits import MARKETS, SPOT
+    from ..recording._backfill import RecordingBackfill
+
+    venue = MARKETS.get(getattr(args, "market", None) or "spot", SPOT)
+    rest_url = args.rest_url or getattr(args, "exchange_rest_url", None)
+    if rest_url is None and args.live:
+        rest_url = venue.rest_url
+    if rest_url is None:
+        raise CliError("--backfill with --url needs --rest-url (where the trade history is)", 2)
+    return RecordingBackfill(rest_url, venue=venue)
+
+
 async def _record_all(urls: list[str], writer: _Destination, args: argparse.Namespace,
-                      counters: RecordCounters) -> ConnectionClosed | None:
+                      counters: RecordCounters, backfill: Any = None) -> ConnectionClosed | None:
     """Record every URL (one per route) into ``writer``; the first to stop stops them all.
 
     The connections share ``counters``, so ``--limit`` counts their messages together.
+    ``backfill`` goes with the first URL that carries trades (one route has them all).
     """
+    trades = [u for u in urls if "@trade" in u or "@aggTrade" in u]
+    filled = trades[0] if trades and backfill is not None else None
     ends: list[ConnectionClosed | None] = []
 
     async def one(url: str, nursery: trio.Nursery) -> None:
         result = await record(url, writer, limit=args.limit, duration=args.duration,
-                              counters=counters, connect_timeout=args.connect_timeout)
+                              counters=counters, connect_timeout=args.connect_timeout,
+                              backfill=backfill if url == filled else None)
         ends.append(result.closed)
         nursery.cancel_scope.cancel()
 
@@ -590,6 +623,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
         lines.append("the last line is torn (the recorder was killed mid-write): skipped")
     if stats["unparsable"]:
         lines.append(f"{stats['unparsable']} messages are not JSON")
+    if stats["backfilled"]:
+        lines.append(f"{_plural(stats['backfilled'], 'back-filled line')} (fetched over REST "
+                     "to fill gaps, not received; not counted as messages of their stream)")
     width = max([len(k) for k in stats["streams"]] + [6])
     lines.append("")
     lines.append(
@@ -598,6 +634,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     total = stats["messages"] or 1
     for key, s in stats["streams"].items():
         gaps = "-" if not s["id_gaps"] else f"{s['id_gaps']} ({s['missing_ids']} ids missing)"
+        if s["filled_ids"]:
+            gaps = (f"{s['id_gaps']} ({s['missing_ids']} ids skipped: {s['filled_ids']} filled, "
+                    f"{s['left_ids']} left)")
         lines.append(f"{key:<{width}}  {s['messages']:>9,}  {s['messages'] / total:>6.1%}  "
                      f"{s['largest_gap_s']:>9.3f} s  {gaps if s['id_gaps'] else '0'}")
         for example in s["gap_examples"]:

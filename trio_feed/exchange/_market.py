@@ -151,6 +151,12 @@ _USDM_DEPTH_PERIODS = (250, 500)
 _PERIODS = (100, 250, 500, 1000, 2000, 3000)
 _FUNDING_INTERVAL = 8 * 3_600_000
 
+#: Trades (and aggregate trades) each symbol keeps for the REST history endpoints; the
+#: oldest half is forgotten when a symbol holds twice as many.
+HISTORY_LIMIT = 200_000
+#: Closed candles each symbol keeps per interval for REST klines (the same halving).
+KLINE_HISTORY_LIMIT = 20_000
+
 _FIXED_INTERVALS = {interval: length for interval in KLINE_INTERVALS
                     if (length := interval_ms(interval)) is not None}
 _WINDOWS = {window: _FIXED_INTERVALS[window] for window in TICKER_WINDOWS}
@@ -372,8 +378,13 @@ class _Symbol:
         self.trades: list[tuple[int, int, int, int, bool]] = []  # id, price, qty, T, buyer maker
         self.agg: tuple[int, int, int, int, int, int, bool] | None = None
         self.block: tuple[int, int, int, int, bool] | None = None
+        # Every trade and aggregate trade, oldest first, for REST (at most 2 * HISTORY_LIMIT).
+        self.trade_history: list[tuple[int, int, int, int, bool]] = []
+        self.agg_history: list[tuple[int, int, int, int, int, int, bool]] = []
         self.traded = False  # since the last 1000 ms boundary
         self.closed: dict[tuple[str, int], _Closed] = {}
+        #: Every closed candle (UTC candles only), oldest first, for REST klines.
+        self.kline_history: dict[str, list[_Closed]] = {}
         # Bars.
         self.sec_start = now - now % 1000
         self.sec_bar: _Bar | None = None
@@ -531,6 +542,13 @@ class _Symbol:
         self.trade_id = trade_id
         self.agg_id += 1
         self.agg = (self.agg_id, price, filled, first, trade_id, when, maker_is_buyer)
+        history = self.trade_history
+        history.extend(trades)
+        self.agg_history.append(self.agg)
+        if len(history) > 2 * HISTORY_LIMIT:
+            del history[:len(history) - HISTORY_LIMIT]
+        if len(self.agg_history) > 2 * HISTORY_LIMIT:
+            del self.agg_history[:len(self.agg_history) - HISTORY_LIMIT]
         self.last_price = price
         self.last_qty = parts[-1]
         self.last_trade_time = when
@@ -582,6 +600,7 @@ class _Symbol:
         closed_sec = self.sec_bar
         self.closed[("1s", 0)] = self.closed[("1s", _PLUS_8)] = (
             self.sec_start, self.sec_start + 1000, closed_sec, self.last_price)
+        self._keep_kline("1s", self.closed[("1s", 0)])
         if closed_sec is not None:
             if self.min_bar is None:
                 self.min_bar = closed_sec.copy()
@@ -617,9 +636,17 @@ class _Symbol:
             if self.min_start >= kline.end:
                 self.closed[(kline.interval, kline.offset)] = (
                     kline.start, kline.end, kline.bar, self.last_price)
+                if not kline.offset:
+                    self._keep_kline(kline.interval, self.closed[(kline.interval, 0)])
                 kline.start, kline.end = candle_bounds(kline.interval, kline.offset,
                                                         self.min_start)
                 kline.bar = None
+
+    def _keep_kline(self, interval: str, closed: _Closed) -> None:
+        history = self.kline_history.setdefault(interval, [])
+        history.append(closed)
+        if len(history) > 2 * KLINE_HISTORY_LIMIT:
+            del history[:KLINE_HISTORY_LIMIT]
 
     # -- statistics ---------------------------------------------------------
 
@@ -843,6 +870,48 @@ class Market:
                     "bids": body["bids"], "asks": body["asks"]}
         return self._levels(state, min(limit, MAX_DEPTH_LIMIT))
 
+    def agg_trades(self, symbol: str, from_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """The REST ``GET /api/v3/aggTrades`` answer: up to ``limit`` rows from ``from_id``.
+
+        Oldest first, ``from_id`` included; without it, the latest ``limit``.
+        An id older than the history kept (:data:`HISTORY_LIMIT`) starts at
+        the oldest kept, as a database that no longer has it would.
+        """
+        state = self._symbols[symbol.lower()]
+        rows = _page(state.agg_history, from_id, limit)
+        lot = state.lot
+        return [{"a": a, "p": self._price(state, p), "q": format_decimal(q * lot), "f": f,
+                 "l": last, "T": when, "m": m, "M": True}
+                for a, p, q, f, last, when, m in rows]
+
+    def historical_trades(self, symbol: str, from_id: int | None,
+                          limit: int) -> list[dict[str, Any]]:
+        """The REST ``GET /api/v3/historicalTrades`` answer; see :meth:`agg_trades`."""
+        state = self._symbols[symbol.lower()]
+        rows = _page(state.trade_history, from_id, limit)
+        lot, tick = state.lot, state.tick
+        return [{"id": t, "price": self._price(state, p), "qty": format_decimal(q * lot),
+                 "quoteQty": format_decimal(p * tick * q * lot // _SCALE), "time": when,
+                 "isBuyerMaker": m, "isBestMatch": True}
+                for t, p, q, when, m in rows]
+
+    def klines(self, symbol: str, interval: str, start: int | None, end: int | None,
+               limit: int) -> list[list[Any]]:
+        """The REST ``GET /api/v3/klines`` answer: closed candles opening in ``[start, end]``.
+
+        Oldest first, at most ``limit``; without ``start`` the latest.  Only
+        candles already closed are kept (Binance adds the open one).
+        """
+        state = self._symbols[symbol.lower()]
+        rows = []
+        for t, close_end, bar, price in state.kline_history.get(interval, ()):
+            if (start is not None and t < start) or (end is not None and t > end):
+                continue
+            k = self._kline_stats(state, bar, price, True)
+            rows.append([t, k["o"], k["h"], k["l"], k["c"], k["v"], close_end - 1, k["q"],
+                         k["n"], k["V"], k["Q"], "0"])
+        return rows[:limit] if start is not None else rows[-limit:]
+
     # -- payload builders -----------------------------------------------------
 
     def _price(self, symbol: _Symbol, ticks: int) -> str:
@@ -929,6 +998,13 @@ class Market:
             final = False
         else:
             return []
+        k = {"t": start, "T": end - 1, "s": symbol.upper, "i": interval}
+        k.update(self._kline_stats(symbol, bar, price, final))
+        k["B"] = "0"
+        return [{"e": "kline", "E": self._now, "s": symbol.upper, "k": k}]
+
+    def _kline_stats(self, symbol: _Symbol, bar: _Bar | None, price: int,
+                     final: bool) -> dict[str, Any]:
         lot, tick = symbol.lot, symbol.tick
         if bar is None:
             o = h = low = c = self._price(symbol, price)
@@ -944,10 +1020,7 @@ class Market:
                      "q": format_decimal(bar.qv * tick * lot // _SCALE),
                      "V": format_decimal(bar.bv * lot),
                      "Q": format_decimal(bar.bq * tick * lot // _SCALE)}
-        k = {"t": start, "T": end - 1, "s": symbol.upper, "i": interval}
-        k.update(stats)
-        k["B"] = "0"
-        return [{"e": "kline", "E": self._now, "s": symbol.upper, "k": k}]
+        return stats
 
     def _stats(self, symbol: _Symbol, length: int) -> dict[str, Any]:
         """The keys every ticker shares, in Binance's order for ``@ticker_<w>``."""
@@ -1114,3 +1187,13 @@ class Market:
         return [{"e": "forceOrder", "E": self._now, "o": {
             "s": symbol.upper, "S": "SELL" if buyer_maker else "BUY", "o": "LIMIT", "f": "IOC",
             "q": qty, "p": price, "ap": price, "X": "FILLED", "l": qty, "z": qty, "T": when}}]
+
+
+def _page(history: list[Any], from_id: int | None, limit: int) -> list[Any]:
+    """Up to ``limit`` entries of an id-ordered, consecutive ``history`` from ``from_id``."""
+    if not history:
+        return []
+    if from_id is None:
+        return history[-limit:]
+    start = max(0, from_id - history[0][0])
+    return history[start:start + limit]

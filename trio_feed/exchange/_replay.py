@@ -135,7 +135,13 @@ class _Counters:
 
 
 def route(record: Record, combined: bool, wanted: frozenset[str]) -> str | bytes | None:
-    """What a client of this kind receives for ``record`` (``None``: nothing); see above."""
+    """What a client of this kind receives for ``record`` (``None``: nothing); see above.
+
+    A back-filled line was never received, so a replay, which sends what
+    the connection received, skips it.
+    """
+    if record.backfilled:
+        return None
     if record.stream is None:
         return record.raw
     if wanted and record.stream not in wanted:

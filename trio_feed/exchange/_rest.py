@@ -49,6 +49,23 @@ one session and consumed by the next matching depth event or request:
 
 REST2: faults never reach a connection that did not subscribe to the
     symbol's depth: they are applied on the send path, per session.
+
+Trade history.  ``GET /api/v3/klines`` (``symbol``, ``interval``,
+``startTime``, ``endTime``, ``limit``; weight 2) answers the market's closed
+UTC candles, the ones its kline streams closed.
+``GET /api/v3/aggTrades`` and ``GET /api/v3/historicalTrades``
+(``symbol``, ``fromId`` inclusive, ``limit`` up to 1000, default 500) answer
+from the trades the market has made, the very ones its streams carried
+(the market keeps ``HISTORY_LIMIT`` per symbol; an older ``fromId`` starts at
+the oldest kept), weighing 4 and 25 as on Binance.  In shared-market mode
+they read the shared market even while no connection is open.  Faults for
+them, each until its count or time runs out:
+
+- ``refuse_history``: answer with an HTTP status (503 by default), or with
+  ``status=None`` close the connection without an answer;
+- ``rate_limit_history``: answer 429 (or 418) with ``Retry-After``;
+- ``slow_history``: answer only after a delay (on trio's clock);
+- ``short_history_pages``: at most ``size`` rows a page, whatever ``limit``.
 """
 
 from __future__ import annotations
@@ -66,7 +83,7 @@ import orjson
 import trio
 
 from ..binance._limits import INVALID_SYMBOL_CODE, SPOT, Venue
-from ..binance._streams import Stream
+from ..binance._streams import KLINE_INTERVALS, Stream
 from ._market import MAX_DEPTH_LIMIT, Market
 
 __all__ = ["Faults", "RestEndpoint", "RestStatistics", "depth_weight", "split_session"]
@@ -74,6 +91,9 @@ __all__ = ["Faults", "RestEndpoint", "RestStatistics", "depth_weight", "split_se
 #: Binance's spot REQUEST_WEIGHT budget per minute per IP.
 DEFAULT_WEIGHT_LIMIT = SPOT.weight_limit
 _MAX_REQUEST_BYTES = 16 * 1024
+#: The trade-history paths and their weights.
+_HISTORY = {SPOT.agg_trades_path: SPOT.agg_trades_weight,
+            SPOT.trades_path: SPOT.trades_weight}
 _SESSION = re.compile(r"/s/([A-Za-z0-9_-]{1,64})(/.*)?$")
 
 
@@ -102,6 +122,10 @@ class RestStatistics:
     stale_served: int
     depth_dropped: int
     depth_reordered: int
+    #: Trade-history requests answered with rows, the rows, and those a fault answered.
+    history_requests: int = 0
+    history_rows: int = 0
+    history_faults: int = 0
 
 
 @attrs.define
@@ -112,6 +136,37 @@ class _Counters:
     stale_served: int = 0
     depth_dropped: int = 0
     depth_reordered: int = 0
+    history_requests: int = 0
+    history_rows: int = 0
+    history_faults: int = 0
+
+
+@attrs.define
+class _Armed:
+    """One trade-history fault: how many more requests (``None``: any) until when."""
+
+    count: int | None
+    until: float
+    value: Any = None
+
+    def take(self) -> Any:
+        """The fault's value if it applies to this request (and count it), else ``None``."""
+        if trio.current_time() >= self.until or self.count == 0:
+            return None
+        if self.count is not None:
+            self.count -= 1
+        return self.value if self.value is not None else True
+
+
+def _arm(count: int | None, seconds: float | None, value: Any = None) -> _Armed:
+    if count is not None and count < 0:
+        raise ValueError(f"count must be >= 0, got {count!r}")
+    until = math.inf if seconds is None else trio.current_time() + seconds
+    return _Armed(count, until, value)
+
+
+#: What the history faults answer a refused request with when ``status=None``: no answer.
+CLOSE = "close"
 
 
 class Faults:
@@ -126,6 +181,51 @@ class Faults:
         self._stale: dict[tuple[str, str], dict[str, Any]] = {}
         #: True while any send-path fault is armed or held: the server's fast check.
         self.armed = False
+        self._refuse: _Armed | None = None
+        self._limit: _Armed | None = None
+        self._slow: _Armed | None = None
+        self._short: _Armed | None = None
+
+    # -- trade-history faults (REST) ---------------------------------------------
+
+    def refuse_history(self, count: int | None = None, *, seconds: float | None = None,
+                       status: int | None = 503) -> None:
+        """Refuse the next ``count`` trade-history requests (or all, for ``seconds``).
+
+        Neither bound: every request until ``refuse_history(0)``.  ``status``
+        is the answer; ``None`` closes the connection without one.
+        """
+        self._refuse = _arm(count, seconds, CLOSE if status is None else status)
+
+    def rate_limit_history(self, count: int | None = 1, *, retry_after: int = 5,
+                           status: int = 429, seconds: float | None = None) -> None:
+        """Answer the next ``count`` trade-history requests ``status`` with ``Retry-After``."""
+        if status not in (418, 429):
+            raise ValueError(f"status must be 418 or 429, got {status!r}")
+        self._limit = _arm(count, seconds, (status, retry_after))
+
+    def slow_history(self, delay: float, count: int | None = None, *,
+                     seconds: float | None = None) -> None:
+        """Answer the next ``count`` trade-history requests only after ``delay`` seconds."""
+        self._slow = _arm(count, seconds, delay)
+
+    def short_history_pages(self, size: int, count: int | None = None, *,
+                            seconds: float | None = None) -> None:
+        """Cut the next ``count`` trade-history pages to at most ``size`` rows (a partial page)."""
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size!r}")
+        self._short = _arm(count, seconds, size)
+
+    def take_history_fault(self, kind: str) -> Any:
+        """The armed fault's value for this request (``kind``: refuse, limit, slow, short)."""
+        armed = {"refuse": self._refuse, "limit": self._limit, "slow": self._slow,
+                 "short": self._short}[kind]
+        if armed is None:
+            return None
+        value = armed.take()
+        if value is not None and kind != "slow":
+            self._counters.history_faults += 1
+        return value
 
     def drop_depth(self, symbol: str, count: int = 1, *, session: str = "") -> None:
         """Do not send the next ``count`` diff-depth events of ``symbol``: a gap."""
@@ -205,6 +305,8 @@ class RestEndpoint:
         self.port = 0
         self.weight_limit = weight_limit
         self._sessions: dict[str, list[Market]] = {}
+        #: The exchange's shared market, if it has one: trade history reads it always.
+        self.shared: Market | None = None
         self._counters = _Counters()
         self.faults = Faults(self.market_for, self._counters)
         self._minute = -1
@@ -224,6 +326,8 @@ class RestEndpoint:
             requests=c.requests, snapshots=c.snapshots, rate_limited=c.rate_limited,
             weight_used=self._used, stale_served=c.stale_served,
             depth_dropped=c.depth_dropped, depth_reordered=c.depth_reordered,
+            history_requests=c.history_requests, history_rows=c.history_rows,
+            history_faults=c.history_faults,
         )
 
     # -- sessions ------------------------------------------------------------------
@@ -263,7 +367,20 @@ class RestEndpoint:
                     request = await self._read_request(conn, stream)
                     if request is None:
                         return
-                    status, headers, body = self.respond(request)
+                    refused = None
+                    if self._is_history(request):
+                        delay = self.faults.take_history_fault("slow")
+                        if delay is not None:
+                            await trio.sleep(delay)
+                        refused = self.faults.take_history_fault("refuse")
+                        if refused == CLOSE:
+                            return  # no answer at all: the client sees the connection close
+                    if refused is not None:
+                        self._counters.requests += 1
+                        status, headers, body = _json(int(refused), {
+                            "code": -1, "msg": "refused (fault injected)"})
+                    else:
+                        status, headers, body = self.respond(request)
                 except h11.RemoteProtocolError as exc:
                     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
                         return
@@ -310,10 +427,14 @@ class RestEndpoint:
         venue = self.venue
         if parts.path == "/api/v3/ping":
             return self._weighed(1, {})
+        if parts.path in _HISTORY:
+            return self._history(session, parts.path, parts.query)
+        if parts.path == SPOT.klines_path:
+            return self._klines(session, parts.query)
         if parts.path != venue.snapshot_path:
             return _json(404, {"code": -1, "msg": f"unknown path {parts.path!r}: the local "
-                                                  f"exchange serves {venue.snapshot_path} and "
-                                                  "/api/v3/ping"})
+                                                  f"exchange serves {venue.snapshot_path}, "
+                                                  f"{', '.join(_HISTORY)} and /api/v3/ping"})
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         symbol = query.get("symbol", "")
         if not symbol:
@@ -344,6 +465,83 @@ class RestEndpoint:
             snapshot = {**snapshot, "bids": snapshot["bids"][:limit],
                         "asks": snapshot["asks"][:limit]}
         return _json(200, snapshot, self._used)
+
+    # -- trade history --------------------------------------------------------------
+
+    @staticmethod
+    def _is_history(request: h11.Request) -> bool:
+        target = split_session(request.target.decode("ascii", "replace"))[1]
+        return urlsplit(target).path in _HISTORY
+
+    def _history(self, session: str, path: str,
+                 query_text: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        faults = self.faults
+        limited = faults.take_history_fault("limit")
+        if limited is not None:
+            status, retry = limited
+            self._counters.rate_limited += 1
+            answer, headers, body = _json(status, {"code": -1003, "msg": "Too many requests "
+                                                   "(fault injected)."}, self._used)
+            headers.append((b"retry-after", str(retry).encode()))
+            return answer, headers, body
+        query = dict(parse_qsl(query_text, keep_blank_values=True))
+        symbol = query.get("symbol", "")
+        if not symbol:
+            return _json(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not "
+                                                     "sent, was empty/null, or malformed."})
+        limit_text = query.get("limit", "500")
+        from_text = query.get("fromId")
+        for name, text in (("limit", limit_text), ("fromId", from_text)):
+            if text is not None and (not text.isascii() or not text.isdigit()):
+                return _json(400, {"code": -1100, "msg": f"Illegal characters found in "
+                                                         f"parameter '{name}'."})
+        limit = min(max(int(limit_text), 1), SPOT.max_trades_limit)
+        market = self.shared or self.market_for(session)
+        if (self.symbols is not None and symbol.lower() not in self.symbols) or (
+                market is not None and symbol.lower() not in market.symbols):
+            return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
+        if market is None:
+            return _json(503, {"code": -1, "msg": f"no stream connection is open in session "
+                                                  f"{session!r}"})
+        if not self._charge(_HISTORY[path]):
+            return self._too_many()
+        short = faults.take_history_fault("short")
+        if short is not None:
+            limit = min(limit, int(short))
+        from_id = None if from_text is None else int(from_text)
+        if path == SPOT.agg_trades_path:
+            rows = market.agg_trades(symbol, from_id, limit)
+        else:
+            rows = market.historical_trades(symbol, from_id, limit)
+        self._counters.history_requests += 1
+        self._counters.history_rows += len(rows)
+        return _json(200, rows, self._used)
+
+    def _klines(self, session: str,
+                query_text: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        query = dict(parse_qsl(query_text, keep_blank_values=True))
+        symbol, interval = query.get("symbol", ""), query.get("interval", "")
+        if not symbol or interval not in KLINE_INTERVALS:
+            return _json(400, {"code": -1120, "msg": "Invalid interval or missing symbol."})
+        numbers: dict[str, int] = {}
+        for name in ("startTime", "endTime", "limit"):
+            text = query.get(name)
+            if text is not None:
+                if not text.isascii() or not text.isdigit():
+                    return _json(400, {"code": -1100, "msg": f"Illegal characters found in "
+                                                             f"parameter '{name}'."})
+                numbers[name] = int(text)
+        market = self.shared or self.market_for(session)
+        if market is None or symbol.lower() not in market.symbols:
+            return _json(400, {"code": INVALID_SYMBOL_CODE, "msg": "Invalid symbol."})
+        if not self._charge(SPOT.klines_weight):
+            return self._too_many()
+        limit = min(max(numbers.get("limit", 500), 1), SPOT.max_trades_limit)
+        rows = market.klines(symbol, interval, numbers.get("startTime"),
+                             numbers.get("endTime"), limit)
+        self._counters.history_requests += 1
+        self._counters.history_rows += len(rows)
+        return _json(200, rows, self._used)
 
     # -- weight -----------------------------------------------------------------------
 

@@ -289,6 +289,7 @@ class LocalExchange:
         if shared_market:
             assert rate
             self._shared = SharedMarket(self.market(), rate, self.faults, MAX_LAG)
+            self.rest.shared = self._shared.market
         self._connections: dict[Session, None] = {}
         self._numbers = itertools.count()
         self._all_closed = trio.Event()

@@ -11,6 +11,7 @@ Modules, in the order data flows through them:
 - ``_shard``: reconnects and make-before-break rotation for one shard;
 - ``_link``: one connection: read loop, watchdog, control replies;
 - ``_continuity``: duplicates and gaps, using the sequence rules of ``binance/``;
+- ``_backfill``: with ``backfill=True``, the gaps of trade streams fetched over REST;
 - ``_outbox``: the named slow-consumer policies;
 - ``_samples``, ``_statistics``: what ``Feed.statistics()`` reports;
 - ``_feed``: :func:`open_feed` and :class:`Feed`, which tie them together.

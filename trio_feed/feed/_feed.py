@@ -40,6 +40,10 @@ The policies and their defaults are explained in ``docs/resilience.md``.
 connections and counts ids missing on streams whose ids are consecutive,
 and every message read is, in the end, handed out or counted: the identity
 in ``trio_feed.feed._statistics`` holds after any fault.
+With ``backfill=True`` the gaps of trade and aggTrade streams are also fetched
+over REST and handed out in their place (``trio_feed.feed._backfill``): the
+pending queue is then a :class:`~trio_feed.feed._backfill.BackfillQueue`, and
+``_accept`` hands the back-fill's own batches to it.
 
 The feed is a class with ``__aenter__``/``__aexit__`` and ``__anext__``, not
 an async generator: an async generator cannot safely suspend inside the
@@ -63,6 +67,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Literal
 
+import attrs
 import orjson
 import trio
 
@@ -76,6 +81,16 @@ from .._errors import (
 from ..binance import Decoder, Event, Stream
 from ..binance._limits import SPOT, venue_named
 from ..binance._urls import routed_url
+from ..rest._budget import WeightBudget
+from ._backfill import (
+    DEFAULT_BACKFILL_RETRIES,
+    DEFAULT_BACKFILL_TIMEOUT,
+    DEFAULT_MAX_BACKFILL_HOLD,
+    DEFAULT_MAX_BACKFILL_IDS,
+    BackfillConfig,
+    BackfillQueue,
+    Refill,
+)
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
 from ._continuity import Continuity
@@ -107,7 +122,8 @@ class Feed:
     """A running feed: iterate it with ``async for``.  Made by :func:`open_feed`."""
 
     def __init__(
-        self, streams: list[Stream], options: FeedOptions, attempt_limiter: AttemptLimiter
+        self, streams: list[Stream], options: FeedOptions, attempt_limiter: AttemptLimiter,
+        backfill: BackfillConfig | None = None,
     ) -> None:
         self.options = options
         self.mode = options.mode
@@ -136,6 +152,10 @@ class Feed:
         #: Channel mode: the batch being decoded, the index of its next payload, when it
         #: was read and by which connection (see ``_decode_some``).
         self._undecoded: tuple[list[Any], int, float, object] | None = None
+        #: The back-fill (``_backfill.py``), when on: it is then the pending queue too.
+        self.backfill: BackfillQueue | None = None
+        if backfill is not None:
+            self.backfill = self._pending = BackfillQueue(backfill, self.outbox)
         self._lagging = False
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
@@ -157,6 +177,8 @@ class Feed:
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
         try:
+            if self.backfill is not None:
+                await self._nursery.start(self.backfill.run)
             self._shards = await self._nursery.start(self._supervise)
             if self.options.url is not None:
                 await self._start_shard(0, url=self.options.url, subscribe_on_connect=False)
@@ -201,6 +223,8 @@ class Feed:
             batch, offset, _, _ = self._undecoded
             self.counters.discarded += len(batch) - offset
             self._undecoded = None
+        if self.backfill is not None:
+            self.counters.discarded += self.backfill.close()  # the events it held
 
     async def _supervise(
         self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
@@ -343,6 +367,8 @@ class Feed:
         batch holds payloads, decoded :data:`EVENTS_AT_ONCE` at a time as the
         consumer asks for events (:meth:`_decode_some`).
         """
+        if batch.__class__ is Refill:  # the back-fill's own batch (_backfill.py): no decoding
+            return self._release(batch)
         # Which connection read the batch (continuity's reset rule, S9), once per batch.
         source = batch.source if batch.__class__ is Batch else None
         if self.mode == "inline":
@@ -403,6 +429,15 @@ class Feed:
         before = len(pending)
         try:
             continuity.accept_batch(events, pending.append, sizes)
+        finally:
+            self._accepted += len(pending) - before
+
+    def _release(self, batch: Refill) -> None:
+        """A batch of the back-fill's: its queue hands it out (``_backfill.py``), counted."""
+        pending = self._pending
+        before = len(pending)
+        try:
+            pending.release(batch)  # type: ignore[attr-defined]
         finally:
             self._accepted += len(pending) - before
 
@@ -468,24 +503,32 @@ class Feed:
         connected = c.seconds_connected + sum(
             now - link.connected_at for link in links if link.connected_at is not None
         )
+        continuity = self.continuity.streams()
+        missing = self.continuity.missing
+        bf = self.backfill
+        if bf is not None and bf.filled:  # what a fill fetched is not missing any more
+            missing -= bf.backfilled
+            continuity = {name: attrs.evolve(sc, missing=sc.missing - bf.filled.get(name, 0))
+                          for name, sc in continuity.items()}
         return FeedStatistics(
             mode=self.mode,
             policy=out.policy.value,
             messages=c.messages,
             bytes=c.bytes,
-            streams=c.stream_statistics(self.continuity.streams()),
+            streams=c.stream_statistics(continuity),
             copies=c.copies,
             control=c.control,
             events=self._accepted - len(self._pending),
             duplicates=self.continuity.duplicates,
-            missing=self.continuity.missing,
+            missing=missing,
             dropped=out.dropped,
             conflated=out.conflated,
             discarded=c.discarded,
             resets=self.continuity.resets,
             skipped=sum(c.skipped.values()),
             skipped_payloads=tuple(c.skipped_payloads),
-            queued=out.queued + len(self._pending) + self._undecoded_count(),
+            queued=(out.queued + len(self._pending) + self._undecoded_count()
+                    + (bf.held() if bf is not None else 0)),
             peak_queued=out.peak_queued,
             max_queued=out.max_queued,
             stalls=out.stalls,
@@ -506,7 +549,19 @@ class Feed:
             ping_rtt_p50=c.ping_rtt.percentile(50),
             ping_rtt_max=c.ping_rtt.maximum,
             open_connections=tuple(link.conn.statistics() for link in links if link.conn),
+            **(_backfill_statistics(bf) if bf is not None else {}),
         )
+
+
+def _backfill_statistics(bf: BackfillQueue) -> dict[str, Any]:
+    return dict(
+        backfilled=bf.backfilled, filled_ranges=tuple(bf.filled_ranges),
+        missing_ranges=tuple(bf.missing_ranges), backfill_held=bf.held(),
+        backfill_requests=bf.counters.requests, backfill_failures=bf.counters.failures,
+        backfill_rate_limited=bf.counters.rate_limited, backfill_weight=bf.counters.weight,
+        fill_latency_p50=bf.latency.percentile(50), fill_latency_max=bf.latency_max,
+        backfilled_klines=bf.klines,
+    )
 
 
 def _is_normal_end(exc: BaseException) -> bool:
@@ -588,6 +643,13 @@ def open_feed(
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     on_decode_error: Literal["raise", "skip"] = "raise",
+    backfill: bool = False,
+    rest_url: str | None = None,
+    weight_budget: WeightBudget | None = None,
+    backfill_timeout: float = DEFAULT_BACKFILL_TIMEOUT,
+    backfill_retries: int = DEFAULT_BACKFILL_RETRIES,
+    max_backfill_hold: int = DEFAULT_MAX_BACKFILL_HOLD,
+    max_backfill_ids: int = DEFAULT_MAX_BACKFILL_IDS,
 ) -> Feed:
     """Open a supervised feed of typed events: ``async with open_feed(...) as feed``.
 
@@ -649,6 +711,22 @@ def open_feed(
     ``skipped_payloads``) and goes on.  Invalid UTF-8 is a protocol
     violation either way: the connection closes with 1007 and is replaced.
 
+    Back-fill (``docs/resilience.md``, ``trio_feed.feed._backfill``):
+    ``backfill=True`` fetches the ids a gap skipped on ``trade`` and
+    ``aggTrade`` streams (and the closed candles a kline stream missed)
+    from the REST history at ``rest_url`` (by
+    default the ``market``'s on Binance) and hands
+    them out, as ``BackfilledTrade``/``BackfilledAggTrade``, before that
+    stream's later events, which wait meanwhile.  Requests are charged to
+    ``weight_budget`` (pass the order books' to share the IP's weight; by
+    default the feed's own); a fill ends within ``backfill_timeout`` seconds
+    of its gap, after at most ``backfill_retries`` failed requests in a row,
+    or once its stream holds ``max_backfill_hold`` events, and a gap wider
+    than ``max_backfill_ids`` is not fetched; what a fill did not fetch stays
+    in ``missing``, with its ranges in ``statistics().missing_ranges``.
+    Back-fill needs a policy that keeps messages (``block`` or
+    ``disconnect``).
+
     The remaining arguments go to :func:`~trio_feed.open_connection`.
     ``wall_clock`` (for lag) and ``rng`` (for jitter) are there for tests.
     Raises :class:`~trio_feed.InvalidStreamName` at once for a bad name.
@@ -691,4 +769,15 @@ def open_feed(
         wall_clock=wall_clock, rng=rng, on_decode_error=on_decode_error,
         market=venue.market, quiet_after=venue.quiet_after,
     )
-    return Feed(parsed, options, attempt_limiter or AttemptLimiter())
+    config = None
+    if backfill:
+        if policy in (SlowConsumerPolicy.DROP_NEWEST, SlowConsumerPolicy.KEEP_LATEST):
+            raise ValueError(f"backfill=True fills gaps for completeness; the policy "
+                             f"{policy.value!r} gives completeness up: use 'block' or "
+                             "'disconnect'")
+        config = BackfillConfig(
+            venue=venue, rest_url=rest_url or venue.rest_url, budget=weight_budget,
+            timeout=backfill_timeout, retries=backfill_retries, max_hold=max_backfill_hold,
+            max_ids=max_backfill_ids, decimals=decimals,
+        )
+    return Feed(parsed, options, attempt_limiter or AttemptLimiter(), config)

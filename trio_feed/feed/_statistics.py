@@ -102,6 +102,12 @@ class FeedStatistics(Value):
     (ms from event time ``E`` to local receipt), ``lagging`` (events later
     than the feed's ``lag_threshold``), ``parse_p50``/``parse_p99`` (µs per
     message decoded), ``ping_rtt_p50``/``ping_rtt_max`` (seconds, our pings).
+
+    Back-fill (``trio_feed.feed._backfill``): ``missing`` then counts only the
+    ids no fill could fetch, ``backfilled`` the events fetched (the identity
+    becomes ``messages + backfilled == events + duplicates + dropped +
+    conflated + discarded``), ``filled_ranges``/``missing_ranges`` say which
+    ids, and the ``backfill_*`` and ``fill_latency_*`` fields what it cost.
     """
 
     mode: str
@@ -141,6 +147,23 @@ class FeedStatistics(Value):
     ping_rtt_p50: float | None
     ping_rtt_max: float | None
     open_connections: tuple[ConnectionStatistics, ...]
+    # -- back-fill (``open_feed(backfill=True)``; all zero or empty without it) --
+    #: Events fetched over REST and handed to the consumer's queue (not in ``messages``).
+    backfilled: int = 0
+    #: ``(stream, first id, last id)`` ranges filled, and ranges left missing (latest 1000 each).
+    filled_ranges: tuple[tuple[str, int, int], ...] = ()
+    missing_ranges: tuple[tuple[str, int, int], ...] = ()
+    #: Events held now behind a fill; REST requests sent, failed and rate limited.
+    backfill_held: int = 0
+    backfill_requests: int = 0
+    backfill_failures: int = 0
+    backfill_rate_limited: int = 0
+    #: REQUEST_WEIGHT the back-fill had admitted, and seconds from a gap seen to its fill queued.
+    backfill_weight: int = 0
+    fill_latency_p50: float | None = None
+    fill_latency_max: float | None = None
+    #: Closed klines a kline stream missed, fetched by time (part of ``backfilled``).
+    backfilled_klines: int = 0
 
 
 @attrs.define(repr=False)

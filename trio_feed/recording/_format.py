@@ -11,7 +11,10 @@ A recording is a text file of JSON lines, one per WebSocket data message::
   raw ``/ws/<stream>`` connection, or anything that is not an envelope);
 - ``raw``: the payload of a text frame, exactly as received (JSON escaping
   only, so ``orjson.loads(line)["raw"]`` gives back the same characters);
-  binary frames carry ``raw_b64`` (standard base64) instead.
+  binary frames carry ``raw_b64`` (standard base64) instead;
+- ``backfilled`` (only when true): the line was not received but fetched
+  over REST to fill a gap of its trade stream (``record(..., backfill=...)``,
+  ``trio_feed.recording._backfill``); its ``t`` is when it was fetched.
 
 ``docs/testing.md`` describes the format for other tools (``jq`` reads it).
 
@@ -46,6 +49,7 @@ at most the last chunk there.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import math
 import os
@@ -90,6 +94,8 @@ class Record:
     t: int
     stream: str | None
     raw: str | bytes
+    #: Fetched over REST to fill a gap, not received (see the module docstring).
+    backfilled: bool = False
 
     def payload(self) -> str | bytes:
         """The message without its combined envelope (``raw`` itself when it has none)."""
@@ -99,12 +105,16 @@ class Record:
 
     def to_line(self) -> bytes:
         """The record as one JSON line, newline included."""
-        return encode_record(self.t, self.stream, self.raw)
+        return encode_record(self.t, self.stream, self.raw, backfilled=self.backfilled)
 
 
-def encode_record(t: int, stream: str | None, raw: str | bytes | memoryview) -> bytes:
+def encode_record(t: int, stream: str | None, raw: str | bytes | memoryview, *,
+                  backfilled: bool = False) -> bytes:
     """One recording line.  A ``str`` is a text frame; bytes-like data a binary one."""
     if isinstance(raw, str):
+        if backfilled:
+            return orjson.dumps({"t": t, "stream": stream, "raw": raw,
+                                 "backfilled": True}) + b"\n"
         return orjson.dumps({"t": t, "stream": stream, "raw": raw}) + b"\n"
     encoded = base64.b64encode(raw).decode("ascii")
     return orjson.dumps({"t": t, "stream": stream, "raw_b64": encoded}) + b"\n"
@@ -149,7 +159,7 @@ def _decode_line(line: bytes) -> Record:
         raw = obj["raw"]
         if type(raw) is not str:
             raise ValueError('"raw" must be a string')
-        return Record(t, stream, raw)
+        return Record(t, stream, raw, obj.get("backfilled") is True)
     if "raw_b64" in obj:
         return Record(t, stream, base64.b64decode(obj["raw_b64"], validate=True))
     raise ValueError('neither "raw" nor "raw_b64" is present')
@@ -370,6 +380,7 @@ async def record(
     limit: int | None = None,
     duration: float | None = None,
     counters: RecordCounters | None = None,
+    backfill: Any = None,
     **connect_options: Any,
 ) -> RecordStatistics:
     """Connect to ``url`` and write every data message to ``writer`` as it arrives.
@@ -378,7 +389,10 @@ async def record(
     connection ends (see :attr:`RecordStatistics.closed`), or when cancelled;
     each receive chunk is on disk before the next is read.  ``counters`` is
     updated live.  ``connect_options`` go to
-    :func:`~trio_feed.open_connection`.  Raises what ``open_connection``
+    :func:`~trio_feed.open_connection`.  ``backfill``, a
+    ``RecordingBackfill``, fetches what the trade streams' gaps skipped and
+    writes it, marked (``trio_feed.recording._backfill``); the recording
+    then ends once its last fills have.  Raises what ``open_connection``
     raises, :class:`~trio_feed.ProtocolError` (after writing the messages
     that preceded the violation), and :class:`RecordingError`.
     """
@@ -386,7 +400,11 @@ async def record(
     started = time.time_ns()
     closed: ConnectionClosed | None = None
     text = Opcode.TEXT
-    async with open_connection(url, **connect_options) as conn:
+    observe = backfill.observe if backfill is not None else None
+    async with contextlib.AsyncExitStack() as stack:
+        if backfill is not None:
+            await stack.enter_async_context(backfill.running(writer))
+        conn = await stack.enter_async_context(open_connection(url, **connect_options))
         parser = conn.parser
         with trio.move_on_after(math.inf if duration is None else duration):
             t = time.time_ns()
@@ -397,7 +415,10 @@ async def record(
                     for view in parser.messages():
                         try:
                             if parser.opcode == text:
-                                lines.append(encode_record(t, stream_of(view), str(view, "utf-8")))
+                                name, payload = stream_of(view), str(view, "utf-8")
+                                lines.append(encode_record(t, name, payload))
+                                if observe is not None:
+                                    observe(name, payload)
                             else:
                                 lines.append(encode_record(t, None, view))
                             counters.payload_bytes += len(view)

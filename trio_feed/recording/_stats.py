@@ -32,10 +32,15 @@ class _StreamStats:
     #: The position the stream's ids reached, and the event that brought it there.
     last_id: int | None = None
     last_event: Any = None
+    #: The id ranges the gaps skipped, and the ids that back-filled lines brought.
+    skipped: list[tuple[int, int]] = attrs.Factory(list)
+    backfilled: set[int] = attrs.Factory(set)
 
     def gap(self, kind: str, expected: int, got: int, index: int) -> None:
         self.id_gaps += 1
         self.missing_ids += max(0, got - expected)
+        if got > expected:
+            self.skipped.append((expected, got - 1))
         if len(self.examples) < 10:
             self.examples.append({"kind": kind, "index": index, "expected": expected, "got": got})
 
@@ -90,6 +95,7 @@ def compute_stats(path: str) -> dict[str, Any]:
     gap_ns, gap_index, gap_stream = 0, None, None
     unparsable = 0
     binary = 0
+    backfilled = 0
     index = -1
     for index, rec in enumerate(read_recording(path, report=report)):
         if first_t is None:
@@ -114,6 +120,12 @@ def compute_stats(path: str) -> dict[str, Any]:
         stats = streams.get(key)
         if stats is None:
             stats = streams[key] = _StreamStats()
+        if rec.backfilled:  # fetched, not received: it fills a gap, it is not traffic
+            backfilled += 1
+            found = object_ids(obj)
+            if found is not None:
+                stats.backfilled.add(found[0].position(found[1]))
+            continue
         stats.messages += 1
         if stats.last_t is not None:
             stats.largest_gap_ns = max(stats.largest_gap_ns, rec.t - stats.last_t)
@@ -133,6 +145,7 @@ def compute_stats(path: str) -> dict[str, Any]:
         "torn_last_line": report.torn,
         "unparsable": unparsable,
         "binary": binary,
+        "backfilled": backfilled,
         "rate": {
             "buckets": len(span),
             "mean": statistics.fmean(span) if span else 0.0,
@@ -150,8 +163,18 @@ def compute_stats(path: str) -> dict[str, Any]:
                 "missing_ids": s.missing_ids,
                 "repeated_ids": s.repeated_ids,
                 "resets": s.resets,
+                "filled_ids": (filled := _filled(s)),
+                "left_ids": s.missing_ids - filled,
                 "gap_examples": s.examples,
             }
             for key, s in sorted(streams.items())
         },
     }
+
+
+def _filled(stats: _StreamStats) -> int:
+    """How many ids the stream's gaps skipped that back-filled lines brought back."""
+    if not stats.backfilled:
+        return 0
+    return sum(1 for first, last in stats.skipped for i in range(first, last + 1)
+               if i in stats.backfilled)
