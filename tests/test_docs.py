@@ -198,3 +198,14 @@ def test_cli_json_lines_have_the_documented_keys() -> None:
         assert line["stream"] in ("btcusdt@trade", "btcusdt@bookTicker", "btcusdt@depth@100ms")
     trade = next(line for line in lines if line["type"] == "Trade")
     assert isinstance(trade["price"], str) and isinstance(trade["trade_id"], int)
+
+
+def test_readme_speed_figures_are_the_ones_in_performance_md() -> None:
+    """Each measured number lives in docs/performance.md: README's rows are copies of its rows."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## How fast"):readme.index("## The library in a few lines")]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert len(rows) > 3
+    performance = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8").splitlines()
+    missing = [row for row in rows if row not in performance]
+    assert not missing, f"README rows not in docs/performance.md: {missing}"
