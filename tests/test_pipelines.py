@@ -407,6 +407,19 @@ async def test_cancellation_at_every_task_step_leaves_no_view_no_task_and_counts
 
 # -- invalid UTF-8: close 1007 after the messages before it ---------------------------------
 
+async def send_then_read_until_close(
+    server: trio.SocketStream, data: bytes, frames: list[tuple[int, bytes]]
+) -> None:
+    """Play the server: send ``data``, then collect the client's frames up to its Close."""
+    await server.send_all(data)
+    peer = ServerSide(server)
+    while (frame := await peer.read_frame()) is not None:
+        frames.append(frame)
+        if frame[0] == Opcode.CLOSE:
+            break
+    await server.aclose()
+
+
 UTF8_FAULTS = {
     "one frame": server_frame(Opcode.TEXT, b"ok \xff"),
     "across fragments": server_frame(Opcode.TEXT, b"ok \xf4", fin=False)
@@ -428,18 +441,9 @@ async def test_invalid_utf8_closes_1007_after_delivering_and_counting_what_prece
     counters = PipelineCounters()
     frames: list[tuple[int, bytes]] = []
 
-    async def serve() -> None:
-        await server.send_all(data)
-        peer = ServerSide(server)
-        while (frame := await peer.read_frame()) is not None:
-            frames.append(frame)
-            if frame[0] == Opcode.CLOSE:
-                break
-        await server.aclose()
-
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve)
+            nursery.start_soon(send_then_read_until_close, server, data, frames)
             with pytest.raises(ProtocolError) as info:
                 await run_pipeline(mode, conn, lambda p: got.append(bytes(p)), counters)
     assert type(info.value) is ProtocolError and info.value.close_code == 1007
@@ -494,18 +498,9 @@ async def test_orjson_validates_once_and_still_closes_1007(mode: str, fault: str
         lent.append(view)  # inline: kept only to count, released by the parser meanwhile
         got.append(orjson.loads(view))
 
-    async def serve() -> None:
-        await server.send_all(data)
-        peer = ServerSide(server)
-        while (frame := await peer.read_frame()) is not None:
-            frames.append(frame)
-            if frame[0] == Opcode.CLOSE:
-                break
-        await server.aclose()
-
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve)
+            nursery.start_soon(send_then_read_until_close, server, data, frames)
             with pytest.raises(ProtocolError) as info:
                 if mode == "inline":
                     await run_inline(conn, handler, counters=counters, trust_handler_utf8=True)

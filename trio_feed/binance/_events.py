@@ -102,6 +102,13 @@ Number: TypeAlias = str | Decimal
 Level: TypeAlias = list[Number]
 
 
+#: The price and volume fields of a candle (:class:`Kline`, USD-M ``ContinuousKline``).
+_CANDLE_NUMBERS = (
+    "open", "high", "low", "close", "volume", "quote_volume",
+    "taker_buy_volume", "taker_buy_quote_volume",
+)
+
+
 def _text(number: Number) -> str:
     """Plain decimal notation: ``str(Decimal("0.00000000"))`` would give ``"0E-8"``."""
     return number if type(number) is str else format(number, "f")
@@ -240,10 +247,7 @@ class Kline(Value):
     #: True only on a closed kline fetched over REST for one missed (``BackfilledKline``).
     backfilled: ClassVar[bool] = False
 
-    _decimal_fields: ClassVar[tuple[str, ...]] = (
-        "open", "high", "low", "close", "volume", "quote_volume",
-        "taker_buy_volume", "taker_buy_quote_volume",
-    )
+    _decimal_fields: ClassVar[tuple[str, ...]] = _CANDLE_NUMBERS
 
     def describe(self) -> str:
         """One readable line: interval, symbol, OHLC, volume and whether the bar closed."""
@@ -823,10 +827,7 @@ class ContinuousKline(Value):
     taker_buy_quote_volume: Number  # k.Q
     stream: str | None = None
 
-    _decimal_fields: ClassVar[tuple[str, ...]] = (
-        "open", "high", "low", "close", "volume", "quote_volume",
-        "taker_buy_volume", "taker_buy_quote_volume",
-    )
+    _decimal_fields: ClassVar[tuple[str, ...]] = _CANDLE_NUMBERS
 
     def describe(self) -> str:
         """One readable line: interval, pair, contract, OHLC and whether the bar closed."""
