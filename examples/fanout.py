@@ -59,7 +59,7 @@ async def main(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         url = args.redis or stack.enter_context(local_server()).url
         async with open_exchange(seed=1, rate=200.0) as exchange, \
-                open_feed(STREAMS, base_url=exchange.base_url) as feed, \
+                open_feed(STREAMS, base_url=exchange.base_url, payloads=True) as feed, \
                 open_redis_sink(url, rest_url=exchange.rest_url, snapshot_interval=1.0) as sink, \
                 trio.open_nursery() as nursery:
             nursery.start_soon(publish, feed, sink)

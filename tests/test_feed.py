@@ -6,6 +6,7 @@ import itertools
 import ssl
 from decimal import Decimal
 
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -17,8 +18,10 @@ from trio_feed import (
     format_event,
     open_feed,
 )
-from trio_feed.binance import BookTicker, DepthUpdate, PartialDepth, Trade
+from trio_feed.binance import BookTicker, Decoder, DepthUpdate, PartialDepth, Trade
+from trio_feed.binance._urls import envelope
 from trio_feed.exchange import open_exchange
+from trio_feed.feed._outbox import Batch
 
 STREAMS = ["btcusdt@trade", "btcusdt@bookTicker", "ethusdt@depth@100ms", "btcusdt@depth5@100ms"]
 
@@ -285,3 +288,49 @@ async def test_protocol_violation_arrives_after_the_events_before_it(
     assert [e.trade_id for e in got] == [1, 2, 3]  # type: ignore[attr-defined]
     stats = feed.statistics()
     assert stats.messages == stats.events + stats.duplicates + stats.dropped + stats.discarded == 3
+
+
+async def test_payloads_are_the_frames_each_event_came_from() -> None:
+    """payloads=True: last_payload is the envelope as received, and it decodes to the event."""
+    decoder = Decoder(STREAMS)
+    with trio.fail_after(10):
+        async with open_exchange(seed=3, rate=0, clock=None) as exchange:
+            async with open_feed(STREAMS, base_url=exchange.base_url, payloads=True) as feed:
+                assert feed.keeps_payloads and feed.last_payload is None
+                pairs = []
+                async for event in feed:
+                    pairs.append((event, feed.last_payload))
+                    if len(pairs) == 300:
+                        break
+    for event, payload in pairs:
+        assert type(payload) is bytes and payload.startswith(b'{"stream":"')
+        assert decoder.decode(payload) == event
+
+
+async def test_payloads_stay_lined_up_with_the_events_when_duplicates_are_dropped() -> None:
+    """Many messages per receive chunk, repeats among them: each event keeps its own frame."""
+    def frame(trade_id: int) -> bytes:
+        data = {"e": "trade", "E": 1_700_000_000_000 + trade_id, "s": "BTCUSDT", "t": trade_id,
+                "p": f"{trade_id}.5", "q": "1", "T": 1, "m": False}
+        return envelope("btcusdt@trade", orjson.dumps(data))
+
+    feed = open_feed(["btcusdt@trade"], url="ws://127.0.0.1:1/x", payloads=True)
+    chunk = Batch(None)
+    chunk.extend(frame(i) for i in [*range(1, 101), *range(50, 151)])  # 51 repeats
+    feed._accept(chunk, 0.0)
+    got = []
+    with pytest.raises(trio.WouldBlock):
+        while True:
+            event = feed.receive_nowait()
+            got.append((event.trade_id, feed.last_payload))
+    assert [t for t, _ in got] == list(range(1, 151))
+    assert all(payload == frame(t) for t, payload in got)
+    assert feed.statistics().duplicates == 51
+
+
+def test_payloads_need_the_copy_strategy_and_no_backfill() -> None:
+    for options in ({"mode": "inline"}, {"backfill": True}):
+        with pytest.raises(ValueError, match="payloads=True"):
+            open_feed(STREAMS, payloads=True, **options)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="payloads=True"):
+        _ = open_feed(STREAMS).last_payload

@@ -192,3 +192,31 @@ async def test_an_unknown_schema_version_is_refused(redis_server, prefix) -> Non
             assert "version" in str(exc)
         else:
             raise AssertionError("a version 2 entry was accepted")
+
+
+async def test_a_feed_with_payloads_publishes_the_frames_as_received(redis_server, prefix) -> None:
+    """publish() of a payloads=True feed writes fmt=raw entries: the frames the feed read."""
+    import coredis
+
+    from trio_feed import open_feed
+    from trio_feed.broker import publish
+    from trio_feed.exchange import open_exchange
+
+    with trio.fail_after(30):
+        async with open_exchange(seed=5, rate=2000.0, clock=None) as exchange, \
+                open_feed(["btcusdt@trade"], base_url=exchange.base_url,
+                          payloads=True) as feed, \
+                open_redis_sink(redis_server.url, prefix=prefix) as sink:
+            sent = await publish(feed, sink, limit=300)
+        async with coredis.Redis.from_url(redis_server.url) as client:
+            entries = await client.xrange(stream_key("btcusdt@trade", prefix=prefix))
+        got = await read_all(redis_server.url, prefix, ["btcusdt@trade"], sent, books=False)
+    fields = [e.field_values for e in entries]
+    assert sent == 300
+    assert fields and all(f[b"fmt"] == b"raw" for f in fields)
+    # Each payload is the frames side by side, each one the combined envelope as sent.
+    assert all(f[b"p"].startswith(b'[{"stream":"btcusdt@trade","data":{') for f in fields)
+    assert sum(int(f[b"n"]) for f in fields) == 300
+    first = got[0].trade_id
+    assert [t.trade_id for t in got] == list(range(first, first + 300))
+    assert all(isinstance(e, Trade) for e in got)

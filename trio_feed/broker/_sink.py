@@ -880,6 +880,9 @@ async def publish(feed: Feed | AsyncIterator[Event], sink: RedisSink, *,
     already holds (up to ``max_batch`` events, through ``receive_nowait``)
     goes with it.  A source without ``receive_nowait`` is sent event by event.
 
+    A feed opened with ``payloads=True`` has its frames written exactly as
+    Binance sent them (``fmt=raw``); otherwise the events are normalised JSON.
+
     For a :class:`~trio_feed.Feed`, every ``note_interval`` seconds the feed's
     reconnects, rotations and missing ids are compared with the last look, and
     what changed is written to the control stream (``resync``, ``rotation``,
@@ -891,9 +894,15 @@ async def publish(feed: Feed | AsyncIterator[Event], sink: RedisSink, *,
     last = None
     next_look = trio.current_time() + note_interval
     more: Callable[[], Event] | None = getattr(feed, "receive_nowait", None)
+    # A feed opened with payloads=True: its frames go out exactly as received (fmt=raw).
+    frames = isinstance(feed, Feed) and feed.keeps_payloads
     async for event in feed:
         room = max_batch if limit is None else min(max_batch, limit - sent)
         batch = [event]
+        raws: list[bytes] | None = None
+        if frames:
+            assert isinstance(feed, Feed) and feed.last_payload is not None
+            raws = [feed.last_payload]
         failure: BaseException | None = None
         if more is not None:
             while len(batch) < room:
@@ -904,7 +913,9 @@ async def publish(feed: Feed | AsyncIterator[Event], sink: RedisSink, *,
                 except Exception as exc:  # the feed's failure, after what it had queued
                     failure = exc
                     break
-        await sink.send_batch(batch)
+                if raws is not None:
+                    raws.append(feed.last_payload)  # type: ignore[union-attr,arg-type]
+        await sink.send_batch(batch, raws=raws)
         sent += len(batch)
         if failure is not None:
             raise failure

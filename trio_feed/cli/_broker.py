@@ -103,7 +103,8 @@ async def run_publish(args: argparse.Namespace) -> int:
     if (args.policy == "spool") != (args.spool is not None):
         raise CliError("--policy spool and --spool PATH go together", 2)
     async with _connect_to(args) as (urls, names):
-        async with open_feeds(urls, names, args, reconnect=True) as feed, \
+        # payloads=True: the entries carry the frames exactly as received (fmt=raw).
+        async with open_feeds(urls, names, args, reconnect=True, payloads=True) as feed, \
                 open_redis_sink(args.redis, prefix=args.prefix, policy=args.policy,
                                 spool=args.spool, maxlen=args.maxlen, max_age=args.max_age,
                                 rest_url=args.rest_url,

@@ -103,6 +103,7 @@ from ._outbox import (
     Outbox,
     SlowConsumerPolicy,
 )
+from ._payloads import PayloadQueue
 from ._shard import Shard
 from ._statistics import SKIPPED_PREFIX, FeedCounters, FeedStatistics
 from ._subscriptions import Subscriptions
@@ -123,7 +124,7 @@ class Feed:
 
     def __init__(
         self, streams: list[Stream], options: FeedOptions, attempt_limiter: AttemptLimiter,
-        backfill: BackfillConfig | None = None,
+        backfill: BackfillConfig | None = None, payloads: bool = False,
     ) -> None:
         self.options = options
         self.mode = options.mode
@@ -156,6 +157,10 @@ class Feed:
         self.backfill: BackfillQueue | None = None
         if backfill is not None:
             self.backfill = self._pending = BackfillQueue(backfill, self.outbox)
+        #: ``payloads=True``: the pending queue keeps each event's frame (``_payloads.py``).
+        self._payloads: PayloadQueue | None = None
+        if payloads:
+            self._payloads = self._pending = PayloadQueue()
         self._lagging = False
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
@@ -427,8 +432,11 @@ class Feed:
             sizes = map(len, [p for i, p in enumerate(chunk) if i not in gone])
         pending = self._pending
         before = len(pending)
+        keep = pending.append
+        if self._payloads is not None:
+            keep = self._keep_with_payload(events, chunk, skipped)
         try:
-            continuity.accept_batch(events, pending.append, sizes)
+            continuity.accept_batch(events, keep, sizes)
         finally:
             self._accepted += len(pending) - before
 
@@ -440,6 +448,35 @@ class Feed:
             pending.release(batch)  # type: ignore[attr-defined]
         finally:
             self._accepted += len(pending) - before
+
+    def _keep_with_payload(
+        self, events: list[Event], chunk: list[bytes], skipped: list[int] | None
+    ) -> Callable[[Event], None]:
+        """A ``keep`` for continuity that queues each kept event with its own payload."""
+        assert self._payloads is not None
+        if skipped:
+            gone = set(skipped)
+            chunk = [p for i, p in enumerate(chunk) if i not in gone]
+        payload_of = {id(event): payload for event, payload in zip(events, chunk, strict=False)}
+        push = self._payloads.push
+        return lambda event: push(event, payload_of[id(event)])
+
+    @property
+    def keeps_payloads(self) -> bool:
+        """Whether the feed was opened with ``payloads=True`` (see :attr:`last_payload`)."""
+        return self._payloads is not None
+
+    @property
+    def last_payload(self) -> bytes | None:
+        """The frame the event most recently handed out was decoded from (``payloads=True``).
+
+        The payload exactly as the server sent it (the combined-stream
+        envelope), as owned ``bytes``; ``None`` before the first event.
+        Raises ``RuntimeError`` on a feed opened without ``payloads=True``.
+        """
+        if self._payloads is None:
+            raise RuntimeError("open the feed with payloads=True to keep each event's payload")
+        return self._payloads.last
 
     def _undecodable(self, batch: list[Any], index: int, exc: Exception) -> bool:
         """Count ``batch[index]``, which did not decode; ``True`` to go on with the batch.
@@ -643,6 +680,7 @@ def open_feed(
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     on_decode_error: Literal["raise", "skip"] = "raise",
+    payloads: bool = False,
     backfill: bool = False,
     rest_url: str | None = None,
     weight_budget: WeightBudget | None = None,
@@ -710,6 +748,9 @@ def open_feed(
     (``statistics().skipped``, per stream, with its first bytes in
     ``skipped_payloads``) and goes on.  Invalid UTF-8 is a protocol
     violation either way: the connection closes with 1007 and is replaced.
+    ``payloads=True`` (channel mode only) keeps each event's frame as
+    received: after an event is handed out, :attr:`Feed.last_payload` is
+    the ``bytes`` it was decoded from (``trio_feed.feed._payloads``).
 
     Back-fill (``docs/resilience.md``, ``trio_feed.feed._backfill``):
     ``backfill=True`` fetches the ids a gap skipped on ``trade`` and
@@ -780,4 +821,8 @@ def open_feed(
             timeout=backfill_timeout, retries=backfill_retries, max_hold=max_backfill_hold,
             max_ids=max_backfill_ids, decimals=decimals,
         )
-    return Feed(parsed, options, attempt_limiter or AttemptLimiter(), config)
+    if payloads and (mode != "channel" or backfill):
+        raise ValueError("payloads=True keeps the frames the copy strategy owns: it needs "
+                         "mode='channel', and back-filled events have no frame (backfill=False)")
+    return Feed(parsed, options, attempt_limiter or AttemptLimiter(), config,
+                payloads=payloads)
