@@ -47,7 +47,6 @@ from ._events import (
     UnknownEvent,
     format_event,
 )
-from ._history import BackfilledAggTrade, BackfilledKline, BackfilledTrade
 from ._sequence import Rules
 from ._streams import KINDS, Stream, parse_stream
 from ._urls import DEFAULT_BASE_URL, combined_url, raw_url
@@ -61,26 +60,30 @@ if TYPE_CHECKING:
         PriceLevel,
         parse_depth_snapshot,
     )
+    from ._history import BackfilledAggTrade, BackfilledKline, BackfilledTrade
 
-#: The pure order book's names, imported on first use: a feed never needs them.
-_LAZY_BOOK = frozenset(
-    {"BookState", "BookStatistics", "NeedSnapshot", "OrderBook", "PriceLevel",
-     "parse_depth_snapshot"}
-)
+#: Names imported on first use, and their module: a feed never needs the pure order book,
+#: and only a back-filling one needs the events fetched over REST.
+_LAZY = {
+    **dict.fromkeys(("BookState", "BookStatistics", "NeedSnapshot", "OrderBook", "PriceLevel",
+                     "parse_depth_snapshot"), "._book"),
+    **dict.fromkeys(("BackfilledAggTrade", "BackfilledKline", "BackfilledTrade"), "._history"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_BOOK:
+    module = _LAZY.get(name)
+    if module is not None:
         from importlib import import_module
 
-        value = getattr(import_module("._book", __name__), name)
+        value = getattr(import_module(module, __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'trio_feed.binance' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY_BOOK)
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -87,6 +87,13 @@ from ..binance._history import history_id, parse_history_page, parse_kline_rows
 from ..binance._limits import Venue
 from ..rest._budget import WeightBudget
 from ..rest._history import HistoryCounters, fetch_history, fetch_klines
+from ._refill import (
+    DEFAULT_BACKFILL_RETRIES,
+    DEFAULT_BACKFILL_TIMEOUT,
+    DEFAULT_MAX_BACKFILL_HOLD,
+    DEFAULT_MAX_BACKFILL_IDS,
+    Refill,
+)
 from ._samples import Samples
 
 if TYPE_CHECKING:
@@ -100,14 +107,6 @@ __all__ = [
 
 logger = logging.getLogger("trio_feed")
 
-#: Seconds a stream may be held for one gap before what is not fetched is given up.
-DEFAULT_BACKFILL_TIMEOUT = 30.0
-#: Events one stream may hold while its fill runs.
-DEFAULT_MAX_BACKFILL_HOLD = 100_000
-#: A gap of more ids than this is not fetched (reported missing at once).
-DEFAULT_MAX_BACKFILL_IDS = 100_000
-#: Failed requests in a row, per fill, before the rest of the gap is given up.
-DEFAULT_BACKFILL_RETRIES = 5
 #: Ranges kept for ``statistics()`` (the latest ones), filled and missing each.
 RANGES_KEPT = 1000
 
@@ -174,17 +173,6 @@ class _Stream:
         self.fills: deque[_Fill] = deque()
         self.worker = False
         self.head = trio.Event()
-
-
-class Refill(list[Any]):
-    """A batch the back-fill puts in the outbox: a fill's events, then the events it held."""
-
-    __slots__ = ("filled", "state")
-
-    def __init__(self, state: _Stream, filled: int) -> None:
-        super().__init__()
-        self.state = state
-        self.filled = filled
 
 
 class BackfillQueue(deque[Any]):

@@ -65,7 +65,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import orjson
@@ -81,16 +81,7 @@ from .._errors import (
 from ..binance import Decoder, Event, Stream
 from ..binance._limits import SPOT, venue_named
 from ..binance._urls import routed_url
-from ..rest._budget import WeightBudget
-from ._backfill import (
-    DEFAULT_BACKFILL_RETRIES,
-    DEFAULT_BACKFILL_TIMEOUT,
-    DEFAULT_MAX_BACKFILL_HOLD,
-    DEFAULT_MAX_BACKFILL_IDS,
-    BackfillConfig,
-    BackfillQueue,
-    Refill,
-)
+from ..rest._budget import WeightBudget  # (trio only: no httpx)
 from ._backoff import AttemptLimiter
 from ._context import FeedContext, FeedOptions
 from ._continuity import Continuity
@@ -104,9 +95,19 @@ from ._outbox import (
     SlowConsumerPolicy,
 )
 from ._payloads import PayloadQueue
+from ._refill import (
+    DEFAULT_BACKFILL_RETRIES,
+    DEFAULT_BACKFILL_TIMEOUT,
+    DEFAULT_MAX_BACKFILL_HOLD,
+    DEFAULT_MAX_BACKFILL_IDS,
+    Refill,
+)
 from ._shard import Shard
 from ._statistics import SKIPPED_PREFIX, FeedCounters, FeedStatistics
 from ._subscriptions import Subscriptions
+
+if TYPE_CHECKING:
+    from ._backfill import BackfillConfig, BackfillQueue  # imported when a feed back-fills
 
 __all__ = ["Feed", "FeedOptions", "open_feed"]
 
@@ -156,6 +157,8 @@ class Feed:
         #: The back-fill (``_backfill.py``), when on: it is then the pending queue too.
         self.backfill: BackfillQueue | None = None
         if backfill is not None:
+            from ._backfill import BackfillQueue  # only with backfill=True (see _refill.py)
+
             self.backfill = self._pending = BackfillQueue(backfill, self.outbox)
         #: ``payloads=True``: the pending queue keeps each event's frame (``_payloads.py``).
         self._payloads: PayloadQueue | None = None
@@ -816,6 +819,8 @@ def open_feed(
             raise ValueError(f"backfill=True fills gaps for completeness; the policy "
                              f"{policy.value!r} gives completeness up: use 'block' or "
                              "'disconnect'")
+        from ._backfill import BackfillConfig
+
         config = BackfillConfig(
             venue=venue, rest_url=rest_url or venue.rest_url, budget=weight_budget,
             timeout=backfill_timeout, retries=backfill_retries, max_hold=max_backfill_hold,
