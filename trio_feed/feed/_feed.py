@@ -62,7 +62,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -148,6 +148,8 @@ class Feed:
         #: Shards whose task is running (a normal end waits for the last one).
         self._running = 0
         self._pending: deque[Event] = deque()
+        #: What ``__anext__`` returns: awaiting it takes the next event (``_NextEvent``).
+        self._next = _NextEvent(self)
         #: Events put in ``_pending`` so far: handed out = this minus what is still pending
         #: (counted per batch, not per event).
         self._accepted = 0
@@ -336,17 +338,13 @@ class Feed:
     def __aiter__(self) -> Feed:
         return self
 
-    async def __anext__(self) -> Event:
-        pending = self._pending
-        if pending:  # the hot path: no checkpoint per event (see docs/performance.md)
-            return pending.popleft()
-        while not pending:
-            if self._undecoded is not None:
-                self._decode_some()
-                continue
-            batch, received = await self.outbox.take()
-            self._accept(batch, received)
-        return pending.popleft()
+    def __anext__(self) -> Awaitable[Event]:
+        # Not a coroutine: ``async for`` calls __anext__ and then awaits what it returns,
+        # and a Ctrl-C landing between the two in the consumer's own code (which trio does
+        # not protect) would leave a coroutine never awaited, and a RuntimeWarning at exit.
+        # An un-started generator (``_NextEvent.__await__``) is dropped silently, and the
+        # taking itself runs KI-protected, so an interrupt waits for the next checkpoint.
+        return self._next
 
     async def receive(self) -> Event:
         """The next event, waiting for one: what ``async for event in feed`` does."""
@@ -607,6 +605,29 @@ def _backfill_statistics(bf: BackfillQueue) -> dict[str, Any]:
 def _is_normal_end(exc: BaseException) -> bool:
     """The server closed with 1000: this connection's streams are over."""
     return isinstance(exc, ConnectionClosed) and exc.code == 1000 and exc.initiated_by_peer
+
+
+class _NextEvent:
+    """The awaitable ``Feed.__anext__`` returns, one per feed: ``await`` takes the next event."""
+
+    __slots__ = ("_feed",)
+
+    def __init__(self, feed: Feed) -> None:
+        self._feed = feed
+
+    @trio.lowlevel.enable_ki_protection
+    def __await__(self) -> Generator[Any, Any, Event]:
+        feed = self._feed
+        pending = feed._pending
+        if pending:  # the hot path: no checkpoint per event (see docs/performance.md)
+            return pending.popleft()
+        while not pending:
+            if feed._undecoded is not None:
+                feed._decode_some()
+                continue
+            batch, received = yield from feed.outbox.take().__await__()
+            feed._accept(batch, received)
+        return pending.popleft()
 
 
 def _stream_of_event(event: Any) -> object:
