@@ -221,24 +221,27 @@ def _avg_price(o: _Object, stream: str | None) -> Event:
     return AvgPrice(o["E"], o["s"], o["i"], o["w"], o["T"], stream)
 
 
-def _book_ticker(o: _Object, stream: str | None) -> Event:
-    b, bq, a, aq, u = o["b"], o["B"], o["a"], o["A"], o["u"]
-    if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
-            or aq.__class__ is not str or u.__class__ is not int):
-        raise _not_text("bookTicker", {"update_id": u}, best_bid_price=b,
-                        best_bid_quantity=bq, best_ask_price=a, best_ask_quantity=aq)
-    return BookTicker(u, o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
+def _book_ticker_as(cls: type[BookTicker]) -> _Constructor:
+    """The bookTicker constructor building ``cls``: prices checked, the id an integer."""
+
+    def build(o: _Object, stream: str | None) -> Event:
+        b, bq, a, aq, u = o["b"], o["B"], o["a"], o["A"], o["u"]
+        if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
+                or aq.__class__ is not str or u.__class__ is not int):
+            raise _not_text("bookTicker", {"update_id": u}, best_bid_price=b,
+                            best_bid_quantity=bq, best_ask_price=a, best_ask_quantity=aq)
+        return cls(u, o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
+
+    return build
+
+
+_book_ticker = _book_ticker_as(BookTicker)
+#: ``!bookTicker`` mixes symbols, whose ids are their own: a class without an id rule.
+_all_book_ticker = _book_ticker_as(AllBookTicker)
 
 
 def _usdm_book_ticker(o: _Object, stream: str | None) -> Event:
-    b, bq, a, aq, u = o["b"], o["B"], o["a"], o["A"], o["u"]
-    if (b.__class__ is not str or bq.__class__ is not str or a.__class__ is not str
-            or aq.__class__ is not str or u.__class__ is not int):
-        raise _not_text("bookTicker", {"update_id": u}, best_bid_price=b,
-                        best_bid_quantity=bq, best_ask_price=a, best_ask_quantity=aq)
-    # ``!bookTicker`` mixes symbols, whose ids are their own: a class without an id rule.
-    cls = AllBookTicker if stream == ALL_BOOK_TICKER else BookTicker
-    return cls(u, o["s"], b, bq, a, aq, o.get("E"), o.get("T"), stream)
+    return (_all_book_ticker if stream == ALL_BOOK_TICKER else _book_ticker)(o, stream)
 
 
 def _depth_update(o: _Object, stream: str | None) -> Event:
